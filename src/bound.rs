@@ -1,0 +1,233 @@
+//! What a result means: an interval `[lower, upper]` around the true norm, with a certificate
+//! saying how the upper end was proven, and the options that decide when to stop.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::time::Duration;
+
+/// How the upper end of a [`Bound`] is proven.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Certificate {
+    /// A dense decomposition (SVD or exact per-frequency blocks): `upper` is the computed
+    /// value plus a floating-point rounding margin.
+    Exact,
+    /// A theorem (circular embedding, Gram iteration, composition rules) plus a rounding margin.
+    Deterministic,
+    /// A Krylov method from a Gaussian random start: `P(σ₁ > upper) ≤ delta` over the draw of
+    /// the start (Hochstenbach 2013; Kuczyński & Woźniakowski 1992).
+    Probabilistic {
+        /// Failure probability of the bound.
+        delta: f64,
+    },
+    /// Nothing proves an upper end: `upper` is `+∞`.
+    None,
+}
+
+impl Certificate {
+    /// Stable integer code used by the C ABI and JSON consumers.
+    pub fn code(&self) -> i32 {
+        match self {
+            Certificate::Exact => 0,
+            Certificate::Deterministic => 1,
+            Certificate::Probabilistic { .. } => 2,
+            Certificate::None => 3,
+        }
+    }
+
+    /// Short human-readable label, e.g. `probabilistic(δ=1e-6)`.
+    pub fn label(&self) -> String {
+        match self {
+            Certificate::Exact => "exact".into(),
+            Certificate::Deterministic => "deterministic".into(),
+            Certificate::Probabilistic { delta } => format!("probabilistic(δ={delta:e})"),
+            Certificate::None => "none".into(),
+        }
+    }
+}
+
+/// Why an estimator stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// `upper ≤ lower·(1 + rtol)` was reached.
+    Converged,
+    /// A direct method computed the answer outright.
+    Direct,
+    /// The iteration cap was hit before the tolerance; the interval reached is reported.
+    IterationCap,
+    /// The time cap was hit before the tolerance; the interval reached is reported.
+    TimeCap,
+}
+
+/// Which algorithm computes a spectral norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Exact dense SVD for small operators, Lanczos otherwise.
+    #[default]
+    Auto,
+    /// Dense SVD of the explicit matrix (formed column by column for matrix-free operators).
+    Exact,
+    /// Symmetric Lanczos on `AᵀA` with full reorthogonalisation and the a-posteriori
+    /// probabilistic upper bound.
+    Lanczos,
+    /// Block Lanczos (randomised block Krylov) on `AᵀA`, using the operator's block apply.
+    BlockLanczos,
+    /// Plain power iteration on `AᵀA`: the reference method the benchmarks compare against.
+    Power,
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Ok(Method::Auto),
+            "exact" => Ok(Method::Exact),
+            "lanczos" => Ok(Method::Lanczos),
+            "block-lanczos" | "block" => Ok(Method::BlockLanczos),
+            "power" => Ok(Method::Power),
+            _ => Err(Error::invalid(
+                "method",
+                s,
+                "expected one of auto, exact, lanczos, block-lanczos, power",
+            )),
+        }
+    }
+}
+
+/// A certified interval around a spectral norm (or a Lipschitz constant).
+///
+/// `lower` is attained: some vector `v` has `‖Av‖/‖v‖ ≥ lower` (evaluated in f64 with a
+/// rounding margin subtracted). `upper` is proven as `certificate` says.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bound {
+    /// Attained lower end.
+    pub lower: f64,
+    /// Proven upper end.
+    pub upper: f64,
+    /// How `upper` is proven.
+    pub certificate: Certificate,
+    /// The algorithm that produced the result.
+    pub method: Method,
+    /// Estimator steps (Krylov or power steps; 0 for a direct method).
+    pub iterations: u32,
+    /// Applications of the operator or its adjoint, each counted once per vector.
+    pub matvecs: u64,
+    /// Why the estimator stopped.
+    pub stop: Stop,
+    /// Wall-clock seconds spent.
+    pub seconds: f64,
+}
+
+impl Bound {
+    /// Relative width `upper/lower − 1` (`+∞` when `lower` is 0).
+    pub fn relative_width(&self) -> f64 {
+        if self.lower > 0.0 {
+            self.upper / self.lower - 1.0
+        } else if self.upper == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// Whether the interval meets a relative tolerance.
+    pub fn meets(&self, rtol: f64) -> bool {
+        meets_tolerance(self.lower, self.upper, rtol)
+    }
+
+    /// Midpoint, a convenient point estimate.
+    pub fn estimate(&self) -> f64 {
+        if self.upper.is_finite() {
+            0.5 * (self.lower + self.upper)
+        } else {
+            self.lower
+        }
+    }
+}
+
+/// The stopping rule of DESIGN §2: `upper ≤ lower·(1 + rtol)` (a zero operator meets any rtol).
+pub(crate) fn meets_tolerance(lower: f64, upper: f64, rtol: f64) -> bool {
+    upper <= lower * (1.0 + rtol) || upper == 0.0
+}
+
+/// Options shared by every estimator. `Options::default()` is what the CLI and C ABI use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Relative tolerance: stop once `upper ≤ lower·(1 + rtol)`. Must be positive.
+    pub rtol: f64,
+    /// Failure probability of probabilistic upper bounds, in (0, 1).
+    pub delta: f64,
+    /// Algorithm.
+    pub method: Method,
+    /// Cap on estimator steps; the interval reached is returned when it is hit.
+    pub max_iterations: u32,
+    /// Cap on wall-clock time; the interval reached is returned when it is hit.
+    pub time_limit: Option<Duration>,
+    /// Seed of the random start; equal seeds give equal results.
+    pub seed: u64,
+    /// Block size of the block Lanczos method.
+    pub block_size: usize,
+    /// Memory the estimator may use for its Krylov basis and dense work, in bytes.
+    pub memory_limit: usize,
+    /// `Method::Auto` uses the exact SVD when `min(m,n)²·max(m,n)` is at most this.
+    pub exact_flop_limit: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            rtol: 1e-4,
+            delta: 1e-6,
+            method: Method::Auto,
+            max_iterations: 5000,
+            time_limit: None,
+            seed: 0x5EED_1A2B,
+            block_size: 8,
+            memory_limit: 2 << 30,
+            exact_flop_limit: 512.0 * 512.0 * 512.0,
+        }
+    }
+}
+
+impl Options {
+    /// Options with a given relative tolerance and defaults otherwise.
+    pub fn with_rtol(rtol: f64) -> Self {
+        Options {
+            rtol,
+            ..Options::default()
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.rtol > 0.0 && self.rtol.is_finite()) {
+            return Err(Error::invalid(
+                "rtol",
+                self.rtol,
+                "must be a finite number > 0",
+            ));
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(Error::invalid("delta", self.delta, "must lie in (0, 1)"));
+        }
+        if self.max_iterations == 0 {
+            return Err(Error::invalid("max_iterations", 0, "must be at least 1"));
+        }
+        if self.block_size == 0 {
+            return Err(Error::invalid("block_size", 0, "must be at least 1"));
+        }
+        if self.memory_limit == 0 {
+            return Err(Error::invalid("memory_limit", 0, "must be positive"));
+        }
+        if self.exact_flop_limit.is_nan() {
+            return Err(Error::invalid(
+                "exact_flop_limit",
+                "NaN",
+                "must be a number",
+            ));
+        }
+        Ok(())
+    }
+}

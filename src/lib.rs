@@ -1,0 +1,47 @@
+//! # lipschitz
+//!
+//! Certified Lipschitz constants of neural-network layers: the spectral norm `‖W‖₂ = σ₁(W)`
+//! of each linear map, computed without forming the matrix of a convolution, as an interval
+//! `[lower, upper]` that provably contains it.
+//!
+//! ## What a result means
+//! Every answer is a [`Bound`]: `lower ≤ ‖W‖₂ ≤ upper`.
+//! * `lower` is *attained*: a vector `v` with `‖Wv‖/‖v‖ ≥ lower` exists (we found it and
+//!   evaluated it in `f64`, rounding margin subtracted).
+//! * `upper` is *proven*, and [`Certificate`] says how: `Exact` (a dense decomposition plus a
+//!   rounding margin), `Deterministic` (a theorem), or `Probabilistic { delta }` (a Krylov
+//!   method from a Gaussian random start; the bound fails with probability at most `delta`).
+//!
+//! Estimators stop as soon as `upper ≤ lower·(1 + rtol)` ([`Options::rtol`], default `1e-4`),
+//! or at the caps in [`Options`], reporting the interval reached. Results are deterministic
+//! for a given seed and do not depend on the number of threads.
+//!
+//! ## Conventions
+//! Activations are single samples `x[c][h][w]`; dense weights are row-major with rows =
+//! outputs (`y = W x`), as in PyTorch's `Linear` and ONNX `Gemm`.
+//!
+//! ## Example
+//! ```
+//! use lipschitz::{dense_norm, Certificate, Options};
+//! // A 3×2 layer: σ₁ = √(3 + √5)·… — we only need the interval.
+//! let w = [1.0f32, 2.0, 0.0, 1.0, 1.0, 0.0];
+//! let b = dense_norm(&w, 3, 2, &Options::default())?;
+//! assert!(b.lower <= b.upper && b.meets(1e-4));
+//! assert_eq!(b.certificate, Certificate::Exact); // small: dense SVD
+//! # Ok::<(), lipschitz::Error>(())
+//! ```
+//!
+//! Matrix-free operators implement [`LinearOperator`] and go through [`spectral_norm`].
+
+pub mod bound;
+pub mod dense;
+pub mod error;
+pub mod kernels;
+pub mod operator;
+pub mod spectral;
+
+pub use bound::{Bound, Certificate, Method, Options, Stop};
+pub use dense::DenseMatrix;
+pub use error::{Error, Result};
+pub use operator::{explicit_matrix, LinearOperator};
+pub use spectral::{dense_matrix_norm, dense_norm, spectral_norm, spectral_norm_with, Hints};

@@ -1,0 +1,72 @@
+//! Thin wrappers over faer's dense decompositions, always run sequentially so that results
+//! do not depend on the thread count (DESIGN §2). The matrices here are small: projected
+//! Krylov matrices and the explicit matrices of small layers.
+
+use crate::error::{Error, Result};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd::{self, ComputeEigenvectors};
+use faer::linalg::svd::{self, ComputeSvdVectors};
+use faer::{Mat, MatRef, Par};
+
+/// Largest singular value of `a` and its right singular vector.
+pub(crate) fn top_singular(a: MatRef<'_, f64>) -> Result<(f64, Vec<f64>)> {
+    let (m, n) = a.shape();
+    let k = m.min(n);
+    let mut s = faer::diag::Diag::<f64>::zeros(k);
+    let mut v = Mat::<f64>::zeros(n, k);
+    let par = Par::Seq;
+    let mut mem = MemBuffer::new(svd::svd_scratch::<f64>(
+        m,
+        n,
+        ComputeSvdVectors::No,
+        ComputeSvdVectors::Thin,
+        par,
+        Default::default(),
+    ));
+    svd::svd(
+        a,
+        s.as_mut(),
+        None,
+        Some(v.as_mut()),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Numerical(format!("dense SVD of a {m}×{n} matrix: {e:?}")))?;
+    let sigma = s.column_vector()[0];
+    let vec = (0..n).map(|i| v[(i, 0)]).collect();
+    Ok((sigma, vec))
+}
+
+/// Eigen-decomposition of a symmetric `k × k` matrix given column-major in `h`: eigenvalues
+/// in nondecreasing order and the eigenvectors, column-major `k × k`.
+pub(crate) fn symmetric_eigen(h: &[f64], k: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let a = MatRef::from_column_major_slice(h, k, k);
+    let mut s = faer::diag::Diag::<f64>::zeros(k);
+    let mut u = Mat::<f64>::zeros(k, k);
+    let par = Par::Seq;
+    let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
+        k,
+        ComputeEigenvectors::Yes,
+        par,
+        Default::default(),
+    ));
+    evd::self_adjoint_evd(
+        a,
+        s.as_mut(),
+        Some(u.as_mut()),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Numerical(format!("symmetric eigensolver on a {k}×{k} matrix: {e:?}")))?;
+    let values: Vec<f64> = s.column_vector().iter().copied().collect();
+    let vectors = (0..k * k).map(|i| u[(i % k, i / k)]).collect();
+    Ok((values, vectors))
+}
+
+/// Eigenvalues (nondecreasing) and the eigenvector of the largest one.
+pub(crate) fn symmetric_top_eigen(h: &[f64], k: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (values, vectors) = symmetric_eigen(h, k)?;
+    Ok((values, vectors[(k - 1) * k..].to_vec()))
+}

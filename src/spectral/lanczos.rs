@@ -1,0 +1,159 @@
+//! Symmetric Lanczos on the Gram operator `B = AᵀA` (equivalent to Golub–Kahan–Lanczos
+//! bidiagonalisation of `A`), with full reorthogonalisation, breakdown handling and explicit
+//! restarts from the current Ritz vector when the basis reaches its memory budget.
+
+use super::dense_la::symmetric_top_eigen;
+use super::probabilistic::{lanczos_upper, largest_eigenvalue, log_epsilon};
+use super::{
+    basis_capacity, certified_ratio, finish, orthogonalize, rng_for, sigma_upper_from_lambda,
+    start_vector, BestUpper, Budget, Hints,
+};
+use crate::bound::{meets_tolerance, Bound, Certificate, Method, Options, Stop};
+use crate::error::Result;
+use crate::kernels::{axpy, dot, norm2, scale, UNIT_ROUNDOFF};
+use crate::operator::LinearOperator;
+
+pub(crate) fn lanczos(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>) -> Result<Bound> {
+    let budget = Budget::new(opts);
+    let (n, m) = (op.input_len(), op.output_len());
+    let capacity = basis_capacity(n, 1, opts)?;
+    let mut rng = rng_for(opts.seed, 0);
+    let (mut v, sigma) = start_vector(n, &mut rng, hints);
+    let log_eps = log_epsilon(opts.delta, sigma);
+    let certificate = Certificate::Probabilistic { delta: opts.delta };
+
+    let mut upper = BestUpper::from_hints(hints);
+    let mut lower = 0.0f64;
+    let mut iterations = 0u32;
+    let mut matvecs = 0u64;
+    let mut tmp = vec![0.0; m];
+    let mut w = vec![0.0; n];
+    let mut coeffs = vec![0.0; capacity];
+    let mut basis: Vec<f64> = Vec::new();
+    // The probabilistic bound is valid for the Krylov space of the random start, i.e. the
+    // first cycle; restarted cycles only improve the lower end.
+    let mut first_cycle = sigma > 0.0;
+
+    loop {
+        let start_norm = norm2(&v);
+        if start_norm == 0.0 || !start_norm.is_finite() {
+            // Only a zero warm start with no random part gets here; fall back to noise.
+            v = super::gaussian(n, &mut rng);
+            first_cycle = false;
+            continue;
+        }
+        let log_start_norm = start_norm.ln();
+        scale(1.0 / start_norm, &mut v);
+        basis.clear();
+        basis.extend_from_slice(&v);
+        let mut alpha: Vec<f64> = Vec::new();
+        let mut beta: Vec<f64> = Vec::new();
+        let mut next_check = 0usize;
+
+        loop {
+            let j = alpha.len();
+            let vj = &basis[j * n..(j + 1) * n];
+            op.gram(vj, &mut w, &mut tmp);
+            matvecs += 2;
+            iterations += 1;
+            let mut a = dot(vj, &w);
+            axpy(-a, vj, &mut w);
+            if j > 0 {
+                axpy(-beta[j - 1], &basis[(j - 1) * n..j * n], &mut w);
+            }
+            coeffs[..=j].fill(0.0);
+            orthogonalize(&basis, j + 1, n, &mut w, &mut coeffs);
+            a += coeffs[j];
+            let b = norm2(&w);
+            alpha.push(a);
+            beta.push(b);
+
+            let theta = largest_eigenvalue(&alpha, &beta[..j]);
+            if first_cycle {
+                let t = lanczos_upper(&alpha, &beta, log_start_norm, log_eps, usize::MAX);
+                upper.offer(
+                    sigma_upper_from_lambda(op, t, iterations as usize),
+                    certificate,
+                );
+            }
+            let estimate = theta.max(0.0).sqrt();
+            if std::env::var("LIP_TRACE").is_ok() {
+                eprintln!(
+                    "it {iterations} est {estimate:.12} up {:.12} w {:e}",
+                    upper.value,
+                    upper.value / estimate - 1.0
+                );
+            }
+            let breakdown =
+                b <= 64.0 * UNIT_ROUNDOFF * theta.max(f64::MIN_POSITIVE) * (j + 1) as f64;
+            let cap = budget.exhausted(iterations);
+            let full = j + 2 > capacity;
+            let looks_done = meets_tolerance(estimate, upper.value, opts.rtol) && j >= next_check;
+
+            if looks_done || breakdown || cap.is_some() || full {
+                let ritz = ritz_vector(&alpha, &beta, &basis, n)?;
+                lower = lower.max(certified_ratio(op, &ritz, &mut tmp));
+                matvecs += 1;
+                if meets_tolerance(lower, upper.value, opts.rtol) {
+                    return Ok(done(
+                        lower,
+                        upper,
+                        iterations,
+                        matvecs,
+                        Stop::Converged,
+                        &budget,
+                    ));
+                }
+                if let Some(stop) = cap {
+                    return Ok(done(lower, upper, iterations, matvecs, stop, &budget));
+                }
+                if breakdown || full {
+                    v = ritz;
+                    first_cycle = false;
+                    break;
+                }
+                next_check = j + 2 + j / 4;
+            }
+            scale(1.0 / b, &mut w);
+            basis.extend_from_slice(&w);
+        }
+    }
+}
+
+fn done(
+    lower: f64,
+    upper: BestUpper,
+    iterations: u32,
+    matvecs: u64,
+    stop: Stop,
+    budget: &Budget,
+) -> Bound {
+    finish(
+        lower,
+        upper,
+        Method::Lanczos,
+        iterations,
+        matvecs,
+        stop,
+        budget,
+    )
+}
+
+/// The Ritz vector of the largest Ritz value: `V y` with `y` the top eigenvector of `T`.
+fn ritz_vector(alpha: &[f64], beta: &[f64], basis: &[f64], n: usize) -> Result<Vec<f64>> {
+    let k = alpha.len();
+    let mut t = vec![0.0; k * k];
+    for i in 0..k {
+        t[i * k + i] = alpha[i];
+        if i + 1 < k {
+            t[i * k + i + 1] = beta[i];
+            t[(i + 1) * k + i] = beta[i];
+        }
+    }
+    let (_, y) = symmetric_top_eigen(&t, k)?;
+    let mut x = vec![0.0; n];
+    for (i, yi) in y.iter().enumerate() {
+        axpy(*yi, &basis[i * n..(i + 1) * n], &mut x);
+    }
+    Ok(x)
+}

@@ -1,0 +1,349 @@
+//! The spectral-norm engine: `σ₁(A) = ‖A‖₂` of any [`LinearOperator`] as a certified
+//! [`Bound`].
+//!
+//! * [`Method::Exact`]: dense SVD (faer) of the explicit matrix, upper end widened by a
+//!   backward-error margin.
+//! * [`Method::Lanczos`]: symmetric Lanczos on `AᵀA` with full reorthogonalisation and explicit
+//!   restarts when the basis reaches its memory budget; lower end from the Ritz vector
+//!   evaluated through the operator, upper end from the a-posteriori probabilistic bound
+//!   ([`probabilistic`]) or a caller-supplied proven bound, whichever is smaller.
+//! * [`Method::BlockLanczos`]: the same on a block of vectors, one pass over the operator per
+//!   block; suited to clustered top spectra and to operators whose block apply is cheap.
+//! * [`Method::Power`]: power iteration on `AᵀA`, the reference the benchmarks compare with.
+//!
+//! Every estimator stops as soon as `upper ≤ lower·(1 + rtol)`, or at the iteration/time caps
+//! with the interval reached. Results depend only on the seed, not on the thread count.
+
+mod block;
+mod dense_la;
+mod exact;
+mod lanczos;
+mod power;
+pub mod probabilistic;
+
+use crate::bound::{Bound, Certificate, Method, Options, Stop};
+use crate::dense::DenseMatrix;
+use crate::error::{Error, Result};
+use crate::kernels::{gamma, norm2};
+use crate::operator::LinearOperator;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+use std::time::Instant;
+
+pub use probabilistic::kuczynski_wozniakowski_upper;
+
+/// What a caller knows beyond the operator: a starting vector close to the top right singular
+/// vector, and an upper bound proven by other means (e.g. the circular embedding of a conv).
+#[derive(Debug, Clone, Copy)]
+pub struct Hints<'a> {
+    /// Warm start (length `input_len()`); it need not be normalised.
+    pub start: Option<&'a [f64]>,
+    /// Weight of the Gaussian component added to a warm start, relative to the start's norm.
+    /// Positive keeps the probabilistic bound valid; 0 disables it.
+    pub random_weight: f64,
+    /// A proven upper bound on `σ₁` and its certificate.
+    pub upper: Option<(f64, Certificate)>,
+}
+
+impl Default for Hints<'_> {
+    fn default() -> Self {
+        Hints {
+            start: None,
+            random_weight: 1.0,
+            upper: None,
+        }
+    }
+}
+
+/// Certified interval for `‖A‖₂` of any operator, by `opts.method`.
+///
+/// ```
+/// use lipschitz::{spectral_norm, DenseMatrix, Options};
+/// let a = DenseMatrix::new(vec![2.0, 0.0, 0.0, 1.0], 2, 2)?;
+/// let b = spectral_norm(&a, &Options::default())?;
+/// assert!(b.lower <= 2.0 && 2.0 <= b.upper && b.meets(1e-4));
+/// # Ok::<(), lipschitz::Error>(())
+/// ```
+pub fn spectral_norm(op: &dyn LinearOperator, opts: &Options) -> Result<Bound> {
+    spectral_norm_with(op, opts, &Hints::default())
+}
+
+/// [`spectral_norm`] with a warm start and/or a known upper bound.
+pub fn spectral_norm_with(
+    op: &dyn LinearOperator,
+    opts: &Options,
+    hints: &Hints<'_>,
+) -> Result<Bound> {
+    opts.validate()?;
+    validate_operator(op)?;
+    validate_hints(op, hints)?;
+    match choose_method(op, opts) {
+        Method::Exact => exact::exact_operator(op, opts),
+        Method::Power => power::power(op, opts, hints),
+        Method::BlockLanczos => block::block_lanczos(op, opts, hints),
+        _ => lanczos::lanczos(op, opts, hints),
+    }
+}
+
+/// Certified interval for the spectral norm of a dense row-major `rows × cols` matrix.
+///
+/// ```
+/// use lipschitz::{dense_norm, Options};
+/// // [[1, 2], [2, 4]] has rank one and σ₁ = 5.
+/// let b = dense_norm(&[1.0, 2.0, 2.0, 4.0], 2, 2, &Options::with_rtol(1e-8))?;
+/// assert!(b.lower <= 5.0 && 5.0 <= b.upper && b.upper - b.lower < 1e-7);
+/// # Ok::<(), lipschitz::Error>(())
+/// ```
+pub fn dense_norm(weights: &[f32], rows: usize, cols: usize, opts: &Options) -> Result<Bound> {
+    let matrix = DenseMatrix::from_slice(weights, rows, cols)?;
+    dense_matrix_norm(&matrix, opts)
+}
+
+/// [`dense_norm`] for an already constructed [`DenseMatrix`].
+pub fn dense_matrix_norm(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<Bound> {
+    opts.validate()?;
+    match choose_method(matrix, opts) {
+        Method::Exact => exact::exact_dense(matrix, opts),
+        _ => spectral_norm(matrix, opts),
+    }
+}
+
+fn choose_method(op: &dyn LinearOperator, opts: &Options) -> Method {
+    if opts.method != Method::Auto {
+        return opts.method;
+    }
+    let (m, n) = (op.output_len() as f64, op.input_len() as f64);
+    let small = m.min(n);
+    let fits = m * n * 8.0 * 3.0 <= opts.memory_limit as f64;
+    if small * small * m.max(n) <= opts.exact_flop_limit && fits {
+        Method::Exact
+    } else {
+        Method::Lanczos
+    }
+}
+
+fn validate_operator(op: &dyn LinearOperator) -> Result<()> {
+    crate::error::check_positive("operator input length", op.input_len())?;
+    crate::error::check_positive("operator output length", op.output_len())?;
+    let e = op.forward_error();
+    if !(e >= 0.0 && e.is_finite()) {
+        return Err(Error::invalid(
+            "operator forward_error()",
+            e,
+            "must be finite and ≥ 0",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_hints(op: &dyn LinearOperator, hints: &Hints<'_>) -> Result<()> {
+    if let Some(start) = hints.start {
+        if start.len() != op.input_len() {
+            return Err(Error::length(
+                "warm start vector",
+                op.input_len(),
+                start.len(),
+            ));
+        }
+        crate::error::check_finite("warm start vector", start)?;
+    }
+    if !(hints.random_weight >= 0.0 && hints.random_weight.is_finite()) {
+        return Err(Error::invalid(
+            "random_weight",
+            hints.random_weight,
+            "must be finite and ≥ 0",
+        ));
+    }
+    if let Some((u, _)) = hints.upper {
+        if u.is_nan() || u < 0.0 {
+            return Err(Error::invalid("known upper bound", u, "must be ≥ 0"));
+        }
+    }
+    Ok(())
+}
+
+/// Gaussian vector of length `n` from a seeded stream (sequential, so thread-count independent).
+pub(crate) fn gaussian(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+pub(crate) fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// The start vector `w/‖w‖ + (ρ/√n)·g`, and `σ`, the standard deviation of its Gaussian part
+/// (0 when there is none, which disables the probabilistic bound).
+pub(crate) fn start_vector(n: usize, rng: &mut ChaCha8Rng, hints: &Hints<'_>) -> (Vec<f64>, f64) {
+    let g = gaussian(n, rng);
+    match hints.start {
+        None => (g, 1.0),
+        Some(w) => {
+            let wn = norm2(w);
+            let sigma = hints.random_weight / (n as f64).sqrt();
+            if wn == 0.0 {
+                return (g, 1.0);
+            }
+            let v = w
+                .iter()
+                .zip(&g)
+                .map(|(wi, gi)| wi / wn + sigma * gi)
+                .collect();
+            (v, sigma)
+        }
+    }
+}
+
+/// A certified lower bound `‖A x‖/‖x‖`, rounding margins subtracted: some vector attains it.
+pub(crate) fn certified_ratio(op: &dyn LinearOperator, x: &[f64], tmp: &mut [f64]) -> f64 {
+    let nx = norm2(x);
+    if nx == 0.0 || !nx.is_finite() {
+        return 0.0;
+    }
+    op.forward(x, tmp);
+    let nax = norm2(tmp);
+    if !nax.is_finite() {
+        return 0.0;
+    }
+    let (m, n) = (op.output_len(), op.input_len());
+    let num = nax * (1.0 - gamma(m + 2)) - op.forward_error() * nx;
+    (num.max(0.0) / (nx * (1.0 + gamma(n + 2)))).max(0.0)
+}
+
+/// Widens an upper bound on `λ₁(AᵀA)` from a `k`-step Krylov method into one on `σ₁(A)`:
+/// rounding in the recurrence (`O(k·u)` relative) and the operator's own error `e`.
+pub(crate) fn sigma_upper_from_lambda(op: &dyn LinearOperator, lambda: f64, k: usize) -> f64 {
+    if !lambda.is_finite() {
+        return f64::INFINITY;
+    }
+    (lambda.max(0.0) * (1.0 + gamma(16 * (k + 8)))).sqrt() + 2.0 * op.forward_error()
+}
+
+/// Krylov vectors of length `n` that fit in the memory budget (at least 3, at most
+/// `max_iterations + 1`).
+pub(crate) fn basis_capacity(n: usize, width: usize, opts: &Options) -> Result<usize> {
+    let per_vector = (n as u128) * 8 * width as u128;
+    let cap = (opts.memory_limit as u128 / per_vector.max(1)).saturating_sub(2);
+    if cap < 3 {
+        return Err(Error::TooLarge {
+            what: format!("Krylov basis of 3 blocks of {width} vectors of length {n}"),
+            needed: per_vector * 5,
+            limit: opts.memory_limit as u128,
+        });
+    }
+    Ok((cap as usize).min(opts.max_iterations as usize + 1))
+}
+
+/// Orthogonalises `w` against the first `count` vectors of `basis` (classical Gram–Schmidt,
+/// applied twice), adding the coefficients into `coeffs[..count]`.
+pub(crate) fn orthogonalize(
+    basis: &[f64],
+    count: usize,
+    n: usize,
+    w: &mut [f64],
+    coeffs: &mut [f64],
+) {
+    if count == 0 {
+        return;
+    }
+    let mut c = vec![0.0; count];
+    for _pass in 0..2 {
+        c.par_iter_mut()
+            .enumerate()
+            .for_each(|(i, ci)| *ci = crate::kernels::dot(&basis[i * n..(i + 1) * n], w));
+        w.par_chunks_mut(4096).enumerate().for_each(|(s, ws)| {
+            let off = s * 4096;
+            for (i, ci) in c.iter().enumerate() {
+                let v = &basis[i * n + off..i * n + off + ws.len()];
+                crate::kernels::axpy(-ci, v, ws);
+            }
+        });
+        for (acc, ci) in coeffs.iter_mut().zip(&c) {
+            *acc += ci;
+        }
+    }
+}
+
+/// Wall-clock and iteration caps.
+pub(crate) struct Budget {
+    started: Instant,
+    opts_time: Option<std::time::Duration>,
+    max_iterations: u32,
+}
+
+impl Budget {
+    pub(crate) fn new(opts: &Options) -> Self {
+        Budget {
+            started: Instant::now(),
+            opts_time: opts.time_limit,
+            max_iterations: opts.max_iterations,
+        }
+    }
+
+    /// Which cap, if any, stops an estimator that has done `iterations` steps.
+    pub(crate) fn exhausted(&self, iterations: u32) -> Option<Stop> {
+        if iterations >= self.max_iterations {
+            Some(Stop::IterationCap)
+        } else if self.opts_time.is_some_and(|t| self.started.elapsed() >= t) {
+            Some(Stop::TimeCap)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// The best proven upper bound seen so far and its certificate.
+#[derive(Clone, Copy)]
+pub(crate) struct BestUpper {
+    pub value: f64,
+    pub certificate: Certificate,
+}
+
+impl BestUpper {
+    pub(crate) fn from_hints(hints: &Hints<'_>) -> Self {
+        match hints.upper {
+            Some((value, certificate)) => BestUpper { value, certificate },
+            None => BestUpper {
+                value: f64::INFINITY,
+                certificate: Certificate::None,
+            },
+        }
+    }
+
+    pub(crate) fn offer(&mut self, value: f64, certificate: Certificate) {
+        if value < self.value {
+            self.value = value;
+            self.certificate = certificate;
+        }
+    }
+}
+
+/// Assembles the final [`Bound`], never letting `upper` fall below the attained `lower`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish(
+    lower: f64,
+    upper: BestUpper,
+    method: Method,
+    iterations: u32,
+    matvecs: u64,
+    stop: Stop,
+    budget: &Budget,
+) -> Bound {
+    Bound {
+        lower,
+        upper: upper.value.max(lower),
+        certificate: upper.certificate,
+        method,
+        iterations,
+        matvecs,
+        stop,
+        seconds: budget.seconds(),
+    }
+}
