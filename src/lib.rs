@@ -44,4 +44,7 @@ pub use bound::{Bound, Certificate, Method, Options, Stop};
 pub use dense::DenseMatrix;
 pub use error::{Error, Result};
 pub use operator::{explicit_matrix, LinearOperator};
-pub use spectral::{dense_matrix_norm, dense_norm, spectral_norm, spectral_norm_with, Hints};
+pub use spectral::{
+    dense_matrix_norm, dense_norm, kuczynski_wozniakowski_upper, spectral_norm, spectral_norm_with,
+    Hints,
+};

@@ -79,6 +79,7 @@ pub(crate) fn block_lanczos(
         let mut blocks_done = 0usize;
         let mut next_check = 0usize;
         let mut wblock = vec![0.0; b * n];
+        let mut norm_estimate = 0.0f64;
 
         loop {
             let bj = k - block_start;
@@ -98,8 +99,10 @@ pub(crate) fn block_lanczos(
                 for p in 0..k {
                     h[q * kmax + p] += coef[p];
                 }
-                let scale_ref = h[q * kmax + q].abs().max(f64::MIN_POSITIVE);
-                if room && wn > 64.0 * UNIT_ROUNDOFF * scale_ref * (k + 1) as f64 {
+                // Deflate directions that are rounding noise relative to ‖B‖ (≈ θ so far).
+                norm_estimate = norm_estimate.max(h[q * kmax + q].abs()).max(wn);
+                let noise = 64.0 * UNIT_ROUNDOFF * norm_estimate * (k + 1) as f64;
+                if room && wn > noise.max(f64::MIN_POSITIVE) {
                     h[q * kmax + k] = wn;
                     scale(1.0 / wn, w);
                     basis.extend_from_slice(w);
@@ -116,6 +119,7 @@ pub(crate) fn block_lanczos(
             }
             let (values, y) = symmetric_top_eigen(&hs, kk)?;
             let theta = values[kk - 1];
+            norm_estimate = norm_estimate.max(theta);
             if first_cycle && blocks_done >= 2 {
                 let (alpha, beta) = small_lanczos(&hs, kk, &c_start, blocks_done - 1);
                 let t = lanczos_upper(&alpha, &beta, log_x1, log_eps, blocks_done - 1);

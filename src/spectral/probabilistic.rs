@@ -92,6 +92,11 @@ pub(crate) fn lanczos_upper(
         return f64::INFINITY;
     }
     let (alpha, beta) = (&alpha[..k], &beta[..k]);
+    if let Some(i) = beta.iter().position(|&b| b == 0.0) {
+        // Exact breakdown: the Krylov space of v₁ is invariant, so unless γ₁ = 0 it contains
+        // x₁ and λ₁ is the top Ritz value of that prefix.
+        return largest_eigenvalue(&alpha[..=i], &beta[..i]);
+    }
     let theta = largest_eigenvalue(alpha, beta);
     let target = 2.0 * (log_start_norm - log_eps);
     // ln S(t) by a running log-sum-exp of 2·ln qⱼ(t), j = 0..k; false if t is not above
