@@ -35,12 +35,12 @@ impl Certificate {
         }
     }
 
-    /// Short human-readable label, e.g. `probabilistic(δ=1e-6)`.
+    /// Short human-readable label, e.g. `probabilistic(delta=1e-6)`.
     pub fn label(&self) -> String {
         match self {
             Certificate::Exact => "exact".into(),
             Certificate::Deterministic => "deterministic".into(),
-            Certificate::Probabilistic { delta } => format!("probabilistic(δ={delta:e})"),
+            Certificate::Probabilistic { delta } => format!("probabilistic(delta={delta:e})"),
             Certificate::None => "none".into(),
         }
     }

@@ -8,7 +8,7 @@
 //! partial sums are reduced in a fixed order: results are bit-identical for any thread count.
 
 use crate::error::{check_finite, check_positive, Error, Result};
-use crate::kernels::{axpy_f32_f64, dot_f32_f64, gamma};
+use crate::kernels::{axpy4_f32_f64, axpy_f32_f64, dot4_f32_f64, dot_f32_f64, gamma};
 use crate::operator::LinearOperator;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -142,31 +142,64 @@ impl<'a> DenseMatrix<'a> {
         }
     }
 
+    /// [`Self::reduce_rows`] over groups of four rows (grouping fixed by the chunking, so the
+    /// result is still independent of the thread count).
+    fn reduce_row_groups<F>(&self, width: usize, out: &mut [f64], per_group: F)
+    where
+        F: Fn(RowGroup<'_>, &mut [f64]) + Sync,
+    {
+        let rpc = self.rows_per_chunk;
+        self.reduce_chunks(width, out, |c, partial| {
+            let start = c * rpc;
+            let end = (start + rpc).min(self.rows);
+            let mut i = start;
+            while i + 4 <= end {
+                let rows = [
+                    self.row(i),
+                    self.row(i + 1),
+                    self.row(i + 2),
+                    self.row(i + 3),
+                ];
+                per_group(RowGroup::Four(rows), partial);
+                i += 4;
+            }
+            for r in i..end {
+                per_group(RowGroup::One(self.row(r)), partial);
+            }
+        });
+    }
+
     /// Runs `per_row(i, partial)` for every row, accumulating into one partial vector of
     /// `width` per row chunk, then sums the partials in chunk order into `out`.
     fn reduce_rows<F>(&self, width: usize, out: &mut [f64], per_row: F)
     where
         F: Fn(usize, &mut [f64]) + Sync,
     {
+        let rpc = self.rows_per_chunk;
+        self.reduce_chunks(width, out, |c, partial| {
+            for i in c * rpc..((c + 1) * rpc).min(self.rows) {
+                per_row(i, partial);
+            }
+        });
+    }
+
+    /// Runs `per_chunk(c, partial)` for every row chunk `c` (in parallel), each into its own
+    /// zeroed partial vector of `width`, then sums the partials in chunk order into `out`.
+    fn reduce_chunks<F>(&self, width: usize, out: &mut [f64], per_chunk: F)
+    where
+        F: Fn(usize, &mut [f64]) + Sync,
+    {
         let chunks = self.chunk_count();
         if chunks == 1 {
             out.fill(0.0);
-            for i in 0..self.rows {
-                per_row(i, out);
-            }
+            per_chunk(0, out);
             return;
         }
         let mut partials = self.take_buffer(chunks * width);
         partials
             .par_chunks_mut(width)
             .enumerate()
-            .for_each(|(c, partial)| {
-                let start = c * self.rows_per_chunk;
-                let end = (start + self.rows_per_chunk).min(self.rows);
-                for i in start..end {
-                    per_row(i, partial);
-                }
-            });
+            .for_each(|(c, partial)| per_chunk(c, partial));
         let partials_ref = &partials;
         out.par_chunks_mut(1024).enumerate().for_each(|(s, dst)| {
             let offset = s * 1024;
@@ -182,12 +215,28 @@ impl<'a> DenseMatrix<'a> {
     }
 }
 
+/// Rows handed to a kernel: four at a time where possible (they share vector loads), then
+/// one at a time for the remainder of a chunk.
+enum RowGroup<'w> {
+    Four([&'w [f32]; 4]),
+    One(&'w [f32]),
+}
+
 /// A raw pointer that may be shared between threads that write disjoint elements.
 #[derive(Clone, Copy)]
 struct DisjointWrites(*mut f64);
 // SAFETY: users of `DisjointWrites` only write indices no other thread touches.
 unsafe impl Send for DisjointWrites {}
 unsafe impl Sync for DisjointWrites {}
+
+impl DisjointWrites {
+    /// # Safety
+    /// `index` must be in bounds of the buffer and written by no other thread.
+    unsafe fn write(&self, index: usize, value: f64) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { *self.0.add(index) = value };
+    }
+}
 
 impl LinearOperator for DenseMatrix<'_> {
     fn input_len(&self) -> usize {
@@ -223,7 +272,6 @@ impl LinearOperator for DenseMatrix<'_> {
         let (n, m) = (self.cols, self.rows);
         let out = DisjointWrites(y.as_mut_ptr());
         (0..self.chunk_count()).into_par_iter().for_each(|c| {
-            let out = out;
             let start = c * self.rows_per_chunk;
             let end = (start + self.rows_per_chunk).min(m);
             for i in start..end {
@@ -232,7 +280,7 @@ impl LinearOperator for DenseMatrix<'_> {
                     let v = dot_f32_f64(row, &x[k * n..(k + 1) * n]);
                     // SAFETY: index k·m + i is written only by the chunk owning row i, and
                     // lies inside `y`, whose length is b·m.
-                    unsafe { *out.0.add(k * m + i) = v };
+                    unsafe { out.write(k * m + i, v) };
                 }
             }
         });
@@ -250,9 +298,9 @@ impl LinearOperator for DenseMatrix<'_> {
 
     /// One pass over the weights: `AᵀA x = Σᵢ aᵢ (aᵢ·x)`, each row read once while in cache.
     fn gram(&self, x: &[f64], z: &mut [f64], _tmp: &mut [f64]) {
-        self.reduce_rows(self.cols, z, |i, partial| {
-            let row = self.row(i);
-            axpy_f32_f64(dot_f32_f64(row, x), row, partial);
+        self.reduce_row_groups(self.cols, z, |rows, partial| match rows {
+            RowGroup::Four(rows) => axpy4_f32_f64(dot4_f32_f64(rows, x), rows, partial),
+            RowGroup::One(row) => axpy_f32_f64(dot_f32_f64(row, x), row, partial),
         });
     }
 

@@ -147,6 +147,36 @@ pub fn axpy_f32_f64(alpha: f64, a: &[f32], z: &mut [f64]) {
     axpy_f32_f64_body(alpha, a, z)
 }
 
+/// Four dot products `aₖ·x` at once, sharing the loads of `x`; bit-identical to four calls of
+/// [`dot_f32_f64`]. The rows must have equal lengths.
+#[inline]
+pub fn dot4_f32_f64(rows: [&[f32]; 4], x: &[f64]) -> [f64; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F.
+            return unsafe { x86::dot4_f32_f64_avx512(rows, x) };
+        }
+    }
+    rows.map(|r| dot_f32_f64(r, x))
+}
+
+/// `z += Σₖ alphaₖ·aₖ`, adding the four terms in order, sharing the loads and stores of `z`;
+/// bit-identical to four calls of [`axpy_f32_f64`].
+#[inline]
+pub fn axpy4_f32_f64(alphas: [f64; 4], rows: [&[f32]; 4], z: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F.
+            return unsafe { x86::axpy4_f32_f64_avx512(alphas, rows, z) };
+        }
+    }
+    for (alpha, row) in alphas.iter().zip(rows) {
+        axpy_f32_f64(*alpha, row, z);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! Explicit SIMD for the mixed-precision kernels. Multiplication and addition stay
@@ -179,6 +209,65 @@ mod x86 {
             tail += a[i] as f64 * x[i];
         }
         reduce_lanes(&lanes) + tail
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot4_f32_f64_avx512(rows: [&[f32]; 4], x: &[f64]) -> [f64; 4] {
+        let n = rows.iter().map(|r| r.len()).min().unwrap_or(0).min(x.len());
+        let chunks = n / DOT_LANES;
+        let px = x.as_ptr();
+        let pr = rows.map(|r| r.as_ptr());
+        let mut acc = [[_mm512_setzero_pd(); 4]; 4];
+        for c in 0..chunks {
+            let base = c * DOT_LANES;
+            for r in 0..4 {
+                // SAFETY: base + 8r + 8 ≤ chunks·32 ≤ n, inside x and every row.
+                let xv = unsafe { _mm512_loadu_pd(px.add(base + 8 * r)) };
+                for (k, acck) in acc.iter_mut().enumerate() {
+                    let av = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(pr[k].add(base + 8 * r)) });
+                    acck[r] = _mm512_add_pd(acck[r], _mm512_mul_pd(av, xv));
+                }
+            }
+        }
+        let mut out = [0.0f64; 4];
+        for k in 0..4 {
+            let mut lanes = [0.0f64; DOT_LANES];
+            for (r, accr) in acc[k].iter().enumerate() {
+                // SAFETY: lanes has 32 slots; 8r + 8 ≤ 32.
+                unsafe { _mm512_storeu_pd(lanes.as_mut_ptr().add(8 * r), *accr) };
+            }
+            let mut tail = 0.0;
+            for i in chunks * DOT_LANES..n {
+                tail += rows[k][i] as f64 * x[i];
+            }
+            out[k] = reduce_lanes(&lanes) + tail;
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn axpy4_f32_f64_avx512(alphas: [f64; 4], rows: [&[f32]; 4], z: &mut [f64]) {
+        let n = rows.iter().map(|r| r.len()).min().unwrap_or(0).min(z.len());
+        let chunks = n / 8;
+        let pz = z.as_mut_ptr();
+        let pr = rows.map(|r| r.as_ptr());
+        let al = alphas.map(|a| _mm512_set1_pd(a));
+        for c in 0..chunks {
+            // SAFETY: 8c + 8 ≤ n, inside z and every row.
+            unsafe {
+                let mut zv = _mm512_loadu_pd(pz.add(8 * c));
+                for k in 0..4 {
+                    let av = _mm512_cvtps_pd(_mm256_loadu_ps(pr[k].add(8 * c)));
+                    zv = _mm512_add_pd(zv, _mm512_mul_pd(al[k], av));
+                }
+                _mm512_storeu_pd(pz.add(8 * c), zv);
+            }
+        }
+        for i in chunks * 8..n {
+            for k in 0..4 {
+                z[i] += alphas[k] * rows[k][i] as f64;
+            }
+        }
     }
 
     #[target_feature(enable = "avx2")]
@@ -330,6 +419,18 @@ mod tests {
         axpy_f32_f64(0.3, &a32, &mut z1);
         axpy_f32_f64_body(0.3, &a32, &mut z2);
         assert_eq!(z1, z2);
+        let rows: [&[f32]; 4] = [&a32[..1000], &a32[1..1001], &a32[2..1002], &a32[3..1003]];
+        let four = dot4_f32_f64(rows, &x[..1000]);
+        for k in 0..4 {
+            assert_eq!(four[k], dot_f32_f64_body(rows[k], &x[..1000]));
+        }
+        let mut z5 = x[..1000].to_vec();
+        let mut z6 = x[..1000].to_vec();
+        axpy4_f32_f64([0.5, -1.25, 3.0, 1e-3], rows, &mut z5);
+        for (alpha, row) in [0.5, -1.25, 3.0, 1e-3].iter().zip(rows) {
+            axpy_f32_f64_body(*alpha, row, &mut z6);
+        }
+        assert_eq!(z5, z6);
         let naive: f64 = x.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!((norm2(&x) - naive).abs() <= 1e-12 * naive);
         assert_eq!(norm2(&[0.0; 4]), 0.0);

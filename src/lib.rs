@@ -34,9 +34,11 @@
 //! Matrix-free operators implement [`LinearOperator`] and go through [`spectral_norm`].
 
 pub mod bound;
+pub mod capi;
 pub mod dense;
 pub mod error;
 pub mod kernels;
+pub mod npy;
 pub mod operator;
 pub mod spectral;
 

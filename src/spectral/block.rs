@@ -12,7 +12,7 @@
 //! Lanczos polynomials of `x₁` and the bound of [`super::probabilistic`] applies unchanged.
 
 use super::dense_la::{symmetric_eigen, symmetric_top_eigen};
-use super::probabilistic::{lanczos_upper, log_epsilon};
+use super::probabilistic::{lanczos_upper, largest_eigenvalue, log_epsilon};
 use super::{
     basis_capacity, certified_ratio, finish, gaussian, orthogonalize, rng_for,
     sigma_upper_from_lambda, start_vector, BestUpper, Budget, Hints,
@@ -80,6 +80,9 @@ pub(crate) fn block_lanczos(
         let mut next_check = 0usize;
         let mut wblock = vec![0.0; b * n];
         let mut norm_estimate = 0.0f64;
+        let mut small = SmallLanczos::new(&c_start, kmax);
+        let mut rr_theta = 0.0f64;
+        let mut next_rr = 1usize;
 
         loop {
             let bj = k - block_start;
@@ -109,7 +112,30 @@ pub(crate) fn block_lanczos(
                     k += 1;
                 }
             }
-            // Rayleigh–Ritz on the columns whose images are known: [0, k_before).
+            // The Krylov polynomials of x₁, one step per block step (degree ≤ J−1 after J
+            // block steps): a cheap Ritz estimate every step, and the probabilistic bound.
+            if blocks_done >= 2 {
+                small.step(&h, kmax, k_before);
+            }
+            let small_theta = small.theta();
+            if first_cycle && blocks_done >= 2 {
+                let t = lanczos_upper(&small.alpha, &small.beta, log_x1, log_eps, blocks_done - 1);
+                upper.offer(sigma_upper_from_lambda(op, t, blocks_done), certificate);
+            }
+            let exhausted = k == k_before; // no new direction: invariant subspace
+            let cap = budget.exhausted(iterations);
+            let full = !room || k + (k - k_before) > kmax;
+            let cheap_estimate = small_theta.max(rr_theta).max(0.0).sqrt();
+            let scheduled = blocks_done >= next_rr;
+            let looks_done = meets_tolerance(cheap_estimate, upper.value, opts.rtol)
+                && blocks_done >= next_check;
+            if !(scheduled || looks_done || exhausted || cap.is_some() || full) {
+                block_start = k_before;
+                continue;
+            }
+            // Rayleigh–Ritz on the columns whose images are known: [0, k_before). Dense and
+            // O(k³), so it runs on a geometric schedule and when the cheap estimate says done.
+            next_rr = blocks_done + 1 + blocks_done / 4;
             let kk = k_before;
             let mut hs = vec![0.0; kk * kk];
             for q in 0..kk {
@@ -119,21 +145,14 @@ pub(crate) fn block_lanczos(
             }
             let (values, y) = symmetric_top_eigen(&hs, kk)?;
             let theta = values[kk - 1];
+            rr_theta = rr_theta.max(theta);
             norm_estimate = norm_estimate.max(theta);
-            if first_cycle && blocks_done >= 2 {
-                let (alpha, beta) = small_lanczos(&hs, kk, &c_start, blocks_done - 1);
-                let t = lanczos_upper(&alpha, &beta, log_x1, log_eps, blocks_done - 1);
-                upper.offer(sigma_upper_from_lambda(op, t, blocks_done), certificate);
-            }
-            let estimate = theta.max(0.0).sqrt();
-            let exhausted = k == k_before; // no new direction: invariant subspace
             if exhausted && first_cycle {
                 // The space is invariant and contains x₁, so it holds every eigenvector that
                 // x₁ touches; unless γ₁ = 0 (an event inside the δ already spent), λ₁ = θ.
                 upper.offer(sigma_upper_from_lambda(op, theta, blocks_done), certificate);
             }
-            let cap = budget.exhausted(iterations);
-            let full = !room || k + (k - k_before) > kmax;
+            let estimate = theta.max(0.0).sqrt();
             let looks_done =
                 meets_tolerance(estimate, upper.value, opts.rtol) && blocks_done >= next_check;
             if looks_done || exhausted || cap.is_some() || full {
@@ -189,25 +208,47 @@ fn done(
     )
 }
 
-/// Single-vector Lanczos on a small symmetric matrix `h` (column-major `k × k`) from `c`,
-/// for at most `steps` steps, with full reorthogonalisation. Returns `(α, β)`.
-fn small_lanczos(h: &[f64], k: usize, c: &[f64], steps: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut alpha = Vec::new();
-    let mut beta = Vec::new();
-    let cn = norm2(c);
-    if cn == 0.0 {
-        return (alpha, beta);
-    }
-    let mut basis: Vec<Vec<f64>> = vec![c.iter().map(|v| v / cn).collect()];
-    for j in 0..steps.min(k) {
-        let v = &basis[j];
-        let mut w = vec![0.0; k];
-        for (q, vq) in v.iter().enumerate() {
-            axpy(*vq, &h[q * k..(q + 1) * k], &mut w);
+/// Single-vector Lanczos on the projected matrix `H` from `c = Qᵀx₁`, advanced one step per
+/// block step. Step `i` only reads columns of `H` for blocks `≤ i`, which are final once
+/// computed, so the coefficients equal those of Lanczos on `(B, x₁)` itself.
+struct SmallLanczos {
+    vectors: Vec<Vec<f64>>,
+    alpha: Vec<f64>,
+    beta: Vec<f64>,
+    finished: bool,
+}
+
+impl SmallLanczos {
+    fn new(c: &[f64], kmax: usize) -> Self {
+        let cn = norm2(c);
+        let mut v = vec![0.0; kmax];
+        for (vi, ci) in v.iter_mut().zip(c) {
+            *vi = ci / cn;
         }
+        SmallLanczos {
+            vectors: vec![v],
+            alpha: Vec::new(),
+            beta: Vec::new(),
+            finished: cn == 0.0 || !cn.is_finite(),
+        }
+    }
+
+    /// One step using the known columns `[0, known)` of `h` (column-major, stride `kmax`).
+    fn step(&mut self, h: &[f64], kmax: usize, known: usize) {
+        if self.finished {
+            return;
+        }
+        let v = self.vectors.last().expect("at least the start vector");
+        let mut w = vec![0.0; kmax];
+        for (q, vq) in v.iter().enumerate().take(known) {
+            if *vq != 0.0 {
+                axpy(*vq, &h[q * kmax..(q + 1) * kmax], &mut w);
+            }
+        }
+        let j = self.alpha.len();
         let mut a = 0.0;
         for _ in 0..2 {
-            for (i, u) in basis.iter().enumerate() {
+            for (i, u) in self.vectors.iter().enumerate() {
                 let ci = dot(u, &w);
                 axpy(-ci, u, &mut w);
                 if i == j {
@@ -216,14 +257,24 @@ fn small_lanczos(h: &[f64], k: usize, c: &[f64], steps: usize) -> (Vec<f64>, Vec
             }
         }
         let bn = norm2(&w);
-        alpha.push(a);
-        beta.push(bn);
+        self.alpha.push(a);
+        self.beta.push(bn);
         if bn == 0.0 {
-            break;
+            self.finished = true;
+            return;
         }
-        basis.push(w.iter().map(|x| x / bn).collect());
+        scale(1.0 / bn, &mut w);
+        self.vectors.push(w);
     }
-    (alpha, beta)
+
+    /// Largest Ritz value so far (0 before the first step).
+    fn theta(&self) -> f64 {
+        if self.alpha.is_empty() {
+            0.0
+        } else {
+            largest_eigenvalue(&self.alpha, &self.beta[..self.alpha.len() - 1])
+        }
+    }
 }
 
 /// The `b` Ritz vectors of the largest Ritz values, stored one after another.

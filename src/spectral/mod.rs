@@ -250,6 +250,21 @@ pub(crate) fn orthogonalize(
         return;
     }
     let mut c = vec![0.0; count];
+    if count * n < 1 << 16 {
+        // Small problems: threads cost more than they save.
+        for _pass in 0..2 {
+            for (i, ci) in c.iter_mut().enumerate() {
+                *ci = crate::kernels::dot(&basis[i * n..(i + 1) * n], w);
+            }
+            for (i, ci) in c.iter().enumerate() {
+                crate::kernels::axpy(-ci, &basis[i * n..(i + 1) * n], w);
+            }
+            for (acc, ci) in coeffs.iter_mut().zip(&c) {
+                *acc += ci;
+            }
+        }
+        return;
+    }
     for _pass in 0..2 {
         c.par_iter_mut()
             .enumerate()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints, all tests (unit, integration, doc), and each
+# benchmark once as a smoke test. Usage: bash scripts/check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --release
+cargo test --release --benches

@@ -1,0 +1,164 @@
+//! The C ABI: thin wrappers that validate what C hands us, convert it to the Rust API, catch
+//! every panic and report failures as status codes plus a thread-local message.
+//!
+//! The header `include/lipschitz.h` is generated from this file by cbindgen (see build.rs).
+
+use crate::bound::{Bound, Options};
+use crate::error::Error;
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Success.
+pub const LIP_OK: i32 = 0;
+/// A required pointer argument was NULL.
+pub const LIP_ERR_NULL_POINTER: i32 = -1;
+/// An argument is out of range (a zero size, rtol ≤ 0, an unknown enum value, ...).
+pub const LIP_ERR_INVALID_ARGUMENT: i32 = -2;
+/// A weight is NaN or infinite.
+pub const LIP_ERR_NON_FINITE: i32 = -3;
+/// The problem would exceed the memory limit, or sizes overflow.
+pub const LIP_ERR_TOO_LARGE: i32 = -4;
+/// A numerical routine failed to converge.
+pub const LIP_ERR_NUMERICAL: i32 = -5;
+/// An internal error (a caught panic); please report it.
+pub const LIP_ERR_INTERNAL: i32 = -99;
+
+/// Certificate codes stored in `LipBound::certificate`.
+pub const LIP_CERT_EXACT: i32 = 0;
+/// The upper bound follows from a theorem (circular embedding, composition rules, ...).
+pub const LIP_CERT_DETERMINISTIC: i32 = 1;
+/// The upper bound holds with probability at least 1 − δ (δ = 1e-6 by default).
+pub const LIP_CERT_PROBABILISTIC: i32 = 2;
+/// No upper bound was proven (`upper` is +infinity).
+pub const LIP_CERT_NONE: i32 = 3;
+
+/// A certified interval: `lower ≤ ‖W‖₂ ≤ upper`.
+///
+/// `lower` is attained by a vector; `upper` is proven as `certificate` says (one of the
+/// `LIP_CERT_*` codes). `iterations` counts estimator steps (0 for a direct method).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LipBound {
+    /// Attained lower end.
+    pub lower: f64,
+    /// Proven upper end.
+    pub upper: f64,
+    /// Estimator steps.
+    pub iterations: u32,
+    /// One of the `LIP_CERT_*` codes.
+    pub certificate: i32,
+}
+
+impl From<&Bound> for LipBound {
+    fn from(b: &Bound) -> Self {
+        LipBound {
+            lower: b.lower,
+            upper: b.upper,
+            iterations: b.iterations,
+            certificate: b.certificate.code(),
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(message: &str) {
+    let clean: String = message.chars().filter(|&c| c != '\0').collect();
+    LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(clean).unwrap_or_default());
+}
+
+fn status_of(error: &Error) -> i32 {
+    match error {
+        Error::ZeroDimension { .. }
+        | Error::LengthMismatch { .. }
+        | Error::InvalidArgument { .. } => LIP_ERR_INVALID_ARGUMENT,
+        Error::NonFinite { .. } => LIP_ERR_NON_FINITE,
+        Error::TooLarge { .. } => LIP_ERR_TOO_LARGE,
+        Error::Numerical(_) => LIP_ERR_NUMERICAL,
+    }
+}
+
+/// Runs `body`, turning errors and panics into a status code and a last-error message.
+fn guard(function: &str, body: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => LIP_OK,
+        Ok(Err((code, message))) => {
+            set_last_error(&format!("{function}: {message}"));
+            code
+        }
+        Err(_) => {
+            set_last_error(&format!("{function}: internal error (caught panic)"));
+            LIP_ERR_INTERNAL
+        }
+    }
+}
+
+fn lib_error(e: Error) -> (i32, String) {
+    (status_of(&e), e.to_string())
+}
+
+fn null(name: &str) -> (i32, String) {
+    (LIP_ERR_NULL_POINTER, format!("{name} is NULL"))
+}
+
+/// The library version, e.g. "0.1.0". The string is static: never free it.
+#[no_mangle]
+pub extern "C" fn lip_version() -> *const c_char {
+    static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}
+
+/// The message of the last failed call on this thread ("" if none).
+///
+/// The pointer stays valid until the next failing `lip_*` call on the same thread; copy the
+/// string if you need it longer. Never free it.
+#[no_mangle]
+pub extern "C" fn lip_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Spectral norm of a dense layer `y = W x`.
+///
+/// `w`: `rows × cols` row-major `float` weights (rows = outputs), read only during the call.
+/// `rtol`: relative tolerance (> 0), e.g. 1e-4. On success writes `*out` and returns `LIP_OK`;
+/// otherwise returns a negative `LIP_ERR_*` code and sets `lip_last_error()`.
+///
+/// # Safety
+/// `w` must point to `rows·cols` readable floats and `out` to a writable `LipBound`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_dense_norm(
+    w: *const f32,
+    rows: usize,
+    cols: usize,
+    rtol: f64,
+    out: *mut LipBound,
+) -> i32 {
+    guard("lip_dense_norm", || {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        if w.is_null() {
+            return Err(null("w"));
+        }
+        let len = rows.checked_mul(cols).ok_or((
+            LIP_ERR_TOO_LARGE,
+            format!("rows·cols = {rows}·{cols} overflows size_t"),
+        ))?;
+        if rows == 0 || cols == 0 {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("rows and cols must be positive, got {rows}×{cols}"),
+            ));
+        }
+        // SAFETY: the caller guarantees `w` points to rows·cols floats.
+        let weights = unsafe { std::slice::from_raw_parts(w, len) };
+        let bound =
+            crate::dense_norm(weights, rows, cols, &Options::with_rtol(rtol)).map_err(lib_error)?;
+        // SAFETY: `out` is non-null and the caller guarantees it is writable.
+        unsafe { out.write(LipBound::from(&bound)) };
+        Ok(())
+    })
+}
