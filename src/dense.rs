@@ -10,9 +10,9 @@
 use crate::error::{check_finite, check_positive, Error, Result};
 use crate::kernels::{axpy4_f32_f64, axpy_f32_f64, dot4_f32_f64, dot_f32_f64, gamma};
 use crate::operator::LinearOperator;
+use crate::util::{BufferPool, DisjointWrites};
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::sync::Mutex;
 
 /// Most chunks a pass is split into (fixed, so results do not depend on the thread count).
 const MAX_CHUNKS: usize = 16;
@@ -36,7 +36,7 @@ pub struct DenseMatrix<'a> {
     frobenius: f64,
     rows_per_chunk: usize,
     /// Reusable buffers for partial sums, so that applications do not allocate.
-    pool: Mutex<Vec<Vec<f64>>>,
+    pool: BufferPool,
 }
 
 impl std::fmt::Debug for DenseMatrix<'_> {
@@ -92,7 +92,7 @@ impl<'a> DenseMatrix<'a> {
             weights,
             frobenius,
             rows_per_chunk: rows.div_ceil(chunks),
-            pool: Mutex::new(Vec::new()),
+            pool: BufferPool::default(),
         })
     }
 
@@ -122,24 +122,6 @@ impl<'a> DenseMatrix<'a> {
 
     fn chunk_count(&self) -> usize {
         self.rows.div_ceil(self.rows_per_chunk)
-    }
-
-    fn take_buffer(&self, len: usize) -> Vec<f64> {
-        let mut buf = self
-            .pool
-            .lock()
-            .map(|mut p| p.pop())
-            .unwrap_or(None)
-            .unwrap_or_default();
-        buf.clear();
-        buf.resize(len, 0.0);
-        buf
-    }
-
-    fn give_buffer(&self, buf: Vec<f64>) {
-        if let Ok(mut p) = self.pool.lock() {
-            p.push(buf);
-        }
     }
 
     /// [`Self::reduce_rows`] over groups of four rows (grouping fixed by the chunking, so the
@@ -195,7 +177,7 @@ impl<'a> DenseMatrix<'a> {
             per_chunk(0, out);
             return;
         }
-        let mut partials = self.take_buffer(chunks * width);
+        let mut partials = self.pool.take(chunks * width);
         partials
             .par_chunks_mut(width)
             .enumerate()
@@ -211,7 +193,7 @@ impl<'a> DenseMatrix<'a> {
                 }
             }
         });
-        self.give_buffer(partials);
+        self.pool.give(partials);
     }
 }
 
@@ -220,22 +202,6 @@ impl<'a> DenseMatrix<'a> {
 enum RowGroup<'w> {
     Four([&'w [f32]; 4]),
     One(&'w [f32]),
-}
-
-/// A raw pointer that may be shared between threads that write disjoint elements.
-#[derive(Clone, Copy)]
-struct DisjointWrites(*mut f64);
-// SAFETY: users of `DisjointWrites` only write indices no other thread touches.
-unsafe impl Send for DisjointWrites {}
-unsafe impl Sync for DisjointWrites {}
-
-impl DisjointWrites {
-    /// # Safety
-    /// `index` must be in bounds of the buffer and written by no other thread.
-    unsafe fn write(&self, index: usize, value: f64) {
-        // SAFETY: guaranteed by the caller.
-        unsafe { *self.0.add(index) = value };
-    }
 }
 
 impl LinearOperator for DenseMatrix<'_> {
@@ -270,7 +236,7 @@ impl LinearOperator for DenseMatrix<'_> {
 
     fn forward_block(&self, x: &[f64], y: &mut [f64], b: usize) {
         let (n, m) = (self.cols, self.rows);
-        let out = DisjointWrites(y.as_mut_ptr());
+        let out = DisjointWrites::new(y);
         (0..self.chunk_count()).into_par_iter().for_each(|c| {
             let start = c * self.rows_per_chunk;
             let end = (start + self.rows_per_chunk).min(m);

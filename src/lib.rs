@@ -35,12 +35,14 @@
 
 pub mod bound;
 pub mod capi;
+pub mod conv;
 pub mod dense;
 pub mod error;
 pub mod kernels;
 pub mod npy;
 pub mod operator;
 pub mod spectral;
+mod util;
 
 pub use bound::{Bound, Certificate, Method, Options, Stop};
 pub use dense::DenseMatrix;
