@@ -337,13 +337,17 @@ fn blocks_match_single_vectors() {
         .stride([2, 1])
         .groups(2);
     let w = random_weights(&conv, 11);
-    let b = 3;
+    let b = 11; // one full register tile of 8 and a tail of 3
     let (n, m) = (conv.input_len(), conv.output_len());
     let x = random_vec(n * b, 12);
     let yv = random_vec(m * b, 13);
-    for op in [
-        Box::new(DirectConv2d::new(&conv, &w).unwrap()) as Box<dyn LinearOperator>,
-        Box::new(FftConv2d::new(&conv, &w, 1 << 30).unwrap()),
+    // The direct operator gives the same bits; the f32 FFT one sums blocks in another order.
+    for (op, tol) in [
+        (
+            Box::new(DirectConv2d::new(&conv, &w).unwrap()) as Box<dyn LinearOperator>,
+            1e-12,
+        ),
+        (Box::new(FftConv2d::new(&conv, &w, 1 << 30).unwrap()), 1e-6),
     ] {
         let mut yb = vec![0.0; m * b];
         op.apply_block(&x, &mut yb, b).unwrap();
@@ -352,10 +356,10 @@ fn blocks_match_single_vectors() {
         for k in 0..b {
             let mut y = vec![0.0; m];
             op.apply(&x[k * n..(k + 1) * n], &mut y).unwrap();
-            assert!(rel_diff(&yb[k * m..(k + 1) * m], &y) < 1e-12);
+            assert!(rel_diff(&yb[k * m..(k + 1) * m], &y) < tol);
             let mut xt = vec![0.0; n];
             op.apply_adjoint(&yv[k * m..(k + 1) * m], &mut xt).unwrap();
-            assert!(rel_diff(&xb[k * n..(k + 1) * n], &xt) < 1e-12);
+            assert!(rel_diff(&xb[k * n..(k + 1) * n], &xt) < tol);
         }
     }
 }

@@ -157,6 +157,8 @@ pub struct FftConv2d {
     spec_im: Vec<f32>,
     error: f64,
     works: Mutex<Vec<Work>>,
+    /// Reusable spectrum buffers (activations' spectra are large: no fresh pages per call).
+    buffers: Mutex<Vec<Vec<C32>>>,
 }
 
 impl FftConv2d {
@@ -243,6 +245,7 @@ impl FftConv2d {
             spec_im,
             error,
             works: Mutex::new(Vec::new()),
+            buffers: Mutex::new(Vec::new()),
         })
     }
 
@@ -269,6 +272,23 @@ impl FftConv2d {
             .unwrap_or_else(|| self.fft.work())
     }
 
+    fn take_buffer(&self, len: usize) -> Vec<C32> {
+        let mut buf = self
+            .buffers
+            .lock()
+            .ok()
+            .and_then(|mut b| b.pop())
+            .unwrap_or_default();
+        buf.resize(len, C32::default());
+        buf
+    }
+
+    fn give_buffer(&self, buf: Vec<C32>) {
+        if let Ok(mut b) = self.buffers.lock() {
+            b.push(buf);
+        }
+    }
+
     fn give_work(&self, work: Work) {
         if let Ok(mut w) = self.works.lock() {
             w.push(work);
@@ -281,7 +301,7 @@ impl FftConv2d {
         F: Fn(usize, &mut [f32]) + Sync,
     {
         let freqs = self.freqs;
-        let mut out = vec![C32::default(); planes * freqs];
+        let mut out = self.take_buffer(planes * freqs);
         out.par_chunks_mut(freqs)
             .enumerate()
             .for_each(|(plane, dst)| {
@@ -323,7 +343,7 @@ impl FftConv2d {
             (c.in_channels, c.out_channels, cg, og)
         };
         let freqs = self.freqs;
-        let mut dst = vec![C32::default(); b * c_dst * freqs];
+        let mut dst = self.take_buffer(b * c_dst * freqs);
         let out = DisjointWrites::new(&mut dst);
         let chunks = freqs.div_ceil(FREQ_CHUNK);
         (0..chunks).into_par_iter().for_each(|chunk| {
@@ -346,49 +366,15 @@ impl FftConv2d {
                     let base = (gi * freqs + f) * og * cg;
                     let mr = &self.spec_re[base..base + og * cg];
                     let mi = &self.spec_im[base..base + og * cg];
-                    yr.fill(0.0);
-                    yi.fill(0.0);
-                    if adjoint {
-                        // y[c] = Σ_o conj(M[o][c])·x[o]
-                        for o in 0..og {
-                            let (xro, xio) = (&xr[o * b..(o + 1) * b], &xi[o * b..(o + 1) * b]);
-                            for cc in 0..cg {
-                                let (ar, ai) = (mr[o * cg + cc], mi[o * cg + cc]);
-                                let (yrc, yic) =
-                                    (&mut yr[cc * b..(cc + 1) * b], &mut yi[cc * b..(cc + 1) * b]);
-                                for k in 0..b {
-                                    yrc[k] += ar * xro[k] + ai * xio[k];
-                                    yic[k] += ar * xio[k] - ai * xro[k];
-                                }
-                            }
-                        }
-                    } else if b == 1 {
-                        for o in 0..og {
-                            let (row_r, row_i) =
-                                (&mr[o * cg..(o + 1) * cg], &mi[o * cg..(o + 1) * cg]);
-                            let (mut sr, mut si) = (0.0f32, 0.0f32);
-                            for cc in 0..cg {
-                                sr += row_r[cc] * xr[cc] - row_i[cc] * xi[cc];
-                                si += row_r[cc] * xi[cc] + row_i[cc] * xr[cc];
-                            }
-                            yr[o] = sr;
-                            yi[o] = si;
-                        }
-                    } else {
-                        for o in 0..og {
-                            let (yro, yio) =
-                                (&mut yr[o * b..(o + 1) * b], &mut yi[o * b..(o + 1) * b]);
-                            for cc in 0..cg {
-                                let (ar, ai) = (mr[o * cg + cc], mi[o * cg + cc]);
-                                let (xrc, xic) =
-                                    (&xr[cc * b..(cc + 1) * b], &xi[cc * b..(cc + 1) * b]);
-                                for k in 0..b {
-                                    yro[k] += ar * xrc[k] - ai * xic[k];
-                                    yio[k] += ar * xic[k] + ai * xrc[k];
-                                }
-                            }
-                        }
-                    }
+                    let blocks = MixBlocks {
+                        mr,
+                        mi,
+                        xr: &xr,
+                        xi: &xi,
+                        yr: &mut yr,
+                        yi: &mut yi,
+                    };
+                    mix_one(blocks, og, cg, b, adjoint);
                     for d in 0..n_dst {
                         for k in 0..b {
                             let index = (k * c_dst + gi * n_dst + d) * freqs + f;
@@ -400,6 +386,213 @@ impl FftConv2d {
             }
         });
         dst
+    }
+}
+
+/// One frequency's operands for [`mix_one`]: the block `M` (split re/im, `og × cg`
+/// row-major) and split source/destination vectors, vector index fastest.
+struct MixBlocks<'a> {
+    mr: &'a [f32],
+    mi: &'a [f32],
+    xr: &'a [f32],
+    xi: &'a [f32],
+    yr: &'a mut [f32],
+    yi: &'a mut [f32],
+}
+
+/// Accumulators of the single-vector dot products over channels (fixed order, so every
+/// instruction set gives the same bits).
+const MIX_LANES: usize = 16;
+
+/// `y = M·x` (or `Mᴴ·x`) for one frequency block, dispatched to AVX-512/AVX2 builds.
+fn mix_one(blocks: MixBlocks<'_>, og: usize, cg: usize, b: usize, adjoint: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn v4(blocks: MixBlocks<'_>, og: usize, cg: usize, b: usize, adjoint: bool) {
+            mix_body(blocks, og, cg, b, adjoint)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v3(blocks: MixBlocks<'_>, og: usize, cg: usize, b: usize, adjoint: bool) {
+            mix_body(blocks, og, cg, b, adjoint)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the features `v4` was compiled for.
+            return unsafe { v4(blocks, og, cg, b, adjoint) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features `v3` was compiled for.
+            return unsafe { v3(blocks, og, cg, b, adjoint) };
+        }
+    }
+    mix_body(blocks, og, cg, b, adjoint)
+}
+
+#[inline(always)]
+fn mix_body(blocks: MixBlocks<'_>, og: usize, cg: usize, b: usize, adjoint: bool) {
+    let MixBlocks {
+        mr,
+        mi,
+        xr,
+        xi,
+        yr,
+        yi,
+    } = blocks;
+    yr.fill(0.0);
+    yi.fill(0.0);
+    match (adjoint, b) {
+        (false, 1) => {
+            // y[o] = Σ_c M[o][c]·x[c]: dot products over contiguous rows of M.
+            for o in 0..og {
+                let (row_r, row_i) = (&mr[o * cg..(o + 1) * cg], &mi[o * cg..(o + 1) * cg]);
+                let mut sr = [0.0f32; MIX_LANES];
+                let mut si = [0.0f32; MIX_LANES];
+                let full = cg / MIX_LANES * MIX_LANES;
+                for c0 in (0..full).step_by(MIX_LANES) {
+                    for l in 0..MIX_LANES {
+                        let c = c0 + l;
+                        sr[l] = row_r[c].mul_add(xr[c], (-row_i[c]).mul_add(xi[c], sr[l]));
+                        si[l] = row_r[c].mul_add(xi[c], row_i[c].mul_add(xr[c], si[l]));
+                    }
+                }
+                let (mut tr, mut ti) = (0.0f32, 0.0f32);
+                for c in full..cg {
+                    tr += row_r[c] * xr[c] - row_i[c] * xi[c];
+                    ti += row_r[c] * xi[c] + row_i[c] * xr[c];
+                }
+                yr[o] = sr.iter().sum::<f32>() + tr;
+                yi[o] = si.iter().sum::<f32>() + ti;
+            }
+        }
+        (true, 1) => {
+            // y[c] += conj(M[o][c])·x[o]: axpys over contiguous rows of M.
+            for o in 0..og {
+                let (xro, xio) = (xr[o], xi[o]);
+                let (row_r, row_i) = (&mr[o * cg..(o + 1) * cg], &mi[o * cg..(o + 1) * cg]);
+                for c in 0..cg {
+                    yr[c] = row_r[c].mul_add(xro, row_i[c].mul_add(xio, yr[c]));
+                    yi[c] = row_r[c].mul_add(xio, (-row_i[c]).mul_add(xro, yi[c]));
+                }
+            }
+        }
+        (false, _) => {
+            let mut k0 = 0;
+            while k0 + TILE_LANES <= b {
+                mix_tile::<false>(mr, mi, xr, xi, yr, yi, og, cg, b, k0);
+                k0 += TILE_LANES;
+            }
+            mix_tail::<false>(mr, mi, xr, xi, yr, yi, og, cg, b, k0);
+        }
+        (true, _) => {
+            let mut k0 = 0;
+            while k0 + TILE_LANES <= b {
+                mix_tile::<true>(mr, mi, xr, xi, yr, yi, og, cg, b, k0);
+                k0 += TILE_LANES;
+            }
+            mix_tail::<true>(mr, mi, xr, xi, yr, yi, og, cg, b, k0);
+        }
+    }
+}
+
+/// Vectors per register tile of the block mixing kernel.
+const TILE_LANES: usize = 8;
+/// Destination channels per register tile.
+const TILE_ROWS: usize = 4;
+
+/// `M`'s entry coupling destination `d` and source `s`: `(re, im)` of `M[d][s]` for the
+/// forward map, of `conj(M[s][d])` for the adjoint.
+#[inline(always)]
+fn coupling<const ADJOINT: bool>(
+    mr: &[f32],
+    mi: &[f32],
+    og: usize,
+    cg: usize,
+    d: usize,
+    s: usize,
+) -> (f32, f32) {
+    let _ = og;
+    if ADJOINT {
+        (mr[s * cg + d], -mi[s * cg + d])
+    } else {
+        (mr[d * cg + s], mi[d * cg + s])
+    }
+}
+
+/// Lanes `[k0, k0 + 8)` of `y = M·x` (or `Mᴴ·x`) with a 4 × 8 register tile of accumulators.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn mix_tile<const ADJOINT: bool>(
+    mr: &[f32],
+    mi: &[f32],
+    xr: &[f32],
+    xi: &[f32],
+    yr: &mut [f32],
+    yi: &mut [f32],
+    og: usize,
+    cg: usize,
+    b: usize,
+    k0: usize,
+) {
+    let (n_dst, n_src) = if ADJOINT { (cg, og) } else { (og, cg) };
+    let mut d0 = 0;
+    while d0 < n_dst {
+        let rows = (n_dst - d0).min(TILE_ROWS);
+        let mut acc_r = [[0.0f32; TILE_LANES]; TILE_ROWS];
+        let mut acc_i = [[0.0f32; TILE_LANES]; TILE_ROWS];
+        for s in 0..n_src {
+            let x_r: &[f32; TILE_LANES] = xr[s * b + k0..s * b + k0 + TILE_LANES]
+                .try_into()
+                .expect("tile");
+            let x_i: &[f32; TILE_LANES] = xi[s * b + k0..s * b + k0 + TILE_LANES]
+                .try_into()
+                .expect("tile");
+            for r in 0..TILE_ROWS {
+                if r < rows {
+                    let (ar, ai) = coupling::<ADJOINT>(mr, mi, og, cg, d0 + r, s);
+                    for l in 0..TILE_LANES {
+                        acc_r[r][l] = ar.mul_add(x_r[l], (-ai).mul_add(x_i[l], acc_r[r][l]));
+                        acc_i[r][l] = ar.mul_add(x_i[l], ai.mul_add(x_r[l], acc_i[r][l]));
+                    }
+                }
+            }
+        }
+        for r in 0..rows {
+            let d = d0 + r;
+            yr[d * b + k0..d * b + k0 + TILE_LANES].copy_from_slice(&acc_r[r]);
+            yi[d * b + k0..d * b + k0 + TILE_LANES].copy_from_slice(&acc_i[r]);
+        }
+        d0 += rows;
+    }
+}
+
+/// The lanes `[k0, b)` left over by [`mix_tile`], one at a time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn mix_tail<const ADJOINT: bool>(
+    mr: &[f32],
+    mi: &[f32],
+    xr: &[f32],
+    xi: &[f32],
+    yr: &mut [f32],
+    yi: &mut [f32],
+    og: usize,
+    cg: usize,
+    b: usize,
+    k0: usize,
+) {
+    let (n_dst, n_src) = if ADJOINT { (cg, og) } else { (og, cg) };
+    for k in k0..b {
+        for d in 0..n_dst {
+            let (mut sr, mut si) = (0.0f32, 0.0f32);
+            for s in 0..n_src {
+                let (ar, ai) = coupling::<ADJOINT>(mr, mi, og, cg, d, s);
+                sr = ar.mul_add(xr[s * b + k], (-ai).mul_add(xi[s * b + k], sr));
+                si = ar.mul_add(xi[s * b + k], ai.mul_add(xr[s * b + k], si));
+            }
+            yr[d * b + k] = sr;
+            yi[d * b + k] = si;
+        }
     }
 }
 
@@ -428,55 +621,59 @@ fn kernel_spectrum(
         .flat_map(|k| (0..kh).map(move |p| (k, p)))
         .map(|(k, p)| twiddle(k, (p * conv.dilation[0]) % nh, nh))
         .collect();
-    let mut re = vec![0f32; g * freqs * og * cg];
-    let mut im = vec![0f32; g * freqs * og * cg];
+    // partial[(kw·kh + p)·pairs + pair] = Σ_q w[pair][p][q]·e^{+2πi·kw·q·d_w/N_w}, pairs = (g, o, c)
+    let pairs = g * og * cg;
+    let mut partial = vec![Complex::<f64>::default(); wf * kh * pairs];
+    partial
+        .par_chunks_mut(pairs)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (kwi, p) = (row / kh, row % kh);
+            for (pair, v) in dst.iter_mut().enumerate() {
+                let w = &weights[pair * kh * kw + p * kw..][..kw];
+                let mut acc = Complex::default();
+                for (q, wq) in w.iter().enumerate() {
+                    acc += tw[kwi * kw + q] * *wq as f64;
+                }
+                *v = acc;
+            }
+        });
+    // Pairs are ordered (g, o, c), so frequency f's blocks for all groups are contiguous per
+    // group: spectrum[(g·F + f)·og·cg + o·cg + c].
+    let block = og * cg;
+    let mut re = vec![0f32; g * freqs * block];
+    let mut im = vec![0f32; g * freqs * block];
     let re_out = DisjointWrites::new(&mut re);
     let im_out = DisjointWrites::new(&mut im);
-    let frob: Vec<f64> = (0..g * og)
+    let frob: Vec<f64> = (0..freqs)
         .into_par_iter()
-        .map(|go| {
-            let (gi, o) = (go / og, go % og);
-            let mut frob_o = vec![0.0f64; freqs];
-            let mut partial = vec![Complex::<f64>::default(); kh * wf];
-            for c in 0..cg {
-                let w = &weights[((gi * og + o) * cg + c) * kh * kw..][..kh * kw];
-                for p in 0..kh {
-                    for kwi in 0..wf {
-                        let mut acc = Complex::default();
-                        for q in 0..kw {
-                            acc += tw[kwi * kw + q] * w[p * kw + q] as f64;
-                        }
-                        partial[p * wf + kwi] = acc;
-                    }
-                }
-                for kwi in 0..wf {
-                    for khi in 0..nh {
-                        let mut acc = Complex::<f64>::default();
-                        for p in 0..kh {
-                            acc += th[khi * kh + p] * partial[p * wf + kwi];
-                        }
-                        let f = kwi * nh + khi;
-                        frob_o[f] += acc.norm_sqr();
-                        let index = (gi * freqs + f) * og * cg + o * cg + c;
-                        // SAFETY: entry (g, f, o, c) is written by task (g, o) alone.
-                        unsafe {
-                            re_out.write(index, acc.re as f32);
-                            im_out.write(index, acc.im as f32);
-                        }
-                    }
+        .map(|f| {
+            let (kwi, khi) = (f / nh, f % nh);
+            let mut acc = vec![Complex::<f64>::default(); pairs];
+            for p in 0..kh {
+                let t = th[khi * kh + p];
+                let src = &partial[(kwi * kh + p) * pairs..(kwi * kh + p + 1) * pairs];
+                for (a, s) in acc.iter_mut().zip(src) {
+                    *a += t * s;
                 }
             }
-            frob_o
-        })
-        .reduce(
-            || vec![0.0f64; freqs],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += y;
+            let mut frob_f = 0.0f64;
+            for gi in 0..g {
+                let mut frob_g = 0.0;
+                for (j, v) in acc[gi * block..(gi + 1) * block].iter().enumerate() {
+                    frob_g += v.norm_sqr();
+                    let index = (gi * freqs + f) * block + j;
+                    // SAFETY: frequency f's entries are written by this task alone.
+                    unsafe {
+                        re_out.write(index, v.re as f32);
+                        im_out.write(index, v.im as f32);
+                    }
                 }
-                a
-            },
-        );
+                frob_f = frob_f.max(frob_g);
+            }
+            frob_f
+        })
+        .collect();
     let max_frobenius = frob.iter().fold(0.0f64, |m, v| m.max(*v)).sqrt();
     (re, im, max_frobenius)
 }
@@ -518,7 +715,7 @@ impl LinearOperator for FftConv2d {
             }
         });
         let mut y_spec = self.mix(&x_spec, b, false);
-        drop(x_spec);
+        self.give_buffer(x_spec);
         let scale = 1.0 / (self.fft.nh * nw) as f64;
         let out = DisjointWrites::new(y);
         self.planes(&mut y_spec, |plane, grid| {
@@ -551,7 +748,7 @@ impl LinearOperator for FftConv2d {
             }
         });
         let mut x_spec = self.mix(&y_spec, b, true);
-        drop(y_spec);
+        self.give_buffer(y_spec);
         let scale = 1.0 / (self.fft.nh * nw) as f64;
         let out = DisjointWrites::new(x);
         self.planes(&mut x_spec, |plane, grid| {
@@ -563,5 +760,6 @@ impl LinearOperator for FftConv2d {
                 }
             }
         });
+        self.give_buffer(x_spec);
     }
 }
