@@ -58,6 +58,9 @@ pub enum Stop {
     IterationCap,
     /// The time cap was hit before the tolerance; the interval reached is reported.
     TimeCap,
+    /// The lower end stopped improving (Ritz values converged) while the upper end, fixed by
+    /// a bound from elsewhere, stays wider than the tolerance: the upper end limits the width.
+    UpperLimited,
 }
 
 /// Which algorithm computes a spectral norm.

@@ -50,5 +50,5 @@ pub use error::{Error, Result};
 pub use operator::{explicit_matrix, LinearOperator};
 pub use spectral::{
     dense_matrix_norm, dense_norm, kuczynski_wozniakowski_upper, spectral_norm, spectral_norm_with,
-    Hints,
+    spectral_norm_with_vector, Hints,
 };

@@ -2,60 +2,12 @@
 //! outputs, adjoints and explicit matrices, over random shapes with every option.
 
 mod common;
+use common::naive;
 use lipschitz::conv::{Conv2d, DirectConv2d, FftConv2d, PaddingMode};
 use lipschitz::{explicit_matrix, LinearOperator};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use rand::Rng;
-
-/// `y[o,i,j] = Σ_c Σ_{p,q} w[o,c,p,q]·x̃[g(o)·cg + c, i·s + p·d − pad_top, j·s + q·d − pad_left]`,
-/// written directly from the definition (no code shared with the library).
-fn naive(conv: &Conv2d, w: &[f32], x: &[f64]) -> Vec<f64> {
-    let (h, wd) = (conv.input[0] as i64, conv.input[1] as i64);
-    let ho = (h + (conv.pads[0] + conv.pads[2]) as i64
-        - (conv.dilation[0] * (conv.kernel[0] - 1)) as i64
-        - 1)
-        / conv.stride[0] as i64
-        + 1;
-    let wo = (wd + (conv.pads[1] + conv.pads[3]) as i64
-        - (conv.dilation[1] * (conv.kernel[1] - 1)) as i64
-        - 1)
-        / conv.stride[1] as i64
-        + 1;
-    let (ho, wo) = (ho as usize, wo as usize);
-    let cg = conv.in_channels / conv.groups;
-    let og = conv.out_channels / conv.groups;
-    let (kh, kw) = (conv.kernel[0], conv.kernel[1]);
-    let mut y = vec![0.0; conv.out_channels * ho * wo];
-    for o in 0..conv.out_channels {
-        let g = o / og;
-        for i in 0..ho {
-            for j in 0..wo {
-                let mut acc = 0.0;
-                for c in 0..cg {
-                    for p in 0..kh {
-                        for q in 0..kw {
-                            let mut r = (i * conv.stride[0] + p * conv.dilation[0]) as i64
-                                - conv.pads[0] as i64;
-                            let mut s = (j * conv.stride[1] + q * conv.dilation[1]) as i64
-                                - conv.pads[1] as i64;
-                            if conv.padding_mode == PaddingMode::Circular {
-                                r = r.rem_euclid(h);
-                                s = s.rem_euclid(wd);
-                            } else if r < 0 || r >= h || s < 0 || s >= wd {
-                                continue;
-                            }
-                            let xv = x[((g * cg + c) as i64 * h * wd + r * wd + s) as usize];
-                            acc += w[((o * cg + c) * kh + p) * kw + q] as f64 * xv;
-                        }
-                    }
-                }
-                y[(o * ho + i) * wo + j] = acc;
-            }
-        }
-    }
-    y
-}
 
 fn random_vec(n: usize, seed: u64) -> Vec<f64> {
     let mut r = common::rng(seed);

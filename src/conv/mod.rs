@@ -12,9 +12,12 @@
 
 mod direct;
 mod fft;
+mod norm;
+pub mod spectrum;
 
 pub use direct::DirectConv2d;
 pub use fft::FftConv2d;
+pub use norm::{conv2d_norm, ConvBound, ConvMethod};
 
 use crate::error::{check_finite, Error, Result};
 use serde::Serialize;

@@ -29,10 +29,11 @@ pub(crate) fn block_lanczos(
     op: &dyn LinearOperator,
     opts: &Options,
     hints: &Hints<'_>,
-) -> Result<Bound> {
+) -> Result<(Bound, Vec<f64>)> {
     let budget = Budget::new(opts);
     let (n, m) = (op.input_len(), op.output_len());
     let b = opts.block_size.min(n);
+    let mut best: Vec<f64> = Vec::new();
     let max_blocks = basis_capacity(n, b, opts)?.min(MAX_PROJECTED / b).max(2);
     let kmax = max_blocks * b;
     let mut rng = rng_for(opts.seed, 0);
@@ -160,20 +161,20 @@ pub(crate) fn block_lanczos(
                 for (p, yp) in y.iter().enumerate() {
                     axpy(*yp, &basis[p * n..(p + 1) * n], &mut ritz);
                 }
-                lower = lower.max(certified_ratio(op, &ritz, &mut certify_tmp));
+                let ratio = certified_ratio(op, &ritz, &mut certify_tmp);
+                if ratio > lower || best.is_empty() {
+                    lower = lower.max(ratio);
+                    best.clone_from(&ritz);
+                }
                 matvecs += 1;
                 if meets_tolerance(lower, upper.value, opts.rtol) {
-                    return Ok(done(
-                        lower,
-                        upper,
-                        iterations,
-                        matvecs,
-                        Stop::Converged,
-                        &budget,
+                    return Ok((
+                        done(lower, upper, iterations, matvecs, Stop::Converged, &budget),
+                        best,
                     ));
                 }
                 if let Some(stop) = cap {
-                    return Ok(done(lower, upper, iterations, matvecs, stop, &budget));
+                    return Ok((done(lower, upper, iterations, matvecs, stop, &budget), best));
                 }
                 if exhausted || full {
                     // Restart from the top Ritz vectors of this cycle.

@@ -27,7 +27,7 @@ fn check_memory(m: usize, n: usize, opts: &Options) -> Result<()> {
 }
 
 /// Exact σ₁ of a dense layer from its own weights (no rounding in forming the matrix).
-pub(crate) fn exact_dense(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<Bound> {
+pub(crate) fn exact_dense(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<(Bound, Vec<f64>)> {
     let (m, n) = (matrix.rows(), matrix.cols());
     check_memory(m, n, opts)?;
     let budget = Budget::new(opts);
@@ -41,7 +41,7 @@ pub(crate) fn exact_dense(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<Bo
 }
 
 /// Exact σ₁ of any operator from its explicit matrix, formed column by column.
-pub(crate) fn exact_operator(op: &dyn LinearOperator, opts: &Options) -> Result<Bound> {
+pub(crate) fn exact_operator(op: &dyn LinearOperator, opts: &Options) -> Result<(Bound, Vec<f64>)> {
     let (m, n) = (op.output_len(), op.input_len());
     check_memory(m, n, opts)?;
     let budget = Budget::new(opts);
@@ -59,20 +59,15 @@ fn conclude(
     margin: f64,
     v: &[f64],
     budget: Budget,
-) -> Result<Bound> {
+) -> Result<(Bound, Vec<f64>)> {
     let mut tmp = vec![0.0; op.output_len()];
     let lower = certified_ratio(op, v, &mut tmp);
     let upper = BestUpper {
         value: sigma + margin,
         certificate: Certificate::Exact,
     };
-    Ok(finish(
-        lower,
-        upper,
-        Method::Exact,
-        0,
-        1,
-        Stop::Direct,
-        &budget,
+    Ok((
+        finish(lower, upper, Method::Exact, 0, 1, Stop::Direct, &budget),
+        v.to_vec(),
     ))
 }

@@ -13,7 +13,14 @@ use crate::error::Result;
 use crate::kernels::{axpy, dot, norm2, scale, UNIT_ROUNDOFF};
 use crate::operator::LinearOperator;
 
-pub(crate) fn lanczos(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>) -> Result<Bound> {
+/// Steps over which a converged Ritz value and an unmoving upper bound mean "stop".
+const STAGNATION_WINDOW: usize = 12;
+
+pub(crate) fn lanczos(
+    op: &dyn LinearOperator,
+    opts: &Options,
+    hints: &Hints<'_>,
+) -> Result<(Bound, Vec<f64>)> {
     let budget = Budget::new(opts);
     let (n, m) = (op.input_len(), op.output_len());
     let capacity = basis_capacity(n, 1, opts)?;
@@ -33,6 +40,8 @@ pub(crate) fn lanczos(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>
     // The probabilistic bound is valid for the Krylov space of the random start, i.e. the
     // first cycle; restarted cycles only improve the lower end.
     let mut first_cycle = sigma > 0.0;
+    let mut best: Vec<f64> = Vec::new();
+    let mut history: Vec<(f64, f64)> = Vec::new();
 
     loop {
         let start_norm = norm2(&v);
@@ -77,6 +86,13 @@ pub(crate) fn lanczos(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>
                 );
             }
             let estimate = theta.max(0.0).sqrt();
+            history.push((estimate, upper.value));
+            // The Ritz value has converged far below the tolerance while the upper end has not
+            // moved: iterating further cannot meet rtol.
+            let stagnated = history.len() > STAGNATION_WINDOW && {
+                let (old_est, old_up) = history[history.len() - 1 - STAGNATION_WINDOW];
+                estimate - old_est <= 0.01 * opts.rtol * estimate && upper.value >= old_up
+            };
             if std::env::var("LIP_TRACE").is_ok() {
                 eprintln!(
                     "it {iterations} est {estimate:.12} up {:.12} w {:e}",
@@ -86,26 +102,28 @@ pub(crate) fn lanczos(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>
             }
             let breakdown =
                 b <= 64.0 * UNIT_ROUNDOFF * theta.max(f64::MIN_POSITIVE) * (j + 1) as f64;
-            let cap = budget.exhausted(iterations);
+            let cap = budget
+                .exhausted(iterations)
+                .or(stagnated.then_some(Stop::UpperLimited));
             let full = j + 2 > capacity;
             let looks_done = meets_tolerance(estimate, upper.value, opts.rtol) && j >= next_check;
 
             if looks_done || breakdown || cap.is_some() || full {
                 let ritz = ritz_vector(&alpha, &beta, &basis, n)?;
-                lower = lower.max(certified_ratio(op, &ritz, &mut tmp));
+                let ratio = certified_ratio(op, &ritz, &mut tmp);
+                if ratio > lower || best.is_empty() {
+                    lower = lower.max(ratio);
+                    best.clone_from(&ritz);
+                }
                 matvecs += 1;
                 if meets_tolerance(lower, upper.value, opts.rtol) {
-                    return Ok(done(
-                        lower,
-                        upper,
-                        iterations,
-                        matvecs,
-                        Stop::Converged,
-                        &budget,
+                    return Ok((
+                        done(lower, upper, iterations, matvecs, Stop::Converged, &budget),
+                        best,
                     ));
                 }
                 if let Some(stop) = cap {
-                    return Ok(done(lower, upper, iterations, matvecs, stop, &budget));
+                    return Ok((done(lower, upper, iterations, matvecs, stop, &budget), best));
                 }
                 if breakdown || full {
                     v = ritz;

@@ -76,6 +76,16 @@ pub fn spectral_norm_with(
     opts: &Options,
     hints: &Hints<'_>,
 ) -> Result<Bound> {
+    spectral_norm_with_vector(op, opts, hints).map(|(b, _)| b)
+}
+
+/// [`spectral_norm_with`], also returning the vector that attains `lower` (a certified
+/// `‖Av‖/‖v‖ ≥ lower`), e.g. to re-evaluate it with a more accurate operator.
+pub fn spectral_norm_with_vector(
+    op: &dyn LinearOperator,
+    opts: &Options,
+    hints: &Hints<'_>,
+) -> Result<(Bound, Vec<f64>)> {
     opts.validate()?;
     validate_operator(op)?;
     validate_hints(op, hints)?;
@@ -105,7 +115,7 @@ pub fn dense_norm(weights: &[f32], rows: usize, cols: usize, opts: &Options) -> 
 pub fn dense_matrix_norm(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<Bound> {
     opts.validate()?;
     match choose_method(matrix, opts) {
-        Method::Exact => exact::exact_dense(matrix, opts),
+        Method::Exact => exact::exact_dense(matrix, opts).map(|(b, _)| b),
         _ => spectral_norm(matrix, opts),
     }
 }
@@ -198,7 +208,8 @@ pub(crate) fn start_vector(n: usize, rng: &mut ChaCha8Rng, hints: &Hints<'_>) ->
 }
 
 /// A certified lower bound `‖A x‖/‖x‖`, rounding margins subtracted: some vector attains it.
-pub(crate) fn certified_ratio(op: &dyn LinearOperator, x: &[f64], tmp: &mut [f64]) -> f64 {
+/// `tmp` has length `op.output_len()`.
+pub fn certified_ratio(op: &dyn LinearOperator, x: &[f64], tmp: &mut [f64]) -> f64 {
     let nx = norm2(x);
     if nx == 0.0 || !nx.is_finite() {
         return 0.0;

@@ -12,7 +12,11 @@ use crate::error::Result;
 use crate::kernels::{dot, norm2, scale};
 use crate::operator::LinearOperator;
 
-pub(crate) fn power(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>) -> Result<Bound> {
+pub(crate) fn power(
+    op: &dyn LinearOperator,
+    opts: &Options,
+    hints: &Hints<'_>,
+) -> Result<(Bound, Vec<f64>)> {
     let budget = Budget::new(opts);
     let (n, m) = (op.input_len(), op.output_len());
     let mut rng = rng_for(opts.seed, 0);
@@ -25,6 +29,7 @@ pub(crate) fn power(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>) 
     let mut lower = 0.0f64;
     let mut matvecs = 0u64;
     let mut next_check = 1u32;
+    let mut best: Vec<f64> = Vec::new();
 
     let v_norm = norm2(&v);
     if v_norm == 0.0 {
@@ -49,28 +54,30 @@ pub(crate) fn power(op: &dyn LinearOperator, opts: &Options, hints: &Hints<'_>) 
         let looks_done =
             meets_tolerance(rayleigh.sqrt(), upper.value, opts.rtol) && k >= next_check;
         if looks_done || cap.is_some() || wn == 0.0 {
-            lower = lower.max(certified_ratio(op, &v, &mut tmp));
+            let ratio = certified_ratio(op, &v, &mut tmp);
+            if ratio > lower || best.is_empty() {
+                lower = lower.max(ratio);
+                best.clone_from(&v);
+            }
             matvecs += 1;
             if meets_tolerance(lower, upper.value, opts.rtol) {
-                return Ok(finish(
-                    lower,
-                    upper,
-                    Method::Power,
-                    k,
-                    matvecs,
-                    Stop::Converged,
-                    &budget,
+                return Ok((
+                    finish(
+                        lower,
+                        upper,
+                        Method::Power,
+                        k,
+                        matvecs,
+                        Stop::Converged,
+                        &budget,
+                    ),
+                    best,
                 ));
             }
             if let Some(stop) = cap {
-                return Ok(finish(
-                    lower,
-                    upper,
-                    Method::Power,
-                    k,
-                    matvecs,
-                    stop,
-                    &budget,
+                return Ok((
+                    finish(lower, upper, Method::Power, k, matvecs, stop, &budget),
+                    best,
                 ));
             }
             if wn == 0.0 {
