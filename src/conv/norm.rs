@@ -96,26 +96,29 @@ struct CircularNorm {
 
 /// σ₁² of a block `og × cg` (row-major) via the eigenvalues of its smaller Gram matrix.
 fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result<f64> {
-    let (n, gram): (usize, Mat<C64>) = if cg <= og {
-        // MᴴM: (c, c') = Σ_o conj(M[o][c])·M[o][c']
-        (
-            cg,
-            Mat::from_fn(cg, cg, |i, j| {
-                (0..og)
-                    .map(|o| block[o * cg + i].conj() * block[o * cg + j])
-                    .sum()
-            }),
-        )
+    let m = faer::MatRef::from_row_major_slice(block, og, cg);
+    let n = og.min(cg);
+    let mut gram = Mat::<C64>::zeros(n, n);
+    // The smaller Gram matrix: MᴴM (cg × cg) or MMᴴ (og × og), by faer's GEMM.
+    if cg <= og {
+        faer::linalg::matmul::matmul(
+            gram.as_mut(),
+            faer::Accum::Replace,
+            m.adjoint(),
+            m,
+            C64::new(1.0, 0.0),
+            Par::Seq,
+        );
     } else {
-        (
-            og,
-            Mat::from_fn(og, og, |i, j| {
-                (0..cg)
-                    .map(|c| block[i * cg + c] * block[j * cg + c].conj())
-                    .sum()
-            }),
-        )
-    };
+        faer::linalg::matmul::matmul(
+            gram.as_mut(),
+            faer::Accum::Replace,
+            m,
+            m.adjoint(),
+            C64::new(1.0, 0.0),
+            Par::Seq,
+        );
+    }
     if n == 1 {
         return Ok(gram[(0, 0)].re.max(0.0));
     }
@@ -138,12 +141,66 @@ fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result<f64> {
     Ok(s.column_vector().iter().map(|v| v.re).fold(0.0, f64::max))
 }
 
-/// `max_f σ₁(M(f))` over the half grid, pruning by Frobenius norms.
+/// A cheap upper bound on σ₁² of a block by Gram iteration (Delattre et al. 2023):
+/// `σ₁² = λ_max(G) ≤ ‖G⁴‖_F^{1/4}` with `G` the smaller Gram matrix, rescaled to avoid
+/// overflow. For a random 64×64 block it is within ~2 % of σ₁², so it prunes well.
+fn gram_upper_squared(block: &[C64], og: usize, cg: usize) -> f64 {
+    let m = faer::MatRef::from_row_major_slice(block, og, cg);
+    let n = og.min(cg);
+    let one = C64::new(1.0, 0.0);
+    let mut g = Mat::<C64>::zeros(n, n);
+    if cg <= og {
+        faer::linalg::matmul::matmul(
+            g.as_mut(),
+            faer::Accum::Replace,
+            m.adjoint(),
+            m,
+            one,
+            Par::Seq,
+        );
+    } else {
+        faer::linalg::matmul::matmul(
+            g.as_mut(),
+            faer::Accum::Replace,
+            m,
+            m.adjoint(),
+            one,
+            Par::Seq,
+        );
+    }
+    let scale = g.norm_l2();
+    if scale == 0.0 || !scale.is_finite() {
+        return scale;
+    }
+    let inv = C64::new(1.0 / scale, 0.0);
+    let mut g2 = Mat::<C64>::zeros(n, n);
+    faer::linalg::matmul::matmul(
+        g2.as_mut(),
+        faer::Accum::Replace,
+        g.as_ref(),
+        g.as_ref(),
+        inv * inv,
+        Par::Seq,
+    );
+    let mut g4 = Mat::<C64>::zeros(n, n);
+    faer::linalg::matmul::matmul(
+        g4.as_mut(),
+        faer::Accum::Replace,
+        g2.as_ref(),
+        g2.as_ref(),
+        one,
+        Par::Seq,
+    );
+    scale * g4.norm_l2().powf(0.25)
+}
+
+/// `max_f σ₁(M(f))` over the half grid, pruning by Gram-iteration bounds.
 fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Result<CircularNorm> {
     let (groups, og, cg) = symbol.block_shape();
     let block = og * cg;
     let total = symbol.frequencies();
-    // Pass 1: Frobenius norm of every (frequency, group) block.
+    // Pass 1: a Gram-iteration upper bound on σ₁ of every (frequency, group) block (its
+    // Frobenius norm for blocks too small for squaring to pay).
     let mut frob: Vec<(f64, usize, usize)> = (0..total)
         .into_par_iter()
         .flat_map_iter(|f| {
@@ -151,11 +208,14 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
             symbol.blocks(f, &mut blocks);
             (0..groups)
                 .map(|g| {
-                    let s: f64 = blocks[g * block..(g + 1) * block]
-                        .iter()
-                        .map(|v| v.norm_sqr())
-                        .sum();
-                    (s.sqrt(), f, g)
+                    let b = &blocks[g * block..(g + 1) * block];
+                    let s2 = if og.min(cg) >= 8 {
+                        gram_upper_squared(b, og, cg)
+                    } else {
+                        b.iter().map(|v| v.norm_sqr()).sum()
+                    };
+                    // Widened by 1e-8 so that rounding in the bound cannot prune the maximiser.
+                    (s2.sqrt() * (1.0 + 1e-8), f, g)
                 })
                 .collect::<Vec<_>>()
         })
