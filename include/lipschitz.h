@@ -68,6 +68,16 @@
 #define LIP_CERT_NONE 3
 
 /**
+ * `LipConv2d::padding_mode`: zeros outside the image.
+ */
+#define LIP_PADDING_ZEROS 0
+
+/**
+ * `LipConv2d::padding_mode`: periodic extension (PyTorch `padding_mode="circular"`).
+ */
+#define LIP_PADDING_CIRCULAR 1
+
+/**
  * A certified interval: `lower ≤ ‖W‖₂ ≤ upper`.
  *
  * `lower` is attained by a vector; `upper` is proven as `certificate` says (one of the
@@ -91,6 +101,77 @@ typedef struct LipBound {
    */
   int32_t certificate;
 } LipBound;
+
+/**
+ * A 2-D convolution's shape and options (PyTorch/ONNX conventions; weights OIHW
+ * `(out_channels, in_channels/groups, kernel_h, kernel_w)`, cross-correlation).
+ */
+typedef struct LipConv2d {
+  /**
+   * Output channels.
+   */
+  uint32_t out_channels;
+  /**
+   * Input channels.
+   */
+  uint32_t in_channels;
+  /**
+   * Kernel height.
+   */
+  uint32_t kernel_h;
+  /**
+   * Kernel width.
+   */
+  uint32_t kernel_w;
+  /**
+   * Input image height.
+   */
+  uint32_t input_h;
+  /**
+   * Input image width.
+   */
+  uint32_t input_w;
+  /**
+   * Vertical stride (≥ 1).
+   */
+  uint32_t stride_h;
+  /**
+   * Horizontal stride (≥ 1).
+   */
+  uint32_t stride_w;
+  /**
+   * Vertical dilation (≥ 1).
+   */
+  uint32_t dilation_h;
+  /**
+   * Horizontal dilation (≥ 1).
+   */
+  uint32_t dilation_w;
+  /**
+   * Groups (divides both channel counts; depthwise: `groups = in_channels`).
+   */
+  uint32_t groups;
+  /**
+   * Rows of padding above.
+   */
+  uint32_t pad_top;
+  /**
+   * Columns of padding on the left.
+   */
+  uint32_t pad_left;
+  /**
+   * Rows of padding below.
+   */
+  uint32_t pad_bottom;
+  /**
+   * Columns of padding on the right.
+   */
+  uint32_t pad_right;
+  /**
+   * `LIP_PADDING_ZEROS` or `LIP_PADDING_CIRCULAR`.
+   */
+  uint32_t padding_mode;
+} LipConv2d;
 
 #ifdef __cplusplus
 extern "C" {
@@ -120,6 +201,22 @@ const char *lip_last_error(void);
  * `w` must point to `rows·cols` readable floats and `out` to a writable `LipBound`.
  */
 int32_t lip_dense_norm(const float *w, size_t rows, size_t cols, double rtol, struct LipBound *out);
+
+/**
+ * Spectral norm of a 2-D convolution layer at the given input size.
+ *
+ * `weight_oihw`: `out_channels·(in_channels/groups)·kernel_h·kernel_w` floats, read only
+ * during the call. Circular stride-1 layers are exact (`LIP_CERT_EXACT`); zero padding gives
+ * a deterministic upper bound from the circular embedding and a Lanczos lower bound.
+ *
+ * # Safety
+ * `weight_oihw` must point to that many readable floats, `conv` to a `LipConv2d` and `out`
+ * to a writable `LipBound`.
+ */
+int32_t lip_conv2d_norm(const float *weight_oihw,
+                        const struct LipConv2d *conv,
+                        double rtol,
+                        struct LipBound *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -33,6 +33,84 @@ pub const LIP_CERT_PROBABILISTIC: i32 = 2;
 /// No upper bound was proven (`upper` is +infinity).
 pub const LIP_CERT_NONE: i32 = 3;
 
+/// `LipConv2d::padding_mode`: zeros outside the image.
+pub const LIP_PADDING_ZEROS: u32 = 0;
+/// `LipConv2d::padding_mode`: periodic extension (PyTorch `padding_mode="circular"`).
+pub const LIP_PADDING_CIRCULAR: u32 = 1;
+
+/// A 2-D convolution's shape and options (PyTorch/ONNX conventions; weights OIHW
+/// `(out_channels, in_channels/groups, kernel_h, kernel_w)`, cross-correlation).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LipConv2d {
+    /// Output channels.
+    pub out_channels: u32,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Kernel height.
+    pub kernel_h: u32,
+    /// Kernel width.
+    pub kernel_w: u32,
+    /// Input image height.
+    pub input_h: u32,
+    /// Input image width.
+    pub input_w: u32,
+    /// Vertical stride (≥ 1).
+    pub stride_h: u32,
+    /// Horizontal stride (≥ 1).
+    pub stride_w: u32,
+    /// Vertical dilation (≥ 1).
+    pub dilation_h: u32,
+    /// Horizontal dilation (≥ 1).
+    pub dilation_w: u32,
+    /// Groups (divides both channel counts; depthwise: `groups = in_channels`).
+    pub groups: u32,
+    /// Rows of padding above.
+    pub pad_top: u32,
+    /// Columns of padding on the left.
+    pub pad_left: u32,
+    /// Rows of padding below.
+    pub pad_bottom: u32,
+    /// Columns of padding on the right.
+    pub pad_right: u32,
+    /// `LIP_PADDING_ZEROS` or `LIP_PADDING_CIRCULAR`.
+    pub padding_mode: u32,
+}
+
+impl LipConv2d {
+    fn to_conv(self) -> Result<crate::conv::Conv2d, (i32, String)> {
+        let mode = match self.padding_mode {
+            LIP_PADDING_ZEROS => crate::conv::PaddingMode::Zeros,
+            LIP_PADDING_CIRCULAR => crate::conv::PaddingMode::Circular,
+            other => {
+                return Err((
+                    LIP_ERR_INVALID_ARGUMENT,
+                    format!("padding_mode = {other}: expected 0 (zeros) or 1 (circular)"),
+                ))
+            }
+        };
+        let u = |v: u32| v as usize;
+        let conv = crate::conv::Conv2d::new(
+            u(self.out_channels),
+            u(self.in_channels),
+            [u(self.kernel_h), u(self.kernel_w)],
+            [u(self.input_h), u(self.input_w)],
+        )
+        .stride([u(self.stride_h), u(self.stride_w)])
+        .dilation([u(self.dilation_h), u(self.dilation_w)])
+        .groups(u(self.groups))
+        .pads([
+            u(self.pad_top),
+            u(self.pad_left),
+            u(self.pad_bottom),
+            u(self.pad_right),
+        ])
+        .mode(mode);
+        conv.validate().map_err(lib_error)?;
+        Ok(conv)
+    }
+}
+
 /// A certified interval: `lower ≤ ‖W‖₂ ≤ upper`.
 ///
 /// `lower` is attained by a vector; `upper` is proven as `certificate` says (one of the
@@ -159,6 +237,50 @@ pub unsafe extern "C" fn lip_dense_norm(
             crate::dense_norm(weights, rows, cols, &Options::with_rtol(rtol)).map_err(lib_error)?;
         // SAFETY: `out` is non-null and the caller guarantees it is writable.
         unsafe { out.write(LipBound::from(&bound)) };
+        Ok(())
+    })
+}
+
+/// Spectral norm of a 2-D convolution layer at the given input size.
+///
+/// `weight_oihw`: `out_channels·(in_channels/groups)·kernel_h·kernel_w` floats, read only
+/// during the call. Circular stride-1 layers are exact (`LIP_CERT_EXACT`); zero padding gives
+/// a deterministic upper bound from the circular embedding and a Lanczos lower bound.
+///
+/// # Safety
+/// `weight_oihw` must point to that many readable floats, `conv` to a `LipConv2d` and `out`
+/// to a writable `LipBound`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_conv2d_norm(
+    weight_oihw: *const f32,
+    conv: *const LipConv2d,
+    rtol: f64,
+    out: *mut LipBound,
+) -> i32 {
+    guard("lip_conv2d_norm", || {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        if conv.is_null() {
+            return Err(null("conv"));
+        }
+        if weight_oihw.is_null() {
+            return Err(null("weight_oihw"));
+        }
+        // SAFETY: non-null; the caller guarantees it points to a LipConv2d.
+        let layer = unsafe { conv.read() }.to_conv()?;
+        // SAFETY: the caller guarantees weight_len() readable floats; validate() capped the
+        // shape so the length cannot overflow.
+        let weights = unsafe { std::slice::from_raw_parts(weight_oihw, layer.weight_len()) };
+        let result = crate::conv::conv2d_norm(
+            weights,
+            &layer,
+            crate::conv::ConvMethod::Auto,
+            &Options::with_rtol(rtol),
+        )
+        .map_err(lib_error)?;
+        // SAFETY: `out` is non-null and the caller guarantees it is writable.
+        unsafe { out.write(LipBound::from(&result.bound)) };
         Ok(())
     })
 }

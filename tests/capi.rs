@@ -1,0 +1,157 @@
+//! The C entry points called as C would call them: results equal the Rust API's, and every
+//! bad argument gives a status and a message instead of a crash.
+
+use lipschitz::capi::*;
+use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod, PaddingMode};
+use lipschitz::{dense_norm, Options};
+use std::ffi::CStr;
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(lip_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn layer() -> LipConv2d {
+    LipConv2d {
+        out_channels: 4,
+        in_channels: 3,
+        kernel_h: 3,
+        kernel_w: 3,
+        input_h: 8,
+        input_w: 7,
+        stride_h: 1,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups: 1,
+        pad_top: 1,
+        pad_left: 1,
+        pad_bottom: 1,
+        pad_right: 1,
+        padding_mode: LIP_PADDING_ZEROS,
+    }
+}
+
+#[test]
+fn results_match_the_rust_api() {
+    let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 3.0).collect();
+    let mut out = LipBound::default();
+    assert_eq!(
+        unsafe { lip_dense_norm(w.as_ptr(), 3, 4, 1e-6, &mut out) },
+        LIP_OK
+    );
+    let rust = dense_norm(&w, 3, 4, &Options::with_rtol(1e-6)).unwrap();
+    assert_eq!(
+        (out.lower, out.upper, out.certificate),
+        (rust.lower, rust.upper, LIP_CERT_EXACT)
+    );
+
+    let c = layer();
+    let cw: Vec<f32> = (0..4 * 3 * 9)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+        .collect();
+    assert_eq!(
+        unsafe { lip_conv2d_norm(cw.as_ptr(), &c, 1e-6, &mut out) },
+        LIP_OK
+    );
+    let conv = Conv2d::new(4, 3, [3, 3], [8, 7]).padding(1);
+    let rust = conv2d_norm(&cw, &conv, ConvMethod::Auto, &Options::with_rtol(1e-6)).unwrap();
+    assert_eq!((out.lower, out.upper), (rust.bound.lower, rust.bound.upper));
+    let circular = LipConv2d {
+        padding_mode: LIP_PADDING_CIRCULAR,
+        ..c
+    };
+    assert_eq!(
+        unsafe { lip_conv2d_norm(cw.as_ptr(), &circular, 1e-6, &mut out) },
+        LIP_OK
+    );
+    assert_eq!(out.certificate, LIP_CERT_EXACT);
+    let rust = conv2d_norm(
+        &cw,
+        &conv.mode(PaddingMode::Circular),
+        ConvMethod::Auto,
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(out.upper, rust.bound.upper);
+    let version = unsafe { CStr::from_ptr(lip_version()) }.to_str().unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn bad_arguments_return_status_and_message() {
+    let w = [1.0f32; 12];
+    let mut out = LipBound::default();
+    unsafe {
+        assert_eq!(
+            lip_dense_norm(std::ptr::null(), 3, 4, 1e-4, &mut out),
+            LIP_ERR_NULL_POINTER
+        );
+        assert!(last_error().contains("w is NULL"));
+        assert_eq!(
+            lip_dense_norm(w.as_ptr(), 3, 4, 1e-4, std::ptr::null_mut()),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            lip_dense_norm(w.as_ptr(), 0, 4, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            lip_dense_norm(w.as_ptr(), usize::MAX, 2, 1e-4, &mut out),
+            LIP_ERR_TOO_LARGE
+        );
+        assert!(last_error().contains("overflows"), "{}", last_error());
+        assert_eq!(
+            lip_dense_norm(w.as_ptr(), 3, 4, -1.0, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("rtol"));
+        let nan = [1.0f32, f32::NAN, 0.0, 0.0];
+        assert_eq!(
+            lip_dense_norm(nan.as_ptr(), 2, 2, 1e-4, &mut out),
+            LIP_ERR_NON_FINITE
+        );
+        assert!(last_error().contains("index 1"));
+
+        let cw = [0.5f32; 108];
+        assert_eq!(
+            lip_conv2d_norm(cw.as_ptr(), std::ptr::null(), 1e-4, &mut out),
+            LIP_ERR_NULL_POINTER
+        );
+        assert!(last_error().contains("conv is NULL"));
+        let bad_mode = LipConv2d {
+            padding_mode: 7,
+            ..layer()
+        };
+        assert_eq!(
+            lip_conv2d_norm(cw.as_ptr(), &bad_mode, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("padding_mode = 7"));
+        let bad_groups = LipConv2d {
+            groups: 2,
+            ..layer()
+        };
+        assert_eq!(
+            lip_conv2d_norm(cw.as_ptr(), &bad_groups, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("groups"));
+        let zero_stride = LipConv2d {
+            stride_w: 0,
+            ..layer()
+        };
+        assert_eq!(
+            lip_conv2d_norm(cw.as_ptr(), &zero_stride, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("stride width"));
+        let huge = LipConv2d {
+            in_channels: u32::MAX,
+            out_channels: u32::MAX,
+            ..layer()
+        };
+        assert_ne!(lip_conv2d_norm(cw.as_ptr(), &huge, 1e-4, &mut out), LIP_OK);
+    }
+}
