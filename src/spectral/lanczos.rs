@@ -41,7 +41,8 @@ pub(crate) fn lanczos(
     // first cycle; restarted cycles only improve the lower end.
     let mut first_cycle = sigma > 0.0;
     let mut best: Vec<f64> = Vec::new();
-    let mut history: Vec<(f64, f64)> = Vec::new();
+    let mut history: Vec<(f64, f64, f64)> = Vec::new();
+    let mut probabilistic = f64::INFINITY;
 
     loop {
         let start_norm = norm2(&v);
@@ -80,26 +81,13 @@ pub(crate) fn lanczos(
             let theta = largest_eigenvalue(&alpha, &beta[..j]);
             if first_cycle {
                 let t = lanczos_upper(&alpha, &beta, log_start_norm, log_eps, usize::MAX);
-                upper.offer(
-                    sigma_upper_from_lambda(op, t, iterations as usize),
-                    certificate,
-                );
+                probabilistic = sigma_upper_from_lambda(op, t, iterations as usize);
+                upper.offer(probabilistic, certificate);
             }
             let estimate = theta.max(0.0).sqrt();
-            history.push((estimate, upper.value));
-            // The Ritz value has converged far below the tolerance while the upper end has not
-            // moved: iterating further cannot meet rtol.
-            let stagnated = history.len() > STAGNATION_WINDOW && {
-                let (old_est, old_up) = history[history.len() - 1 - STAGNATION_WINDOW];
-                estimate - old_est <= 0.01 * opts.rtol * estimate && upper.value >= old_up
-            };
-            if std::env::var("LIP_TRACE").is_ok() {
-                eprintln!(
-                    "it {iterations} est {estimate:.12} up {:.12} w {:e}",
-                    upper.value,
-                    upper.value / estimate - 1.0
-                );
-            }
+            history.push((estimate, upper.value, probabilistic));
+            let stagnated = history.len() > STAGNATION_WINDOW
+                && upper_limited(&history, STAGNATION_WINDOW, opts.rtol, iterations);
             let breakdown =
                 b <= 64.0 * UNIT_ROUNDOFF * theta.max(f64::MIN_POSITIVE) * (j + 1) as f64;
             let cap = budget
@@ -136,6 +124,29 @@ pub(crate) fn lanczos(
             basis.extend_from_slice(&w);
         }
     }
+}
+
+/// Whether iterating on cannot meet `rtol`: the Ritz value has converged far below the
+/// tolerance, and the upper end either has not moved over the window or, if the probabilistic
+/// bound is still shrinking, would need far more steps than taken so far at its current rate.
+fn upper_limited(history: &[(f64, f64, f64)], window: usize, rtol: f64, iterations: u32) -> bool {
+    let (est, best, prob) = history[history.len() - 1];
+    let (old_est, old_best, old_prob) = history[history.len() - 1 - window];
+    if est - old_est > 0.01 * rtol * est {
+        return false; // the lower end is still moving
+    }
+    if prob.is_finite() && old_prob.is_finite() && prob < old_prob {
+        let (width, old_width) = (prob / est - 1.0, old_prob / old_est - 1.0);
+        if width <= rtol {
+            return false;
+        }
+        let rate = (width / old_width).ln(); // < 0 per window
+        if rate < 0.0 {
+            let steps_needed = window as f64 * (rtol / width).ln() / rate;
+            return steps_needed > (2.0 * iterations as f64).max(200.0);
+        }
+    }
+    best >= old_best
 }
 
 fn done(
