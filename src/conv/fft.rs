@@ -15,6 +15,7 @@
 //! A block of `b` vectors streams the spectrum once: each frequency block multiplies a
 //! `C_in/g × b` matrix.
 
+use super::spectrum::KernelSymbol;
 use super::{Conv2d, PaddingMode};
 use crate::error::{Error, Result};
 use crate::operator::LinearOperator;
@@ -596,50 +597,18 @@ fn mix_tail<const ADJOINT: bool>(
     }
 }
 
-/// `M(f) = conj(Ŵ(f))` for every group, frequency and channel pair, computed separably in
-/// `f64` (taps placed at `(p·d_h mod N_h, q·d_w mod N_w)`, wrapping taps adding up) and
-/// stored in `f32`. Also returns `max_f ‖M(f)‖_F`.
+/// `M(f) = conj(Ŵ(f))` for every group, frequency and channel pair, from the layer's
+/// [`KernelSymbol`] (computed in `f64`, stored in `f32` as `[g][f][o][c]`, re/im apart). Also
+/// returns `max_f ‖M(f)‖_F` (over groups: the blocks act on disjoint channels).
 fn kernel_spectrum(
     conv: &Conv2d,
     weights: &[f32],
     nh: usize,
     nw: usize,
 ) -> (Vec<f32>, Vec<f32>, f64) {
-    let wf = nw / 2 + 1;
-    let freqs = nh * wf;
-    let (g, cg, og) = (conv.groups, conv.group_in(), conv.group_out());
-    let (kh, kw) = (conv.kernel[0], conv.kernel[1]);
-    let twiddle = |k: usize, pos: usize, n: usize| {
-        let angle = 2.0 * std::f64::consts::PI * ((k * pos) % n) as f64 / n as f64;
-        Complex::new(angle.cos(), angle.sin()) // e^{+iθ}: the conjugate of the DFT kernel
-    };
-    let tw: Vec<Complex<f64>> = (0..wf)
-        .flat_map(|k| (0..kw).map(move |q| (k, q)))
-        .map(|(k, q)| twiddle(k, (q * conv.dilation[1]) % nw, nw))
-        .collect();
-    let th: Vec<Complex<f64>> = (0..nh)
-        .flat_map(|k| (0..kh).map(move |p| (k, p)))
-        .map(|(k, p)| twiddle(k, (p * conv.dilation[0]) % nh, nh))
-        .collect();
-    // partial[(kw·kh + p)·pairs + pair] = Σ_q w[pair][p][q]·e^{+2πi·kw·q·d_w/N_w}, pairs = (g, o, c)
-    let pairs = g * og * cg;
-    let mut partial = vec![Complex::<f64>::default(); wf * kh * pairs];
-    partial
-        .par_chunks_mut(pairs)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (kwi, p) = (row / kh, row % kh);
-            for (pair, v) in dst.iter_mut().enumerate() {
-                let w = &weights[pair * kh * kw + p * kw..][..kw];
-                let mut acc = Complex::default();
-                for (q, wq) in w.iter().enumerate() {
-                    acc += tw[kwi * kw + q] * *wq as f64;
-                }
-                *v = acc;
-            }
-        });
-    // Pairs are ordered (g, o, c), so frequency f's blocks for all groups are contiguous per
-    // group: spectrum[(g·F + f)·og·cg + o·cg + c].
+    let symbol = KernelSymbol::new(conv, weights, [nh, nw]);
+    let freqs = symbol.frequencies();
+    let (g, og, cg) = symbol.block_shape();
     let block = og * cg;
     let mut re = vec![0f32; g * freqs * block];
     let mut im = vec![0f32; g * freqs * block];
@@ -647,32 +616,27 @@ fn kernel_spectrum(
     let im_out = DisjointWrites::new(&mut im);
     let frob: Vec<f64> = (0..freqs)
         .into_par_iter()
-        .map(|f| {
-            let (kwi, khi) = (f / nh, f % nh);
-            let mut acc = vec![Complex::<f64>::default(); pairs];
-            for p in 0..kh {
-                let t = th[khi * kh + p];
-                let src = &partial[(kwi * kh + p) * pairs..(kwi * kh + p + 1) * pairs];
-                for (a, s) in acc.iter_mut().zip(src) {
-                    *a += t * s;
-                }
-            }
-            let mut frob_f = 0.0f64;
-            for gi in 0..g {
-                let mut frob_g = 0.0;
-                for (j, v) in acc[gi * block..(gi + 1) * block].iter().enumerate() {
-                    frob_g += v.norm_sqr();
-                    let index = (gi * freqs + f) * block + j;
-                    // SAFETY: frequency f's entries are written by this task alone.
-                    unsafe {
-                        re_out.write(index, v.re as f32);
-                        im_out.write(index, v.im as f32);
+        .map_init(
+            || vec![Complex::<f64>::default(); g * block],
+            |blocks, f| {
+                symbol.blocks(f, blocks);
+                let mut frob_f = 0.0f64;
+                for gi in 0..g {
+                    let mut frob_g = 0.0;
+                    for (j, v) in blocks[gi * block..(gi + 1) * block].iter().enumerate() {
+                        frob_g += v.norm_sqr();
+                        let index = (gi * freqs + f) * block + j;
+                        // SAFETY: frequency f's entries are written by this task alone.
+                        unsafe {
+                            re_out.write(index, v.re as f32);
+                            im_out.write(index, v.im as f32);
+                        }
                     }
+                    frob_f = frob_f.max(frob_g);
                 }
-                frob_f = frob_f.max(frob_g);
-            }
-            frob_f
-        })
+                frob_f
+            },
+        )
         .collect();
     let max_frobenius = frob.iter().fold(0.0f64, |m, v| m.max(*v)).sqrt();
     (re, im, max_frobenius)
