@@ -88,6 +88,41 @@ fn cases() -> Vec<(&'static str, Conv2d)> {
                 .groups(2)
                 .mode(Circular),
         ),
+        // ≥ 8 channels per group: frequencies are pruned by Gram-iteration bounds.
+        (
+            "circular 8 channels",
+            Conv2d::new(8, 8, [3, 3], [5, 6]).padding(1).mode(Circular),
+        ),
+        (
+            "circular 12→9",
+            Conv2d::new(12, 9, [3, 3], [4, 5]).padding(1).mode(Circular),
+        ),
+        (
+            "zeros 8 channels",
+            Conv2d::new(8, 8, [3, 3], [5, 5]).padding(1),
+        ),
+        (
+            "zeros 16 channels",
+            Conv2d::new(16, 16, [3, 3], [6, 6]).padding(1),
+        ),
+        // Circular with outputs larger than the image (rows repeat) and smaller (rows dropped).
+        (
+            "circular outputs wrap",
+            Conv2d::new(2, 2, [1, 1], [6, 6])
+                .pads([1, 0, 0, 1])
+                .stride([1, 2])
+                .mode(Circular),
+        ),
+        (
+            "circular big pads",
+            Conv2d::new(2, 1, [2, 2], [3, 3])
+                .pads([3, 0, 2, 4])
+                .mode(Circular),
+        ),
+        (
+            "circular valid-sized",
+            Conv2d::new(2, 2, [3, 3], [6, 5]).mode(Circular),
+        ),
     ]
 }
 
@@ -129,7 +164,7 @@ fn every_option_is_contained_and_meets_rtol() {
 #[test]
 fn circular_exact_equals_the_explicit_matrix() {
     for (i, (name, conv)) in cases().into_iter().enumerate() {
-        if conv.padding_mode != PaddingMode::Circular || conv.stride != [1, 1] {
+        if !conv.is_exactly_circular() {
             continue;
         }
         let w = weights(&conv, 60 + i as u64);
@@ -147,6 +182,15 @@ fn circular_exact_equals_the_explicit_matrix() {
             r.bound.lower
         );
     }
+    // A circular layer whose output differs from the image is not the circular conv itself.
+    let conv = Conv2d::new(1, 1, [3, 3], [6, 6]).mode(PaddingMode::Circular);
+    assert!(conv2d_norm(
+        &[0.1; 9],
+        &conv,
+        ConvMethod::ExactCircular,
+        &Options::default()
+    )
+    .is_err());
     // Stride with circular padding is not block diagonal: asking for the exact method is an error.
     let conv = Conv2d::new(1, 1, [3, 3], [6, 6])
         .padding(1)
@@ -204,4 +248,62 @@ fn zero_padded_upper_bound_is_never_below_the_exact_norm() {
         checked += 1;
     }
     assert!(checked > 800, "only {checked} valid random layers");
+}
+
+#[test]
+fn classical_bounds_are_valid_and_looser_than_ours() {
+    let mut r = common::rng(91);
+    let mut tighter = 0;
+    for trial in 0..300u64 {
+        let g = r.random_range(1..3);
+        let conv = Conv2d::new(
+            g * r.random_range(1..4),
+            g * r.random_range(1..4),
+            [r.random_range(1..4), r.random_range(1..4)],
+            [r.random_range(2..7), r.random_range(2..7)],
+        )
+        .groups(g)
+        .pads([
+            r.random_range(0..3),
+            r.random_range(0..3),
+            r.random_range(0..3),
+            r.random_range(0..3),
+        ])
+        .stride([r.random_range(1..3), r.random_range(1..3)])
+        .dilation([r.random_range(1..3), r.random_range(1..3)])
+        .mode(if trial % 2 == 0 {
+            PaddingMode::Zeros
+        } else {
+            PaddingMode::Circular
+        });
+        if conv.validate().is_err() {
+            continue;
+        }
+        let w = weights(&conv, 3000 + trial);
+        let sigma = naive_sigma(&conv, &w);
+        let c = lipschitz::conv::classic_bounds(&conv, &w).unwrap();
+        let slack = 1.0 + 1e-9;
+        assert!(
+            c.tap_sum * slack >= sigma,
+            "tap sum {} < σ {sigma} on {conv:?}",
+            c.tap_sum
+        );
+        assert!(
+            c.frobenius * slack >= c.tap_sum,
+            "frobenius below tap sum on {conv:?}"
+        );
+        assert!(
+            c.fantastic_four * slack >= sigma,
+            "fantastic four {} < σ {sigma} on {conv:?}",
+            c.fantastic_four
+        );
+        let ours = conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::with_rtol(1e-6)).unwrap();
+        if ours.bound.upper < c.tap_sum.min(c.fantastic_four) {
+            tighter += 1;
+        }
+    }
+    assert!(
+        tighter > 100,
+        "our bound was tighter in only {tighter} cases"
+    );
 }

@@ -10,11 +10,13 @@
 //! `f64`, the reference) and [`FftConv2d`] (real 2-D FFTs with a cached kernel spectrum,
 //! `f32`, fast for large kernels and blocks of vectors). [`ConvOperator::auto`] picks one.
 
+mod classic;
 mod direct;
 mod fft;
 mod norm;
 pub mod spectrum;
 
+pub use classic::{classic_bounds, ClassicBounds};
 pub use direct::DirectConv2d;
 pub use fft::FftConv2d;
 pub use norm::{conv2d_norm, ConvBound, ConvMethod};
@@ -276,6 +278,37 @@ impl Conv2d {
             ));
         }
         check_finite("conv weight", weights)
+    }
+
+    /// With circular padding, how many outputs per axis read the same input residue through a
+    /// fixed tap (`max_r #{i : i·s − pad ≡ r mod n}`); 1 for zero padding. The layer is then a
+    /// row selection *with repetition* of the circular conv on the image grid, so its norm is
+    /// at most `√(m_h·m_w)` times the circular norm.
+    pub fn circular_multiplicity(&self) -> Result<[usize; 2]> {
+        let out = self.output_size()?;
+        if self.padding_mode == PaddingMode::Zeros {
+            return Ok([1, 1]);
+        }
+        let mut m = [1; 2];
+        for axis in 0..2 {
+            let n = self.input[axis];
+            let mut counts = vec![0usize; n];
+            for i in 0..out[axis] {
+                let r =
+                    ((i * self.stride[axis]) as i64 - self.pads[axis] as i64).rem_euclid(n as i64);
+                counts[r as usize] += 1;
+            }
+            m[axis] = counts.into_iter().max().unwrap_or(1);
+        }
+        Ok(m)
+    }
+
+    /// Whether the layer *is* the circular convolution on its image grid (circular padding,
+    /// stride 1, output size = input size), so the per-frequency norm is exact.
+    pub fn is_exactly_circular(&self) -> bool {
+        self.padding_mode == PaddingMode::Circular
+            && self.stride == [1, 1]
+            && self.output_size().is_ok_and(|o| o == self.input)
     }
 
     /// For each output row `i` and kernel row `p`, the input row it reads (`None`: zero

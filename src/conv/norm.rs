@@ -82,6 +82,8 @@ pub struct ConvBound {
     pub frequencies_total: usize,
     /// When `rtol` was not met: which end limited the width ("upper" or "lower").
     pub limited_by: Option<String>,
+    /// Classical cheap upper bounds, for comparison (tap sum, Frobenius, Fantastic Four).
+    pub classic: super::ClassicBounds,
 }
 
 /// The circular norm on a grid: `max_f σ₁(M(f))`, with where it is attained.
@@ -363,7 +365,9 @@ pub fn conv2d_norm(
     let started = Instant::now();
     opts.validate()?;
     conv.validate_weights(weights)?;
-    let circular_exact = conv.padding_mode == PaddingMode::Circular && conv.stride == [1, 1];
+    let circular_exact = conv.is_exactly_circular();
+    let [mh, mw] = conv.circular_multiplicity()?;
+    let repetition = ((mh * mw) as f64).sqrt();
     let (n, m) = (conv.input_len() as f64, conv.output_len() as f64);
     let small = n.min(m).powi(2) * n.max(m) <= opts.exact_flop_limit
         && n * m * 24.0 <= opts.memory_limit as f64;
@@ -371,13 +375,11 @@ pub fn conv2d_norm(
         ConvMethod::Auto if circular_exact => ConvMethod::ExactCircular,
         ConvMethod::Auto if small => ConvMethod::Exact,
         ConvMethod::Auto => ConvMethod::Lanczos,
-        ConvMethod::ExactCircular if !circular_exact => {
-            return Err(Error::invalid(
-                "conv method",
-                "exact-circular",
-                "needs circular padding and stride 1 (use auto or lanczos)",
-            ))
-        }
+        ConvMethod::ExactCircular if !circular_exact => return Err(Error::invalid(
+            "conv method",
+            "exact-circular",
+            "needs circular padding, stride 1 and output size = input size (use auto or lanczos)",
+        )),
         other => other,
     };
     let grid = match conv.padding_mode {
@@ -385,7 +387,9 @@ pub fn conv2d_norm(
         PaddingMode::Zeros => conv.padded_size(),
     };
     let symbol = KernelSymbol::new(conv, weights, grid);
-    let circ = circular_norm(conv, weights, &symbol)?;
+    let mut circ = circular_norm(conv, weights, &symbol)?;
+    // Outputs that wrap onto the same input rows repeat rows of the circular conv.
+    circ.upper *= repetition * (1.0 + 4.0 * UNIT_ROUNDOFF);
     let direct = DirectConv2d::new(conv, weights)?;
     let mut tmp = vec![0.0; direct.output_len()];
     let wave = plane_wave(conv, &symbol, &circ)?;
@@ -412,6 +416,7 @@ pub fn conv2d_norm(
         frequencies_visited: circ.visited,
         frequencies_total: circ.total,
         limited_by: None,
+        classic: super::classic_bounds(conv, weights)?,
     };
     let _ = circ.sigma;
     match method {
