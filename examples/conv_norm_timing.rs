@@ -23,6 +23,15 @@ fn main() {
     let w: Vec<f32> = (0..conv.weight_len())
         .map(|_| rng.random_range(-bound..bound))
         .collect();
+    if a.get(5).is_some_and(|v| v == "ri") {
+        let t = std::time::Instant::now();
+        let ri =
+            lipschitz::conv::resolution_independent_bound(&conv, &w, 64, 20_000, 1e-3).unwrap();
+        println!(
+            "resolution-independent: {ri:?} in {:.3}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let r = conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::with_rtol(rtol)).unwrap();
     println!(
         "{c}ch {n}² k{k} {mode:?} rtol {rtol:e}: [{:.8}, {:.8}] width {:.2e} {} {:?} it {} matvecs {} circ {:.8} freqs {}/{} {:.3}s limited_by {:?} classic {:?}",

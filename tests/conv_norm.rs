@@ -307,3 +307,58 @@ fn classical_bounds_are_valid_and_looser_than_ours() {
         "our bound was tighter in only {tighter} cases"
     );
 }
+
+#[test]
+fn resolution_independent_bound_holds_at_every_size() {
+    use lipschitz::conv::resolution_independent_bound;
+    let mut r = common::rng(123);
+    for trial in 0..12u64 {
+        let k = [r.random_range(1..4), r.random_range(1..4)];
+        let base = Conv2d::new(r.random_range(1..4), r.random_range(1..4), k, [4, 4])
+            .pads([k[0] / 2, k[1] / 2, k[0] / 2, k[1] / 2])
+            .dilation([r.random_range(1..3), 1]);
+        let w = weights(&base, 5000 + trial);
+        let ri = resolution_independent_bound(&base, &w, 16, 2000, 1e-3).unwrap();
+        assert!(ri.upper >= ri.best && ri.evaluations >= 16 * 9);
+        for (n, mode) in [
+            (4, PaddingMode::Zeros),
+            (7, PaddingMode::Zeros),
+            (9, PaddingMode::Circular),
+            (12, PaddingMode::Zeros),
+        ] {
+            let mut conv = base.clone();
+            conv.input = [n, n + 1];
+            conv.padding_mode = mode;
+            if conv.validate().is_err()
+                || !(mode == PaddingMode::Zeros || conv.is_exactly_circular())
+            {
+                continue;
+            }
+            let sigma = naive_sigma(&conv, &w);
+            assert!(
+                ri.upper >= sigma,
+                "trial {trial} n {n} {mode:?}: {} < σ {sigma}",
+                ri.upper
+            );
+        }
+        // And above the circular norm on a large grid, where no explicit matrix is feasible.
+        let mut big = base.clone();
+        big.input = [64, 48];
+        big.padding_mode = PaddingMode::Circular;
+        if big.is_exactly_circular() {
+            let b = conv2d_norm(&w, &big, ConvMethod::ExactCircular, &Options::default()).unwrap();
+            assert!(
+                ri.upper >= b.bound.lower,
+                "trial {trial}: {} < {}",
+                ri.upper,
+                b.bound.lower
+            );
+            assert!(
+                ri.upper <= b.bound.upper * 1.01 + 1e-12 || ri.evaluations >= 2000,
+                "loose: {} vs {}",
+                ri.upper,
+                b.bound.upper
+            );
+        }
+    }
+}

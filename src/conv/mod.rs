@@ -14,12 +14,14 @@ mod classic;
 mod direct;
 mod fft;
 mod norm;
+mod resolution;
 pub mod spectrum;
 
 pub use classic::{classic_bounds, ClassicBounds};
 pub use direct::DirectConv2d;
 pub use fft::FftConv2d;
 pub use norm::{conv2d_norm, ConvBound, ConvMethod};
+pub use resolution::{resolution_independent_bound, ResolutionBound};
 
 use crate::error::{check_finite, Error, Result};
 use serde::Serialize;

@@ -97,7 +97,7 @@ struct CircularNorm {
 }
 
 /// σ₁² of a block `og × cg` (row-major) via the eigenvalues of its smaller Gram matrix.
-fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result<f64> {
+pub(crate) fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result<f64> {
     let m = faer::MatRef::from_row_major_slice(block, og, cg);
     let n = og.min(cg);
     let mut gram = Mat::<C64>::zeros(n, n);
@@ -210,6 +210,23 @@ fn gram_upper_squared(block: &[C64], og: usize, cg: usize) -> f64 {
     (bound * (1.0 + 1e-3) + entry_error).min(frob_m2 * (1.0 + 1e-6))
 }
 
+/// Absolute margin on a computed `σ₁(M(ω))²` covering rounding in the symbol (kH·kW terms),
+/// the Gram product (n terms) and the eigensolver's backward error, all relative to `S²` with
+/// `S = Σ_{p,q} ‖w[:,:,p,q]‖_F ≥ ‖M(ω)‖_F` for every ω.
+pub(crate) fn sigma_squared_margin(conv: &Conv2d, weights: &[f32]) -> f64 {
+    let taps = conv.kernel[0] * conv.kernel[1];
+    let (og, cg) = (conv.group_out(), conv.group_in());
+    let s_bound: f64 = (0..taps)
+        .map(|t| {
+            (0..conv.out_channels * cg)
+                .map(|pair| (weights[pair * taps + t] as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .sum();
+    32.0 * (og.max(cg) + taps + 8) as f64 * UNIT_ROUNDOFF * s_bound * s_bound
+}
+
 /// `max_f σ₁(M(f))` over the half grid, pruning by Gram-iteration bounds.
 fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Result<CircularNorm> {
     let (groups, og, cg) = symbol.block_shape();
@@ -263,18 +280,7 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
         }
         start = end;
     }
-    // Rounding: symbol entries (kH·kW terms), Gram products (n terms), eigen-solver backward
-    // error; all relative to S² with S = Σ_{p,q} ‖w[:,:,p,q]‖_F ≥ ‖M(f)‖_F for every f.
-    let taps = conv.kernel[0] * conv.kernel[1];
-    let s_bound: f64 = (0..taps)
-        .map(|t| {
-            (0..conv.out_channels * cg)
-                .map(|pair| (weights[pair * taps + t] as f64).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .sum();
-    let margin = 32.0 * (og.max(cg) + taps + 8) as f64 * UNIT_ROUNDOFF * s_bound * s_bound;
+    let margin = sigma_squared_margin(conv, weights);
     Ok(CircularNorm {
         sigma: best.0.sqrt(),
         upper: (best.0 + margin).sqrt(),
