@@ -123,6 +123,38 @@ fn cases() -> Vec<(&'static str, Conv2d)> {
             "circular valid-sized",
             Conv2d::new(2, 2, [3, 3], [6, 5]).mode(Circular),
         ),
+        // Strided circular layers that the polyphase decomposition makes exact.
+        (
+            "circular stride 2 exact",
+            Conv2d::new(3, 2, [3, 3], [8, 6])
+                .pads([1, 1, 0, 0])
+                .stride([2, 2])
+                .mode(Circular),
+        ),
+        (
+            "circular stride 3×2 dilated",
+            Conv2d::new(2, 2, [3, 2], [9, 8])
+                .pads([2, 1, 0, 0])
+                .stride([3, 2])
+                .dilation([2, 1])
+                .mode(Circular),
+        ),
+        (
+            "circular stride 2 depthwise",
+            Conv2d::new(4, 4, [3, 3], [6, 6])
+                .pads([1, 1, 0, 0])
+                .stride([2, 2])
+                .groups(4)
+                .mode(Circular),
+        ),
+        (
+            "zeros stride 2 (ResNet-like)",
+            Conv2d::new(4, 3, [3, 3], [8, 8]).padding(1).stride([2, 2]),
+        ),
+        (
+            "zeros 1×1 stride 2",
+            Conv2d::new(4, 3, [1, 1], [8, 7]).stride([2, 2]),
+        ),
     ]
 }
 
@@ -191,8 +223,8 @@ fn circular_exact_equals_the_explicit_matrix() {
         &Options::default()
     )
     .is_err());
-    // Stride with circular padding is not block diagonal: asking for the exact method is an error.
-    let conv = Conv2d::new(1, 1, [3, 3], [6, 6])
+    // Stride that does not divide the image has no polyphase form: exact is an error.
+    let conv = Conv2d::new(1, 1, [3, 3], [7, 6])
         .padding(1)
         .stride([2, 2])
         .mode(PaddingMode::Circular);
@@ -204,6 +236,39 @@ fn circular_exact_equals_the_explicit_matrix() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("stride 1"), "{e}");
+}
+
+#[test]
+fn polyphase_makes_strided_circular_layers_exact() {
+    let mut exact = 0;
+    for (i, (name, conv)) in cases().into_iter().enumerate() {
+        let Some((equivalent, w2)) =
+            lipschitz::conv::polyphase::polyphase(&conv, &weights(&conv, 80 + i as u64))
+        else {
+            continue;
+        };
+        let w = weights(&conv, 80 + i as u64);
+        let sigma = naive_sigma(&conv, &w);
+        // Same singular values: the equivalent layer's explicit σ₁ matches.
+        assert!(
+            (naive_sigma(&equivalent, &w2) - sigma).abs() <= 1e-9 * sigma,
+            "{name}"
+        );
+        let r = conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::default()).unwrap();
+        assert_eq!(r.bound.certificate, Certificate::Exact, "{name}");
+        assert!(
+            (r.bound.upper - sigma).abs() <= 1e-6 * sigma
+                && (r.bound.lower - sigma).abs() <= 1e-6 * sigma,
+            "{name}"
+        );
+        if conv.stride != [1, 1] {
+            exact += 1;
+        }
+    }
+    assert!(
+        exact >= 4,
+        "only {exact} strided circular cases were made exact"
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod classic;
 mod direct;
 mod fft;
 mod norm;
+pub mod polyphase;
 mod resolution;
 pub mod spectrum;
 

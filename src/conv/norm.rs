@@ -371,6 +371,18 @@ pub fn conv2d_norm(
     let started = Instant::now();
     opts.validate()?;
     conv.validate_weights(weights)?;
+    // Circular with stride: exact again through the polyphase decomposition.
+    if conv.padding_mode == PaddingMode::Circular
+        && conv.stride != [1, 1]
+        && method != ConvMethod::BoundsOnly
+    {
+        if let Some((equivalent, w)) = super::polyphase::polyphase(conv, weights) {
+            let mut r = conv2d_norm(&w, &equivalent, ConvMethod::ExactCircular, opts)?;
+            r.classic = super::classic_bounds(conv, weights)?;
+            r.bound.seconds = started.elapsed().as_secs_f64();
+            return Ok(r);
+        }
+    }
     let circular_exact = conv.is_exactly_circular();
     let [mh, mw] = conv.circular_multiplicity()?;
     let repetition = ((mh * mw) as f64).sqrt();
@@ -384,7 +396,7 @@ pub fn conv2d_norm(
         ConvMethod::ExactCircular if !circular_exact => return Err(Error::invalid(
             "conv method",
             "exact-circular",
-            "needs circular padding, stride 1 and output size = input size (use auto or lanczos)",
+            "needs circular padding with one output per input position (stride 1), or a stride that divides the image with one output per residue (use auto or lanczos)",
         )),
         other => other,
     };
@@ -396,6 +408,13 @@ pub fn conv2d_norm(
     let mut circ = circular_norm(conv, weights, &symbol)?;
     // Outputs that wrap onto the same input rows repeat rows of the circular conv.
     circ.upper *= repetition * (1.0 + 4.0 * UNIT_ROUNDOFF);
+    // Zero padding with stride: the strided circular cover (polyphase-exact) is tighter.
+    if let Some(cover) = super::polyphase::circular_cover(conv) {
+        if let Some((equivalent, w)) = super::polyphase::polyphase(&cover, weights) {
+            let inner = conv2d_norm(&w, &equivalent, ConvMethod::BoundsOnly, opts)?;
+            circ.upper = circ.upper.min(inner.circular_upper);
+        }
+    }
     let direct = DirectConv2d::new(conv, weights)?;
     let mut tmp = vec![0.0; direct.output_len()];
     let wave = plane_wave(conv, &symbol, &circ)?;
