@@ -28,7 +28,7 @@ pub fn polyphase(conv: &Conv2d, weights: &[f32]) -> Option<(Conv2d, Vec<f32>)> {
     let mut maps: [Vec<(usize, i64)>; 2] = [Vec::new(), Vec::new()];
     for axis in 0..2 {
         let n = conv.input[axis];
-        if n % s[axis] != 0 || out[axis] != n / s[axis] {
+        if !n.is_multiple_of(s[axis]) || out[axis] != n / s[axis] {
             return None;
         }
         phase_size[axis] = n / s[axis];
