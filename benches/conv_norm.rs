@@ -1,6 +1,7 @@
 //! Certified conv norms: 64→64 3×3 at several sizes, zero and circular padding, each method
 //! side by side, and ResNet-18's layer shapes at rtol 1e-3. One run per case is printed first
-//! (width reached, matvecs, certificate, stop reason); criterion then times it.
+//! (width reached, matvecs, certificate, stop reason, seconds); criterion then times the
+//! cases that take under 5 s (the others are reported from that single run).
 //! `cargo bench --bench conv_norm` for everything; `cargo test --benches` runs the small cases.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -132,6 +133,11 @@ fn bench_conv_norm(c: &mut Criterion) {
             r.bound.matvecs,
             r.bound.seconds
         );
+        if r.bound.seconds > 5.0 {
+            // Ten samples would take minutes; the single run above is the measurement.
+            eprintln!("conv_norm {name}: single run only (over 5 s)");
+            continue;
+        }
         group.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter(|| conv2d_norm(&w, &conv, method, &opts).expect("valid layer"))
         });

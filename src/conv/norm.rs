@@ -257,7 +257,8 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
     // Pass 2: exact block norms in that order, in parallel batches, until pruned.
     let mut best = (0.0f64, 0usize, 0usize);
     let mut visited = 0;
-    let batch = (4 * rayon::current_num_threads()).max(8);
+    // A fixed batch (not tied to the thread count) keeps `visited` reproducible.
+    let batch = 16;
     let mut start = 0;
     while start < frob.len() && frob[start].0 > best.0.sqrt() {
         let end = (start + batch).min(frob.len());

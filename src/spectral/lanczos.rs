@@ -113,6 +113,21 @@ pub(crate) fn lanczos(
                 if let Some(stop) = cap {
                     return Ok((done(lower, upper, iterations, matvecs, stop, &budget), best));
                 }
+                if full && stagnated_estimate(&history, STAGNATION_WINDOW, opts.rtol) {
+                    // A restart would freeze the probabilistic bound at its current value, and
+                    // the Ritz value has converged: nothing left to gain.
+                    return Ok((
+                        done(
+                            lower,
+                            upper,
+                            iterations,
+                            matvecs,
+                            Stop::UpperLimited,
+                            &budget,
+                        ),
+                        best,
+                    ));
+                }
                 if breakdown || full {
                     v = ritz;
                     first_cycle = false;
@@ -128,11 +143,20 @@ pub(crate) fn lanczos(
 
 /// Whether iterating on cannot meet `rtol`: the Ritz value has converged far below the
 /// tolerance, and the upper end either has not moved over the window or, if the probabilistic
-/// bound is still shrinking, would need far more steps than taken so far at its current rate.
+/// bound is still shrinking, would need more than four times the steps taken so far at its
+/// current rate.
+/// Whether the Ritz value has moved less than `0.01·rtol` (relative) over the window.
+fn stagnated_estimate(history: &[(f64, f64, f64)], window: usize, rtol: f64) -> bool {
+    history.len() > window && {
+        let est = history[history.len() - 1].0;
+        est - history[history.len() - 1 - window].0 <= 0.01 * rtol * est
+    }
+}
+
 fn upper_limited(history: &[(f64, f64, f64)], window: usize, rtol: f64, iterations: u32) -> bool {
     let (est, best, prob) = history[history.len() - 1];
     let (old_est, old_best, old_prob) = history[history.len() - 1 - window];
-    if est - old_est > 0.01 * rtol * est {
+    if !stagnated_estimate(history, window, rtol) {
         return false; // the lower end is still moving
     }
     if prob.is_finite() && old_prob.is_finite() && prob < old_prob {
@@ -143,7 +167,9 @@ fn upper_limited(history: &[(f64, f64, f64)], window: usize, rtol: f64, iteratio
         let rate = (width / old_width).ln(); // < 0 per window
         if rate < 0.0 {
             let steps_needed = window as f64 * (rtol / width).ln() / rate;
-            return steps_needed > (2.0 * iterations as f64).max(200.0);
+            // The bound's convergence accelerates, so a linear extrapolation is pessimistic:
+            // give it four times the steps taken so far before calling it hopeless.
+            return steps_needed > (4.0 * iterations as f64).max(400.0);
         }
     }
     best >= old_best
