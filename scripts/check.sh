@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The C examples link against target/release/liblipschitz.{so,a}: build them first.
+cargo build --release
 cargo test --release
 cargo test --release --benches

@@ -23,6 +23,13 @@ fn weight(i: usize) -> f32 {
 fn compile_and_run(static_link: bool) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = library_dir();
+    for file in ["liblipschitz.a", "liblipschitz.so"] {
+        assert!(
+            lib.join(file).exists(),
+            "{} is missing: run `cargo build --release` (or `bash scripts/check.sh`) before the tests",
+            lib.join(file).display()
+        );
+    }
     let out = std::env::temp_dir().join(format!(
         "lipschitz_layer_bound_{}_{}",
         if static_link { "static" } else { "shared" },

@@ -385,3 +385,27 @@ fn validation_names_the_field_and_value() {
         "{e}"
     );
 }
+
+#[test]
+fn auto_choice_follows_the_crossover_and_falls_back_with_a_reason() {
+    use lipschitz::conv::ConvOperator;
+    let k5 = Conv2d::new(4, 4, [5, 5], [12, 12]).padding(2);
+    let w = random_weights(&k5, 3);
+    let (op, why) = ConvOperator::auto_with_reason(&k5, &w, 1, 1 << 30).unwrap();
+    assert!(
+        matches!(op, ConvOperator::Fft(_)) && why.starts_with("fft"),
+        "{why}"
+    );
+    let (op, why) = ConvOperator::auto_with_reason(&k5, &w, 1, 10_000).unwrap();
+    assert!(matches!(op, ConvOperator::Direct(_)), "{why}");
+    assert!(
+        why.contains("fallback") && why.contains("memory limit of 10000"),
+        "{why}"
+    );
+    let k3 = Conv2d::new(4, 4, [3, 3], [12, 12]).padding(1);
+    let w3 = random_weights(&k3, 4);
+    let (op, _) = ConvOperator::auto_with_reason(&k3, &w3, 1, 1 << 30).unwrap();
+    assert!(matches!(op, ConvOperator::Direct(_)));
+    let (op, _) = ConvOperator::auto_with_reason(&k3, &w3, 8, 1 << 30).unwrap();
+    assert!(matches!(op, ConvOperator::Fft(_)));
+}

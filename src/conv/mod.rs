@@ -347,18 +347,41 @@ impl<'a> ConvOperator<'a> {
         block_size: usize,
         memory_limit: usize,
     ) -> Result<Self> {
+        Self::auto_with_reason(conv, weights, block_size, memory_limit).map(|(op, _)| op)
+    }
+
+    /// [`ConvOperator::auto`], also saying in words which operator was chosen and why —
+    /// including when the FFT operator would have been faster but its kernel spectrum does
+    /// not fit under `memory_limit`.
+    pub fn auto_with_reason(
+        conv: &Conv2d,
+        weights: &'a [f32],
+        block_size: usize,
+        memory_limit: usize,
+    ) -> Result<(Self, String)> {
         conv.validate_weights(weights)?;
-        if Self::prefers_fft(conv, block_size)
-            && FftConv2d::estimate_memory(conv, block_size) <= memory_limit as u128
-        {
-            Ok(ConvOperator::Fft(FftConv2d::new(
-                conv,
-                weights,
-                memory_limit,
-            )?))
-        } else {
-            Ok(ConvOperator::Direct(DirectConv2d::new(conv, weights)?))
+        if !Self::prefers_fft(conv, block_size) {
+            let why = format!(
+                "direct: a {}×{} kernel on blocks of {block_size} is faster without FFTs",
+                conv.kernel[0], conv.kernel[1]
+            );
+            return Ok((ConvOperator::Direct(DirectConv2d::new(conv, weights)?), why));
         }
+        let needed = FftConv2d::estimate_memory(conv, block_size);
+        if needed > memory_limit as u128 {
+            let why = format!(
+                "direct (fallback): the FFT operator would need {needed} bytes for its kernel \
+                 spectrum and buffers, over the memory limit of {memory_limit} bytes"
+            );
+            return Ok((ConvOperator::Direct(DirectConv2d::new(conv, weights)?), why));
+        }
+        let fft = FftConv2d::new(conv, weights, memory_limit)?;
+        let why = format!(
+            "fft: {} MB kernel spectrum on a {:?} grid",
+            fft.spectrum_bytes() >> 20,
+            fft.grid()
+        );
+        Ok((ConvOperator::Fft(fft), why))
     }
 
     /// The crossover rule of [`ConvOperator::auto`].
