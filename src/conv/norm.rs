@@ -96,31 +96,24 @@ struct CircularNorm {
     total: usize,
 }
 
+/// The smaller Gram matrix of `m` into `dst`: `MᴴM` when `M` is tall (or square), `MMᴴ` when
+/// wide; both have the nonzero eigenvalues `σᵢ²`. Sequential, for reproducible results.
+fn smaller_gram<T: faer::traits::ComplexField>(m: faer::MatRef<'_, T>, dst: faer::MatMut<'_, T>) {
+    let one = T::one_impl();
+    if m.ncols() <= m.nrows() {
+        faer::linalg::matmul::matmul(dst, faer::Accum::Replace, m.adjoint(), m, one, Par::Seq);
+    } else {
+        faer::linalg::matmul::matmul(dst, faer::Accum::Replace, m, m.adjoint(), one, Par::Seq);
+    }
+}
+
 /// σ₁² of a block `og × cg` (row-major) via the eigenvalues of its smaller Gram matrix.
 pub(crate) fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result<f64> {
     let m = faer::MatRef::from_row_major_slice(block, og, cg);
     let n = og.min(cg);
     let mut gram = Mat::<C64>::zeros(n, n);
     // The smaller Gram matrix: MᴴM (cg × cg) or MMᴴ (og × og), by faer's GEMM.
-    if cg <= og {
-        faer::linalg::matmul::matmul(
-            gram.as_mut(),
-            faer::Accum::Replace,
-            m.adjoint(),
-            m,
-            C64::new(1.0, 0.0),
-            Par::Seq,
-        );
-    } else {
-        faer::linalg::matmul::matmul(
-            gram.as_mut(),
-            faer::Accum::Replace,
-            m,
-            m.adjoint(),
-            C64::new(1.0, 0.0),
-            Par::Seq,
-        );
-    }
+    smaller_gram(m, gram.as_mut());
     if n == 1 {
         return Ok(gram[(0, 0)].re.max(0.0));
     }
@@ -160,27 +153,8 @@ fn gram_upper_squared(block: &[C64], og: usize, cg: usize) -> f64 {
         .collect();
     let m = faer::MatRef::from_row_major_slice(&small, og, cg);
     let (n, k) = (og.min(cg), og.max(cg));
-    let one = C32::new(1.0, 0.0);
     let mut g = Mat::<C32>::zeros(n, n);
-    if cg <= og {
-        faer::linalg::matmul::matmul(
-            g.as_mut(),
-            faer::Accum::Replace,
-            m.adjoint(),
-            m,
-            one,
-            Par::Seq,
-        );
-    } else {
-        faer::linalg::matmul::matmul(
-            g.as_mut(),
-            faer::Accum::Replace,
-            m,
-            m.adjoint(),
-            one,
-            Par::Seq,
-        );
-    }
+    smaller_gram(m, g.as_mut());
     let frob_m2: f64 = block.iter().map(|v| v.norm_sqr()).sum();
     let mut log_scale = 0.0f64; // ln of the factor removed so far, in units of λ
     let mut power = 1.0f64; // G's current exponent
