@@ -14,153 +14,9 @@ fn weights(conv: &Conv2d, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn cases() -> Vec<(&'static str, Conv2d)> {
-    use PaddingMode::*;
-    vec![
-        ("zeros same", Conv2d::new(3, 2, [3, 3], [6, 6]).padding(1)),
-        ("valid", Conv2d::new(2, 3, [3, 3], [7, 6])),
-        (
-            "asymmetric pads",
-            Conv2d::new(2, 2, [3, 2], [5, 6]).pads([2, 0, 1, 3]),
-        ),
-        (
-            "rectangular",
-            Conv2d::new(3, 2, [2, 5], [4, 9]).pads([1, 2, 1, 2]),
-        ),
-        (
-            "stride 2",
-            Conv2d::new(2, 3, [3, 3], [8, 7]).padding(1).stride([2, 2]),
-        ),
-        (
-            "stride 3",
-            Conv2d::new(2, 2, [3, 3], [10, 9]).padding(1).stride([3, 3]),
-        ),
-        (
-            "dilation 2",
-            Conv2d::new(2, 2, [3, 3], [9, 8])
-                .padding(2)
-                .dilation([2, 2]),
-        ),
-        (
-            "groups",
-            Conv2d::new(4, 6, [3, 3], [5, 5]).padding(1).groups(2),
-        ),
-        (
-            "depthwise",
-            Conv2d::new(3, 3, [3, 3], [6, 5]).padding(1).groups(3),
-        ),
-        ("1×1", Conv2d::new(4, 3, [1, 1], [5, 4])),
-        (
-            "circular",
-            Conv2d::new(2, 3, [3, 3], [6, 5]).padding(1).mode(Circular),
-        ),
-        (
-            "circular stride 2",
-            Conv2d::new(2, 2, [3, 3], [8, 6])
-                .padding(1)
-                .stride([2, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular kernel > image",
-            Conv2d::new(2, 2, [5, 4], [3, 2])
-                .pads([2, 1, 2, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular dilation",
-            Conv2d::new(2, 2, [3, 3], [7, 6])
-                .padding(2)
-                .dilation([2, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular depthwise",
-            Conv2d::new(4, 4, [3, 3], [6, 6])
-                .padding(1)
-                .groups(4)
-                .mode(Circular),
-        ),
-        (
-            "circular groups",
-            Conv2d::new(4, 2, [3, 3], [5, 7])
-                .padding(1)
-                .groups(2)
-                .mode(Circular),
-        ),
-        // ≥ 8 channels per group: frequencies are pruned by Gram-iteration bounds.
-        (
-            "circular 8 channels",
-            Conv2d::new(8, 8, [3, 3], [5, 6]).padding(1).mode(Circular),
-        ),
-        (
-            "circular 12→9",
-            Conv2d::new(12, 9, [3, 3], [4, 5]).padding(1).mode(Circular),
-        ),
-        (
-            "zeros 8 channels",
-            Conv2d::new(8, 8, [3, 3], [5, 5]).padding(1),
-        ),
-        (
-            "zeros 16 channels",
-            Conv2d::new(16, 16, [3, 3], [6, 6]).padding(1),
-        ),
-        // Circular with outputs larger than the image (rows repeat) and smaller (rows dropped).
-        (
-            "circular outputs wrap",
-            Conv2d::new(2, 2, [1, 1], [6, 6])
-                .pads([1, 0, 0, 1])
-                .stride([1, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular big pads",
-            Conv2d::new(2, 1, [2, 2], [3, 3])
-                .pads([3, 0, 2, 4])
-                .mode(Circular),
-        ),
-        (
-            "circular valid-sized",
-            Conv2d::new(2, 2, [3, 3], [6, 5]).mode(Circular),
-        ),
-        // Strided circular layers that the polyphase decomposition makes exact.
-        (
-            "circular stride 2 exact",
-            Conv2d::new(3, 2, [3, 3], [8, 6])
-                .pads([1, 1, 0, 0])
-                .stride([2, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular stride 3×2 dilated",
-            Conv2d::new(2, 2, [3, 2], [9, 8])
-                .pads([2, 1, 0, 0])
-                .stride([3, 2])
-                .dilation([2, 1])
-                .mode(Circular),
-        ),
-        (
-            "circular stride 2 depthwise",
-            Conv2d::new(4, 4, [3, 3], [6, 6])
-                .pads([1, 1, 0, 0])
-                .stride([2, 2])
-                .groups(4)
-                .mode(Circular),
-        ),
-        (
-            "zeros stride 2 (ResNet-like)",
-            Conv2d::new(4, 3, [3, 3], [8, 8]).padding(1).stride([2, 2]),
-        ),
-        (
-            "zeros 1×1 stride 2",
-            Conv2d::new(4, 3, [1, 1], [8, 7]).stride([2, 2]),
-        ),
-    ]
-}
-
 #[test]
 fn every_option_is_contained_and_meets_rtol() {
-    for (i, (name, conv)) in cases().into_iter().enumerate() {
+    for (i, (name, conv)) in common::conv_cases().into_iter().enumerate() {
         let w = weights(&conv, 40 + i as u64);
         let sigma = naive_sigma(&conv, &w);
         let opts = Options::with_rtol(1e-6);
@@ -195,7 +51,7 @@ fn every_option_is_contained_and_meets_rtol() {
 
 #[test]
 fn circular_exact_equals_the_explicit_matrix() {
-    for (i, (name, conv)) in cases().into_iter().enumerate() {
+    for (i, (name, conv)) in common::conv_cases().into_iter().enumerate() {
         if !conv.is_exactly_circular() {
             continue;
         }
@@ -241,7 +97,7 @@ fn circular_exact_equals_the_explicit_matrix() {
 #[test]
 fn polyphase_makes_strided_circular_layers_exact() {
     let mut exact = 0;
-    for (i, (name, conv)) in cases().into_iter().enumerate() {
+    for (i, (name, conv)) in common::conv_cases().into_iter().enumerate() {
         let Some((equivalent, w2)) =
             lipschitz::conv::polyphase::polyphase(&conv, &weights(&conv, 80 + i as u64))
         else {

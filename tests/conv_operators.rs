@@ -110,82 +110,9 @@ fn check_explicit(conv: &Conv2d, seed: u64) {
     }
 }
 
-fn named_cases() -> Vec<(&'static str, Conv2d)> {
-    use PaddingMode::*;
-    vec![
-        ("same 3×3", Conv2d::new(3, 2, [3, 3], [6, 6]).padding(1)),
-        ("valid", Conv2d::new(2, 3, [3, 3], [7, 6])),
-        (
-            "asymmetric pads",
-            Conv2d::new(2, 2, [3, 2], [5, 6]).pads([2, 0, 1, 3]),
-        ),
-        (
-            "rectangular kernel and image",
-            Conv2d::new(3, 2, [2, 5], [4, 9]).pads([1, 2, 1, 2]),
-        ),
-        (
-            "stride 2",
-            Conv2d::new(2, 3, [3, 3], [8, 7]).padding(1).stride([2, 2]),
-        ),
-        (
-            "stride 3 × 2",
-            Conv2d::new(2, 2, [3, 3], [10, 9]).padding(1).stride([3, 2]),
-        ),
-        (
-            "dilation 2",
-            Conv2d::new(2, 2, [3, 3], [9, 8])
-                .padding(2)
-                .dilation([2, 2]),
-        ),
-        (
-            "groups",
-            Conv2d::new(4, 6, [3, 3], [5, 5]).padding(1).groups(2),
-        ),
-        (
-            "depthwise",
-            Conv2d::new(3, 3, [3, 3], [6, 5]).padding(1).groups(3),
-        ),
-        (
-            "depthwise multiplier 2",
-            Conv2d::new(6, 3, [3, 3], [5, 5]).padding(1).groups(3),
-        ),
-        ("1×1", Conv2d::new(4, 3, [1, 1], [5, 4])),
-        (
-            "circular",
-            Conv2d::new(2, 3, [3, 3], [6, 5]).padding(1).mode(Circular),
-        ),
-        (
-            "circular stride 2",
-            Conv2d::new(2, 2, [3, 3], [8, 6])
-                .padding(1)
-                .stride([2, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular kernel > image",
-            Conv2d::new(2, 2, [5, 4], [3, 2])
-                .pads([2, 1, 2, 2])
-                .mode(Circular),
-        ),
-        (
-            "circular dilation wraps",
-            Conv2d::new(1, 2, [3, 3], [4, 4])
-                .padding(2)
-                .dilation([2, 3])
-                .mode(Circular),
-        ),
-        (
-            "circular asymmetric, outputs wrap",
-            Conv2d::new(2, 1, [2, 2], [3, 3])
-                .pads([3, 0, 2, 4])
-                .mode(Circular),
-        ),
-    ]
-}
-
 #[test]
 fn named_cases_match_naive_and_explicit_matrices() {
-    for (i, (name, conv)) in named_cases().into_iter().enumerate() {
+    for (i, (name, conv)) in common::conv_cases().into_iter().enumerate() {
         conv.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
         check_layer(&conv, 100 + i as u64);
         check_explicit(&conv, 200 + i as u64);
