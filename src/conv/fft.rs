@@ -507,12 +507,10 @@ const TILE_ROWS: usize = 4;
 fn coupling<const ADJOINT: bool>(
     mr: &[f32],
     mi: &[f32],
-    og: usize,
     cg: usize,
     d: usize,
     s: usize,
 ) -> (f32, f32) {
-    let _ = og;
     if ADJOINT {
         (mr[s * cg + d], -mi[s * cg + d])
     } else {
@@ -550,7 +548,7 @@ fn mix_tile<const ADJOINT: bool>(
                 .expect("tile");
             for r in 0..TILE_ROWS {
                 if r < rows {
-                    let (ar, ai) = coupling::<ADJOINT>(mr, mi, og, cg, d0 + r, s);
+                    let (ar, ai) = coupling::<ADJOINT>(mr, mi, cg, d0 + r, s);
                     for l in 0..TILE_LANES {
                         acc_r[r][l] = ar.mul_add(x_r[l], (-ai).mul_add(x_i[l], acc_r[r][l]));
                         acc_i[r][l] = ar.mul_add(x_i[l], ai.mul_add(x_r[l], acc_i[r][l]));
@@ -587,7 +585,7 @@ fn mix_tail<const ADJOINT: bool>(
         for d in 0..n_dst {
             let (mut sr, mut si) = (0.0f32, 0.0f32);
             for s in 0..n_src {
-                let (ar, ai) = coupling::<ADJOINT>(mr, mi, og, cg, d, s);
+                let (ar, ai) = coupling::<ADJOINT>(mr, mi, cg, d, s);
                 sr = ar.mul_add(xr[s * b + k], (-ai).mul_add(xi[s * b + k], sr));
                 si = ar.mul_add(xi[s * b + k], ai.mul_add(xr[s * b + k], si));
             }

@@ -88,7 +88,6 @@ pub struct ConvBound {
 
 /// The circular norm on a grid: `max_f σ₁(M(f))`, with where it is attained.
 struct CircularNorm {
-    sigma: f64,
     upper: f64,
     frequency: usize,
     group: usize,
@@ -257,7 +256,6 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
     }
     let margin = sigma_squared_margin(conv, weights);
     Ok(CircularNorm {
-        sigma: best.0.sqrt(),
         upper: (best.0 + margin).sqrt(),
         frequency: best.1,
         group: best.2,
@@ -418,7 +416,6 @@ pub fn conv2d_norm(
         limited_by: None,
         classic: super::classic_bounds(conv, weights)?,
     };
-    let _ = circ.sigma;
     match method {
         ConvMethod::ExactCircular | ConvMethod::BoundsOnly => {
             result.bound.method = if method == ConvMethod::BoundsOnly {

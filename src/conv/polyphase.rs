@@ -51,7 +51,7 @@ pub fn polyphase(conv: &Conv2d, weights: &[f32]) -> Option<(Conv2d, Vec<f32>)> {
         (k_max[1] - k_min[1] + 1) as usize,
     ];
     let phases = s[0] * s[1];
-    let (og, cg) = (conv.group_out(), conv.group_in());
+    let cg = conv.group_in();
     let new_cg = cg * phases;
     let mut w = vec![0f32; conv.out_channels * new_cg * kernel[0] * kernel[1]];
     for o in 0..conv.out_channels {
@@ -67,7 +67,6 @@ pub fn polyphase(conv: &Conv2d, weights: &[f32]) -> Option<(Conv2d, Vec<f32>)> {
             }
         }
     }
-    let _ = og;
     let new = Conv2d::new(
         conv.out_channels,
         conv.in_channels * phases,
