@@ -43,6 +43,11 @@
 #define LIP_ERR_NUMERICAL -5
 
 /**
+ * A model file could not be read or used (unreadable, malformed, unsupported operator, ...).
+ */
+#define LIP_ERR_MODEL -6
+
+/**
  * An internal error (a caught panic); please report it.
  */
 #define LIP_ERR_INTERNAL -99

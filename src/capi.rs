@@ -21,6 +21,8 @@ pub const LIP_ERR_NON_FINITE: i32 = -3;
 pub const LIP_ERR_TOO_LARGE: i32 = -4;
 /// A numerical routine failed to converge.
 pub const LIP_ERR_NUMERICAL: i32 = -5;
+/// A model file could not be read or used (unreadable, malformed, unsupported operator, ...).
+pub const LIP_ERR_MODEL: i32 = -6;
 /// An internal error (a caught panic); please report it.
 pub const LIP_ERR_INTERNAL: i32 = -99;
 
@@ -156,6 +158,7 @@ fn status_of(error: &Error) -> i32 {
         Error::NonFinite { .. } => LIP_ERR_NON_FINITE,
         Error::TooLarge { .. } => LIP_ERR_TOO_LARGE,
         Error::Numerical(_) => LIP_ERR_NUMERICAL,
+        Error::Model { .. } => LIP_ERR_MODEL,
     }
 }
 

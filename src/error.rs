@@ -60,6 +60,16 @@ pub enum Error {
         limit: u128,
     },
 
+    /// A model file (ONNX) or network description that cannot be used as given. The message
+    /// names the file, node, tensor or attribute and the value found.
+    #[error("{source_name}: {detail}")]
+    Model {
+        /// The file (or "network" for networks built in code).
+        source_name: String,
+        /// What is wrong, naming node / tensor / attribute and value.
+        detail: String,
+    },
+
     /// A dense factorisation in the numerical back end failed to converge.
     #[error("numerical failure: {0}")]
     Numerical(String),
@@ -74,6 +84,13 @@ impl Error {
             what: what.to_string(),
             value: value.to_string(),
             reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn model(source_name: &str, detail: impl Into<String>) -> Self {
+        Error::Model {
+            source_name: source_name.to_string(),
+            detail: detail.into(),
         }
     }
 

@@ -39,6 +39,7 @@ pub mod conv;
 pub mod dense;
 pub mod error;
 pub mod kernels;
+pub mod network;
 pub mod npy;
 pub mod operator;
 pub mod spectral;

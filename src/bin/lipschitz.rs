@@ -2,11 +2,14 @@
 //! the library.
 
 use clap::{Parser, Subcommand};
-use lipschitz::{dense_norm, Bound, Options};
-use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lipschitz::network::{
+    analyze, load_onnx, load_onnx_bytes, Analysis, AnalysisOptions, ImportOptions, LayerResult,
+    LowerOptions, NetworkResult,
+};
+use lipschitz::{dense_norm, Options};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -38,10 +41,32 @@ struct Common {
     seed: u64,
 }
 
+#[derive(clap::Args, Clone)]
+struct NetworkArgs {
+    /// Input shape for models with dynamic dimensions, e.g. 1,3,224,224 (batch ignored).
+    #[arg(long, value_delimiter = ',')]
+    input_shape: Option<Vec<i64>>,
+    /// Skip the empirical lower bound (only the certified upper bound and layer intervals).
+    #[arg(long)]
+    no_lower: bool,
+    /// Random inputs the lower-bound search starts from.
+    #[arg(long, default_value_t = LowerOptions::default().samples)]
+    samples: usize,
+    /// Memory limit in MiB for kernel spectra, Krylov bases and activations.
+    #[arg(long, default_value_t = (Options::default().memory_limit >> 20) as u64)]
+    memory_limit_mb: u64,
+    /// Time limit per layer in seconds (the interval reached is reported).
+    #[arg(long)]
+    time_limit: Option<f64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Analyse the built-in demo network (a 784-512-256-10 ReLU MLP with fixed weights).
+    /// Analyse the demo network built into the binary (a small CNN with BatchNorm, a residual
+    /// block and a dense head; src/bin/demo.onnx).
     Demo {
+        #[command(flatten)]
+        net: NetworkArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -56,74 +81,50 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Analyse an ONNX model.
+    /// Analyse an ONNX model: every linear layer's interval, the network's certified upper
+    /// bound and an empirical lower bound.
     Analyze {
-        /// Path to the .onnx file.
+        /// Path to the .onnx file (external data is read from beside it).
         model: std::path::PathBuf,
-        /// Input shape for dynamic models, e.g. 1,3,224,224.
-        #[arg(long, value_delimiter = ',')]
-        input_shape: Option<Vec<i64>>,
+        #[command(flatten)]
+        net: NetworkArgs,
         #[command(flatten)]
         common: Common,
     },
 }
 
-/// One linear layer's line in the report (the JSON schema of DESIGN §4).
-#[derive(Serialize)]
-struct LayerReport {
-    name: String,
-    op: String,
-    input_shape: Vec<usize>,
-    output_shape: Vec<usize>,
-    lower: f64,
-    upper: f64,
-    certificate: String,
-    method: String,
-    iterations: u32,
-    matvecs: u64,
-    seconds: f64,
-}
-
-#[derive(Serialize)]
-struct NetworkReport {
-    lower: Option<f64>,
-    upper: f64,
-    naive_product: f64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    model: String,
-    input_shape: Vec<usize>,
-    layers: Vec<LayerReport>,
-    network: NetworkReport,
-    seconds: f64,
-}
+/// The demo network (written by scripts/make_onnx_fixtures.py).
+const DEMO_ONNX: &[u8] = include_bytes!("demo.onnx");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_common = Common {
+        rtol: 1e-4,
+        json: false,
+        threads: None,
+        seed: Options::default().seed,
+    };
+    let default_net = NetworkArgs {
+        input_shape: None,
+        no_lower: false,
+        samples: LowerOptions::default().samples,
+        memory_limit_mb: (Options::default().memory_limit >> 20) as u64,
+        time_limit: None,
+    };
     let result = match cli.command {
-        None => run_demo(&Common {
-            rtol: 1e-4,
-            json: false,
-            threads: None,
-            seed: Options::default().seed,
-        }),
-        Some(Command::Demo { common }) => run_demo(&common),
+        None => run_network(None, &default_net, &default_common),
+        Some(Command::Demo { net, common }) => run_network(None, &net, &common),
         Some(Command::Dense {
             matrix,
             method,
             common,
         }) => run_dense(&matrix, &method, &common),
-        Some(Command::Analyze { model, .. }) => Err(format!(
-            "cannot analyse {}: ONNX import is not implemented in this version",
-            model.display()
-        )),
+        Some(Command::Analyze { model, net, common }) => run_network(Some(&model), &net, &common),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", message.replace('\n', " "));
             ExitCode::FAILURE
         }
     }
@@ -148,43 +149,64 @@ fn options(common: &Common) -> Result<Options, String> {
     Ok(opts)
 }
 
-/// Weights of the demo MLP: PyTorch's default `Linear` initialisation (uniform in
-/// ±1/√fan_in) from a fixed seed, so every run analyses the same network.
-fn demo_layers() -> Vec<(&'static str, usize, usize, Vec<f32>)> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
-    [("fc1", 784, 512), ("fc2", 512, 256), ("fc3", 256, 10)]
-        .into_iter()
-        .map(|(name, inputs, outputs)| {
-            let bound = 1.0 / (inputs as f32).sqrt();
-            let w = (0..inputs * outputs)
-                .map(|_| rng.random_range(-bound..bound))
-                .collect();
-            (name, inputs, outputs, w)
-        })
-        .collect()
-}
-
-fn run_demo(common: &Common) -> Result<(), String> {
-    let opts = options(common)?;
-    let started = Instant::now();
-    let mut layers = Vec::new();
-    for (name, inputs, outputs, w) in demo_layers() {
-        let b = dense_norm(&w, outputs, inputs, &opts).map_err(|e| format!("layer {name}: {e}"))?;
-        layers.push(layer_report(name, "Gemm", vec![inputs], vec![outputs], &b));
+fn run_network(
+    model: Option<&std::path::Path>,
+    args: &NetworkArgs,
+    common: &Common,
+) -> Result<(), String> {
+    let mut layer = options(common)?;
+    let memory_limit = usize::try_from(args.memory_limit_mb)
+        .ok()
+        .and_then(|mb| mb.checked_mul(1 << 20))
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("--memory-limit-mb {} is not valid", args.memory_limit_mb))?;
+    layer.memory_limit = memory_limit;
+    if let Some(t) = args.time_limit {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(format!(
+                "--time-limit {t} must be a positive number of seconds"
+            ));
+        }
+        layer.time_limit = Some(Duration::from_secs_f64(t));
     }
-    // ReLU is 1-Lipschitz, so the composition's constant is at most the product.
-    let upper: f64 = layers.iter().map(|l| l.upper).product();
-    let report = Report {
-        model: "built-in demo: MLP 784-512-256-10 with ReLU".into(),
-        input_shape: vec![1, 784],
-        layers,
-        network: NetworkReport {
-            lower: None,
-            upper,
-            naive_product: upper,
-        },
-        seconds: started.elapsed().as_secs_f64(),
+    let import = ImportOptions {
+        input_shape: args.input_shape.clone(),
+        memory_limit,
     };
+    let net = match model {
+        Some(path) => load_onnx(path, &import),
+        None => load_onnx_bytes(
+            DEMO_ONNX,
+            "built-in demo network (demo.onnx)",
+            None,
+            &import,
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    let lower = (!args.no_lower).then(|| LowerOptions {
+        samples: args.samples.max(1),
+        seed: common.seed,
+        memory_limit,
+        ..LowerOptions::default()
+    });
+    let opts = AnalysisOptions {
+        layer,
+        lower,
+        merge_linear_runs: true,
+    };
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let report = analyze(&net, &opts, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.what.to_string());
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
     print_report(&report, common.json)
 }
 
@@ -200,33 +222,11 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
     let name = path
         .file_stem()
         .map_or("matrix".into(), |s| s.to_string_lossy().into_owned());
-    let layer = layer_report(&name, "MatMul", vec![m.cols], vec![m.rows], &b);
-    let report = Report {
-        model: format!("dense matrix {}", path.display()),
+    let layer = LayerResult {
+        name,
+        op: "MatMul".into(),
         input_shape: vec![m.cols],
-        network: NetworkReport {
-            lower: Some(layer.lower),
-            upper: layer.upper,
-            naive_product: layer.upper,
-        },
-        layers: vec![layer],
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    print_report(&report, common.json)
-}
-
-fn layer_report(
-    name: &str,
-    op: &str,
-    input_shape: Vec<usize>,
-    output_shape: Vec<usize>,
-    b: &Bound,
-) -> LayerReport {
-    LayerReport {
-        name: name.into(),
-        op: op.into(),
-        input_shape,
-        output_shape,
+        output_shape: vec![m.rows],
         lower: b.lower,
         upper: b.upper,
         certificate: b.certificate.label(),
@@ -234,10 +234,29 @@ fn layer_report(
         iterations: b.iterations,
         matvecs: b.matvecs,
         seconds: b.seconds,
-    }
+        folded: Vec::new(),
+        circular: false,
+        bound: b.clone(),
+    };
+    let report = Analysis {
+        model: format!("dense matrix {}", path.display()),
+        input_shape: vec![m.cols],
+        network: NetworkResult {
+            lower: Some(b.lower),
+            upper: b.upper,
+            certificate: b.certificate.label(),
+            naive_product: b.upper,
+            lower_search: None,
+            merged_runs: Vec::new(),
+            gap: Some(b.upper / b.lower),
+        },
+        layers: vec![layer],
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    print_report(&report, common.json)
 }
 
-fn print_report(report: &Report, json: bool) -> Result<(), String> {
+fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
     if json {
         let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -245,31 +264,75 @@ fn print_report(report: &Report, json: bool) -> Result<(), String> {
     }
     println!("{}", report.model);
     println!("input shape {:?}\n", report.input_shape);
+    let width = report
+        .layers
+        .iter()
+        .map(|l| l.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 40);
     println!(
-        "{:<8} {:<6} {:>10} {:>10} {:>16} {:>16} {:<24} {:>8}",
+        "{:<width$} {:<7} {:>16} {:>16} {:>13} {:>13} {:<27} {:>8}",
         "layer", "op", "in", "out", "lower", "upper", "certificate", "time"
     );
     for l in &report.layers {
+        let mut op = l.op.clone();
+        if l.circular {
+            op.push('°');
+        }
         println!(
-            "{:<8} {:<6} {:>10} {:>10} {:>16.10} {:>16.10} {:<24} {:>7.3}s",
+            "{:<width$} {:<7} {:>16} {:>16} {:>13.8} {:>13.8} {:<27} {:>7.3}s",
             l.name,
-            l.op,
-            format!("{:?}", l.input_shape),
-            format!("{:?}", l.output_shape),
+            op,
+            shape(&l.input_shape),
+            shape(&l.output_shape),
             l.lower,
             l.upper,
             l.certificate,
             l.seconds
         );
+        if !l.folded.is_empty() {
+            println!("{:<width$}   folded in: {}", "", l.folded.join(", "));
+        }
     }
-    let lower = report
-        .network
-        .lower
-        .map_or("not computed".to_string(), |v| format!("{v:.10}"));
+    if report.layers.iter().any(|l| l.circular) {
+        println!("(° circular padding)");
+    }
+    let n = &report.network;
+    for run in &n.merged_runs {
+        if run.upper < run.product {
+            println!(
+                "merged linear run {} : {:.8} (product of parts {:.8})",
+                run.nodes.join(" → "),
+                run.upper,
+                run.product
+            );
+        }
+    }
+    println!("\nnetwork Lipschitz constant (ℓ2):");
+    println!("  upper bound      {:.8}  [{}]", n.upper, n.certificate);
     println!(
-        "\nnetwork: upper {:.10} (product of layer bounds; ReLU is 1-Lipschitz), lower {}",
-        report.network.upper, lower
+        "  naive product    {:.8}  (every node bounded on its own)",
+        n.naive_product
     );
+    match (n.lower, &n.lower_search) {
+        (Some(l), Some(s)) => println!(
+            "  lower bound      {:.8}  (attained by a pair of inputs; {} samples, {:.2}s)\n  gap upper/lower  {:.3}",
+            l,
+            s.samples,
+            s.seconds,
+            n.gap.unwrap_or(f64::INFINITY)
+        ),
+        (Some(l), None) => println!("  lower bound      {l:.8}"),
+        _ => println!("  lower bound      not computed"),
+    }
     println!("total time {:.3}s", report.seconds);
     Ok(())
+}
+
+fn shape(s: &[usize]) -> String {
+    s.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }

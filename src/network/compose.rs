@@ -1,0 +1,733 @@
+//! Certified bounds for a whole network (AutoLip, Virmaux & Scaman 2018), tightened by
+//! folding and merging linear layers.
+//!
+//! * Every value gets a bound `L_v` on the Lipschitz constant of the map from the network
+//!   input to it: `L_in = 1`; a node `g(u)` gives `L_g·L_u`; `Add/Sub(u, v)` give
+//!   `L_u + L_v` (so a residual block `x + f(x)` gives `(1 + L_f)·L_x`); `Concat` gives
+//!   `√(Σ L_i²)`; several graph outputs are one concatenated output.
+//! * Elementwise scales next to a conv or dense layer (inference BatchNorm, `Mul`/`Div` by a
+//!   constant, through any reshapes) are folded into its weights — before or after it, when
+//!   the scale is constant over each channel the layer sees — and the folded layer is bounded
+//!   as one: `‖diag(a)·W‖ ≤ max|a|·‖W‖` is usually loose.
+//! * Runs of affine nodes with no nonlinearity between them (conv → conv, conv → average
+//!   pool, global pooling → dense, …) are bounded as one operator by Lanczos, warm-started
+//!   and capped by the product of their bounds, and used when that is tighter.
+//! * Certificates compose: the network bound is deterministic when every factor is; when
+//!   `k` factors are probabilistic with failure probability `δ` each, it holds with
+//!   probability `≥ 1 − kδ` (union bound), which is what the result reports.
+
+use super::graph::{Network, Op};
+use super::lower::{empirical_lower_bound, LowerBound, LowerOptions};
+use crate::bound::{Bound, Certificate, Method, Options, Stop};
+use crate::conv::{conv2d_norm, ConvMethod};
+use crate::error::Result;
+use crate::spectral::{dense_norm, spectral_norm_with, Hints};
+use crate::LinearOperator;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Options for a network analysis.
+#[derive(Debug, Clone)]
+pub struct AnalysisOptions {
+    /// Per-layer options (rtol, caps, seed, memory limit).
+    pub layer: Options,
+    /// Also search for the empirical lower bound (`None`: skip it).
+    pub lower: Option<LowerOptions>,
+    /// Bound runs of linear layers as one operator where that is tighter.
+    pub merge_linear_runs: bool,
+}
+
+impl Default for AnalysisOptions {
+    fn default() -> Self {
+        AnalysisOptions {
+            layer: Options::default(),
+            lower: Some(LowerOptions::default()),
+            merge_linear_runs: true,
+        }
+    }
+}
+
+/// One linear layer (Conv, Gemm, MatMul) and its certified interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerResult {
+    /// Node name.
+    pub name: String,
+    /// Operator ("Conv", "Gemm", "MatMul").
+    pub op: String,
+    /// Input shape (batch 1).
+    pub input_shape: Vec<usize>,
+    /// Output shape (batch 1).
+    pub output_shape: Vec<usize>,
+    /// Certified lower end.
+    pub lower: f64,
+    /// Proven upper end.
+    pub upper: f64,
+    /// "exact", "deterministic", "probabilistic(delta=…)".
+    pub certificate: String,
+    /// How the interval was computed.
+    pub method: String,
+    /// Iterations of the iterative method (0 for closed forms).
+    pub iterations: u32,
+    /// Operator applications.
+    pub matvecs: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Nodes folded into this layer (BatchNorm, constant scales), by name.
+    pub folded: Vec<String>,
+    /// Whether the layer uses circular padding (a wrap-Pad merged in).
+    pub circular: bool,
+    /// The full interval.
+    #[serde(skip)]
+    pub bound: Bound,
+}
+
+/// A run of affine nodes bounded as one operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedRun {
+    /// Node names in order.
+    pub nodes: Vec<String>,
+    /// Product of the separate bounds.
+    pub product: f64,
+    /// Certified interval of the merged operator.
+    pub lower: f64,
+    /// Its upper end (used when below the product).
+    pub upper: f64,
+    /// Its certificate.
+    pub certificate: String,
+}
+
+/// The whole-network result.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkResult {
+    /// Certified lower bound of the network's constant (a pair of inputs attains it), or
+    /// `None` when not computed.
+    pub lower: Option<f64>,
+    /// Proven upper bound.
+    pub upper: f64,
+    /// Certificate of `upper`.
+    pub certificate: String,
+    /// AutoLip with every node bounded separately (no folding, no merging).
+    pub naive_product: f64,
+    /// Details of the lower-bound search.
+    pub lower_search: Option<LowerBound>,
+    /// Linear runs bounded as one operator.
+    pub merged_runs: Vec<MergedRun>,
+    /// `upper / lower`: how far the certificate can be from the truth.
+    pub gap: Option<f64>,
+}
+
+/// Everything an analysis produces.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// Where the network came from.
+    pub model: String,
+    /// Input shape (batch 1).
+    pub input_shape: Vec<usize>,
+    /// Linear layers in graph order.
+    pub layers: Vec<LayerResult>,
+    /// The network bounds.
+    pub network: NetworkResult,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Progress reports during an analysis.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    /// Steps finished.
+    pub done: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// What is being done.
+    pub what: &'a str,
+}
+
+/// A layer with the elementwise scales folded into it.
+struct Folded {
+    /// Node indices absorbed before (input side) and after (output side).
+    absorbed: Vec<usize>,
+    /// Weights with the scales applied.
+    weight: Vec<f32>,
+}
+
+/// Analyses a network: per-layer intervals, the composed upper bound, and (unless disabled)
+/// the empirical lower bound. `progress` is called after each step.
+pub fn analyze(
+    net: &Network,
+    opts: &AnalysisOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Analysis> {
+    let started = Instant::now();
+    opts.layer.validate()?;
+    let live = net.live_nodes();
+    let consumers = net.consumers();
+    let producer = producers(net);
+    let layer_nodes: Vec<usize> = (0..net.nodes.len())
+        .filter(|&k| live[k] && net.nodes[k].op.is_linear_layer())
+        .collect();
+    let total = layer_nodes.len() + 1 + usize::from(opts.lower.is_some());
+    let mut absorbed_by = vec![usize::MAX; net.nodes.len()];
+    let mut factor = vec![f64::NAN; net.nodes.len()];
+    let mut naive_factor = vec![f64::NAN; net.nodes.len()];
+    let mut certificates = Vec::new();
+    let mut layers = Vec::new();
+
+    for (done, &k) in layer_nodes.iter().enumerate() {
+        let node = &net.nodes[k];
+        progress(Progress {
+            done,
+            total,
+            what: &node.name,
+        });
+        let folded = fold(net, k, &consumers, &producer, &live, &absorbed_by);
+        for &a in &folded.absorbed {
+            absorbed_by[a] = k;
+        }
+        let (mut bound, method, circular) = layer_bound(node, &folded.weight, &opts.layer)?;
+        if !folded.absorbed.is_empty() {
+            widen_for_rounding(&mut bound, node, &folded.weight);
+        }
+        let naive = if folded.absorbed.is_empty() {
+            bound.upper
+        } else {
+            let (b, _, _) = layer_bound(node, weights_of(node), &cheap(&opts.layer))?;
+            b.upper
+        };
+        factor[k] = bound.upper;
+        naive_factor[k] = naive;
+        certificates.push(bound.certificate);
+        layers.push(LayerResult {
+            name: node.name.clone(),
+            op: node.kind.clone(),
+            input_shape: net.shapes[node.inputs[0]].clone(),
+            output_shape: net.shapes[node.output].clone(),
+            lower: bound.lower,
+            upper: bound.upper,
+            certificate: bound.certificate.label(),
+            method,
+            iterations: bound.iterations,
+            matvecs: bound.matvecs,
+            seconds: bound.seconds,
+            folded: folded
+                .absorbed
+                .iter()
+                .map(|&a| net.nodes[a].name.clone())
+                .collect(),
+            circular,
+            bound,
+        });
+    }
+    progress(Progress {
+        done: layer_nodes.len(),
+        total,
+        what: "composing",
+    });
+    for (k, node) in net.nodes.iter().enumerate() {
+        if !live[k] || node.op.is_linear_layer() {
+            continue;
+        }
+        let own = node_lipschitz(net, k)?;
+        naive_factor[k] = own;
+        factor[k] = if absorbed_by[k] != usize::MAX {
+            1.0
+        } else {
+            own
+        };
+    }
+    let mut merged_runs = Vec::new();
+    if opts.merge_linear_runs {
+        for run in linear_runs(net, &live, &consumers) {
+            let product: f64 = run.iter().map(|&k| factor[k]).product();
+            let b = merged_bound(net, &run, product, &opts.layer)?;
+            merged_runs.push(MergedRun {
+                nodes: run.iter().map(|&k| net.nodes[k].name.clone()).collect(),
+                product,
+                lower: b.lower,
+                upper: b.upper,
+                certificate: b.certificate.label(),
+            });
+            if b.upper < product {
+                // The whole run's factor sits on its last node.
+                for &k in &run {
+                    factor[k] = 1.0;
+                }
+                factor[*run.last().unwrap()] = b.upper;
+                certificates.push(b.certificate);
+            }
+        }
+    }
+    let upper = compose(net, &live, &factor);
+    let naive_product = compose(net, &live, &naive_factor);
+    let certificate = combine(&certificates);
+    let lower_search = match &opts.lower {
+        Some(lo) => {
+            progress(Progress {
+                done: layer_nodes.len() + 1,
+                total,
+                what: "lower bound",
+            });
+            Some(empirical_lower_bound(net, lo)?)
+        }
+        None => None,
+    };
+    progress(Progress {
+        done: total,
+        total,
+        what: "done",
+    });
+    let lower = lower_search.as_ref().map(|l| l.value.min(upper));
+    let gap = lower.filter(|&l| l > 0.0).map(|l| upper / l);
+    Ok(Analysis {
+        model: net.source.clone(),
+        input_shape: net.shapes[0].clone(),
+        layers,
+        network: NetworkResult {
+            lower,
+            upper,
+            certificate: certificate.label(),
+            naive_product,
+            lower_search,
+            merged_runs,
+            gap,
+        },
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Options for the cheap comparison bounds of unfolded layers.
+fn cheap(opts: &Options) -> Options {
+    Options {
+        rtol: opts.rtol.max(1e-2),
+        ..opts.clone()
+    }
+}
+
+fn weights_of(node: &super::graph::Node) -> &[f32] {
+    match &node.op {
+        Op::Conv { weight, .. } | Op::Dense { weight, .. } => weight,
+        _ => &[],
+    }
+}
+
+/// The producing node of every value (`usize::MAX` for the input).
+fn producers(net: &Network) -> Vec<usize> {
+    let mut p = vec![usize::MAX; net.shapes.len()];
+    for (k, n) in net.nodes.iter().enumerate() {
+        p[n.output] = k;
+    }
+    p
+}
+
+/// Weakest certificate among the factors; probabilistic failure probabilities add up.
+fn combine(certs: &[Certificate]) -> Certificate {
+    let mut delta = 0.0;
+    let mut all_exact = true;
+    for c in certs {
+        match c {
+            Certificate::None => return Certificate::None,
+            Certificate::Probabilistic { delta: d } => {
+                delta += d;
+                all_exact = false;
+            }
+            Certificate::Deterministic => all_exact = false,
+            Certificate::Exact => {}
+        }
+    }
+    if delta > 0.0 {
+        Certificate::Probabilistic {
+            delta: delta.min(1.0),
+        }
+    } else if all_exact && certs.len() <= 1 {
+        Certificate::Exact
+    } else {
+        Certificate::Deterministic
+    }
+}
+
+/// Absorbs the elementwise scales around layer `k` into its weights.
+fn fold(
+    net: &Network,
+    k: usize,
+    consumers: &[Vec<usize>],
+    producer: &[usize],
+    live: &[bool],
+    absorbed_by: &[usize],
+) -> Folded {
+    let node = &net.nodes[k];
+    let n_out = net.len_of(node.output);
+    let n_in = net.len_of(node.inputs[0]);
+    // Output side.
+    let mut d_out = vec![1.0f64; n_out];
+    let mut absorbed = Vec::new();
+    let mut pending = Vec::new();
+    let mut v = node.output;
+    while let [j] = consumers[v].as_slice() {
+        let j = *j;
+        if j == usize::MAX || !live[j] {
+            break;
+        }
+        match &net.nodes[j].op {
+            Op::Reshape(_) => pending.push(j),
+            Op::Affine { scale, .. } => {
+                let trial: Vec<f64> = d_out
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| d * scale.get(i))
+                    .collect();
+                if !fits_output(&node.op, &trial) {
+                    break;
+                }
+                d_out = trial;
+                pending.push(j);
+                absorbed.append(&mut pending);
+            }
+            _ => break,
+        }
+        v = net.nodes[j].output;
+    }
+    // Input side.
+    let mut d_in = vec![1.0f64; n_in];
+    let mut pending = Vec::new();
+    let mut u = node.inputs[0];
+    loop {
+        let j = producer[u];
+        if j == usize::MAX || consumers[u].as_slice() != [k].as_slice() && pending.is_empty() {
+            break;
+        }
+        if consumers[u].len() != 1 || absorbed_by[j] != usize::MAX {
+            break;
+        }
+        match &net.nodes[j].op {
+            Op::Reshape(_) => pending.push(j),
+            Op::Affine { scale, .. } => {
+                let trial: Vec<f64> = d_in
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| d * scale.get(i))
+                    .collect();
+                if !fits_input(&node.op, &trial) {
+                    break;
+                }
+                d_in = trial;
+                pending.push(j);
+                absorbed.append(&mut pending);
+            }
+            _ => break,
+        }
+        u = net.nodes[j].inputs[0];
+    }
+    let weight = scaled_weights(&node.op, &d_in, &d_out);
+    Folded { absorbed, weight }
+}
+
+/// Is the output-side diagonal constant over what one weight row produces?
+fn fits_output(op: &Op, d: &[f64]) -> bool {
+    match op {
+        Op::Conv { conv, .. } => {
+            let plane = d.len() / conv.out_channels;
+            d.chunks(plane).all(|c| c.iter().all(|&v| v == c[0]))
+        }
+        Op::Dense { rows, .. } => d.iter().enumerate().all(|(i, &v)| v == d[i % rows]),
+        _ => false,
+    }
+}
+
+fn fits_input(op: &Op, d: &[f64]) -> bool {
+    match op {
+        Op::Conv { conv, .. } => {
+            let plane = conv.input[0] * conv.input[1];
+            d.chunks(plane).all(|c| c.iter().all(|&v| v == c[0]))
+        }
+        Op::Dense { cols, .. } => d.iter().enumerate().all(|(i, &v)| v == d[i % cols]),
+        _ => false,
+    }
+}
+
+fn scaled_weights(op: &Op, d_in: &[f64], d_out: &[f64]) -> Vec<f32> {
+    match op {
+        Op::Conv { conv, weight, .. } => {
+            let taps = conv.kernel[0] * conv.kernel[1];
+            let (cg, og) = (conv.group_in(), conv.group_out());
+            let (plane_out, plane_in) = (
+                d_out.len() / conv.out_channels,
+                conv.input[0] * conv.input[1],
+            );
+            let mut w = weight.clone();
+            for o in 0..conv.out_channels {
+                let g = o / og;
+                for c in 0..cg {
+                    let s = d_out[o * plane_out] * d_in[(g * cg + c) * plane_in];
+                    for t in &mut w[(o * cg + c) * taps..(o * cg + c + 1) * taps] {
+                        *t = (*t as f64 * s) as f32;
+                    }
+                }
+            }
+            w
+        }
+        Op::Dense {
+            weight, rows, cols, ..
+        } => {
+            let mut w = weight.clone();
+            for r in 0..*rows {
+                for c in 0..*cols {
+                    let t = &mut w[r * cols + c];
+                    *t = (*t as f64 * d_out[r] * d_in[c]) as f32;
+                }
+            }
+            w
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Folded weights are rounded to `f32`: each entry is off by at most `u·|w|` (`u = 2⁻²⁴`),
+/// so the operator is off by at most `u·√(kH·kW)·‖W‖_F` (the Frobenius bound of a conv,
+/// `‖W‖_F` for a dense layer). The interval is widened by that, so it still contains the
+/// norm of the exactly folded layer.
+fn widen_for_rounding(bound: &mut Bound, node: &super::graph::Node, weight: &[f32]) {
+    let frobenius = weight
+        .iter()
+        .map(|&w| (w as f64) * (w as f64))
+        .sum::<f64>()
+        .sqrt();
+    let taps = match &node.op {
+        Op::Conv { conv, .. } => (conv.kernel[0] * conv.kernel[1]) as f64,
+        _ => 1.0,
+    };
+    let [mh, mw] = match &node.op {
+        Op::Conv { conv, .. } => conv.circular_multiplicity().unwrap_or([1, 1]),
+        _ => [1, 1],
+    };
+    let e =
+        f64::from(f32::EPSILON) * 0.5 * (taps * (mh * mw) as f64).sqrt() * frobenius * (1.0 + 1e-6);
+    bound.lower = (bound.lower - e).max(0.0);
+    bound.upper += e;
+    if bound.certificate == Certificate::Exact {
+        bound.certificate = Certificate::Deterministic;
+    }
+}
+
+/// Bound of one conv/dense node with the given weights; also says how and whether circular.
+fn layer_bound(
+    node: &super::graph::Node,
+    weight: &[f32],
+    opts: &Options,
+) -> Result<(Bound, String, bool)> {
+    match &node.op {
+        Op::Conv { conv, .. } => {
+            let r = conv2d_norm(weight, conv, ConvMethod::Auto, opts)?;
+            let method = format!("{:?}", r.method).to_lowercase();
+            Ok((
+                r.bound,
+                method,
+                conv.padding_mode == crate::conv::PaddingMode::Circular,
+            ))
+        }
+        Op::Dense { rows, cols, .. } => {
+            let b = dense_norm(weight, *rows, *cols, opts)?;
+            let method = format!("{:?}", b.method).to_lowercase();
+            Ok((b, method, false))
+        }
+        _ => unreachable!("layer_bound on a non-layer"),
+    }
+}
+
+/// A proven Lipschitz constant of a non-layer node (for Add/Sub/Concat: 1, the rule is
+/// applied in [`compose`]).
+fn node_lipschitz(net: &Network, k: usize) -> Result<f64> {
+    let node = &net.nodes[k];
+    let in_shape = &net.shapes[node.inputs[0]];
+    Ok(match &node.op {
+        Op::Activation(a) => a.lipschitz(),
+        Op::PRelu(slope) => slope.max_abs().max(1.0),
+        Op::Affine { scale, .. } => scale.max_abs(),
+        Op::MaxPool(p) => {
+            let c = p.max_cover(0, in_shape[2])? * p.max_cover(1, in_shape[3])?;
+            (c as f64).sqrt()
+        }
+        Op::AvgPool {
+            pool,
+            count_include_pad,
+        } => avg_pool_bound(pool, *count_include_pad, in_shape)?,
+        Op::ReduceMean { axes, .. } => {
+            let count: usize = axes.iter().map(|&a| in_shape[a]).product();
+            (1.0 / count as f64).sqrt() * (1.0 + 4.0 * f64::EPSILON)
+        }
+        Op::GlobalMaxPool | Op::Reshape(_) => 1.0,
+        Op::Gather { index, .. } => {
+            let mut count = vec![0u32; net.len_of(node.inputs[0])];
+            for &i in index {
+                if i != u32::MAX {
+                    count[i as usize] += 1;
+                }
+            }
+            (count.into_iter().max().unwrap_or(0) as f64).sqrt()
+        }
+        Op::Softmax { .. } => 0.5,
+        Op::Add | Op::Sub | Op::Concat(_) => 1.0,
+        Op::Conv { .. } | Op::Dense { .. } => f64::NAN,
+    })
+}
+
+/// Schur's test `‖A‖₂ ≤ √(‖A‖₁‖A‖_∞)` for average pooling; both norms are separable over
+/// the two axes. Exact for non-overlapping windows without padding.
+fn avg_pool_bound(pool: &super::graph::Pool2d, include_pad: bool, shape: &[usize]) -> Result<f64> {
+    let mut row = 1.0;
+    let mut col = 1.0;
+    for axis in 0..2 {
+        let n = shape[2 + axis];
+        let out = pool.output_len(axis, n)?;
+        let mut col_sum = vec![0.0f64; n];
+        let mut row_max = 0.0f64;
+        for i in 0..out {
+            let (taps, padded) = pool.window(axis, n, i);
+            let divisor = if include_pad { padded } else { taps.len() };
+            if divisor == 0 || taps.is_empty() {
+                continue;
+            }
+            row_max = row_max.max(taps.len() as f64 / divisor as f64);
+            for p in taps {
+                col_sum[p] += 1.0 / divisor as f64;
+            }
+        }
+        row *= row_max;
+        col *= col_sum.into_iter().fold(0.0, f64::max);
+    }
+    Ok((row * col).sqrt() * (1.0 + 16.0 * f64::EPSILON))
+}
+
+/// AutoLip over the graph with per-node factors; the rules of the module docs.
+fn compose(net: &Network, live: &[bool], factor: &[f64]) -> f64 {
+    let mut l = vec![0.0f64; net.shapes.len()];
+    l[0] = 1.0;
+    for (k, node) in net.nodes.iter().enumerate() {
+        if !live[k] {
+            continue;
+        }
+        let ins: Vec<f64> = node.inputs.iter().map(|&v| l[v]).collect();
+        l[node.output] = match node.op {
+            Op::Add | Op::Sub => ins.iter().sum::<f64>() * factor[k],
+            Op::Concat(_) => ins.iter().map(|x| x * x).sum::<f64>().sqrt() * factor[k],
+            _ => factor[k] * ins[0],
+        };
+    }
+    let outs: Vec<f64> = net.outputs.iter().map(|&o| l[o]).collect();
+    if outs.len() == 1 {
+        outs[0]
+    } else {
+        outs.iter().map(|x| x * x).sum::<f64>().sqrt()
+    }
+    // Rounding in these few products is far below the margins already in each factor.
+}
+
+/// Maximal chains of single-input affine nodes (each feeding only the next) that contain at
+/// least two nodes with a non-trivial norm.
+fn linear_runs(net: &Network, live: &[bool], consumers: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let chainable = |k: usize| live[k] && net.nodes[k].op.is_affine();
+    let mut in_run = vec![false; net.nodes.len()];
+    let mut runs = Vec::new();
+    for start in 0..net.nodes.len() {
+        if in_run[start] || !chainable(start) {
+            continue;
+        }
+        let mut run = vec![start];
+        let mut k = start;
+        loop {
+            let out = net.nodes[k].output;
+            match consumers[out].as_slice() {
+                [j] if *j != usize::MAX && chainable(*j) && !in_run[*j] => {
+                    run.push(*j);
+                    k = *j;
+                }
+                _ => break,
+            }
+        }
+        let heavy = run
+            .iter()
+            .filter(|&&k| {
+                matches!(
+                    net.nodes[k].op,
+                    Op::Conv { .. } | Op::Dense { .. } | Op::AvgPool { .. } | Op::ReduceMean { .. }
+                )
+            })
+            .count();
+        for &k in &run {
+            in_run[k] = true;
+        }
+        if heavy >= 2 {
+            // Trim trivial nodes at both ends (they do not change the bound).
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// The linear part of a run of affine nodes, as one operator.
+struct RunOperator<'a> {
+    eval: super::eval::Evaluator<'a>,
+    run: Vec<usize>,
+    lens: Vec<usize>,
+    error: f64,
+}
+
+impl LinearOperator for RunOperator<'_> {
+    fn input_len(&self) -> usize {
+        self.lens[0]
+    }
+    fn output_len(&self) -> usize {
+        *self.lens.last().unwrap()
+    }
+    fn forward(&self, x: &[f64], y: &mut [f64]) {
+        let mut cur = x.to_vec();
+        for (i, &k) in self.run.iter().enumerate() {
+            let mut next = vec![0.0; self.lens[i + 1]];
+            self.eval.linear_forward(k, &[&cur], &mut next);
+            cur = next;
+        }
+        y.copy_from_slice(&cur);
+    }
+    fn adjoint(&self, y: &[f64], x: &mut [f64]) {
+        let mut cur = y.to_vec();
+        for (i, &k) in self.run.iter().enumerate().rev() {
+            let mut outs = vec![vec![0.0; self.lens[i]]];
+            self.eval.linear_adjoint(k, &cur, &mut outs);
+            cur = outs.pop().unwrap();
+        }
+        x.copy_from_slice(&cur);
+    }
+    fn forward_error(&self) -> f64 {
+        self.error
+    }
+}
+
+fn merged_bound(net: &Network, run: &[usize], product: f64, opts: &Options) -> Result<Bound> {
+    let eval = super::eval::Evaluator::for_nodes(net, run, true, opts.memory_limit)?;
+    let mut lens = vec![net.len_of(net.nodes[run[0]].inputs[0])];
+    lens.extend(run.iter().map(|&k| net.len_of(net.nodes[k].output)));
+    // f64 direct operators: rounding ~ (depth · inner size) · u relative to the product.
+    let inner: usize = lens.iter().copied().max().unwrap_or(1);
+    let error = product * (run.len() as f64) * (inner as f64) * f64::EPSILON;
+    let op = RunOperator {
+        eval,
+        run: run.to_vec(),
+        lens,
+        error,
+    };
+    let inner_opts = Options {
+        method: Method::Auto,
+        ..opts.clone()
+    };
+    let hints = Hints {
+        upper: Some((product, Certificate::Deterministic)),
+        ..Hints::default()
+    };
+    let mut b = spectral_norm_with(&op, &inner_opts, &hints)?;
+    if b.upper >= product {
+        b.upper = product;
+        b.certificate = Certificate::Deterministic;
+        if b.stop == Stop::Converged {
+            b.stop = Stop::UpperLimited;
+        }
+    }
+    Ok(b)
+}

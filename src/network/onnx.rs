@@ -1,0 +1,1673 @@
+//! ONNX import: a `.onnx` file (and its external-data file) into a [`Network`].
+//!
+//! The protobuf is decoded with prost from the vendored `proto/onnx.proto3` (code generated
+//! once by `tools/gen-onnx-proto`, so no `protoc` is needed). Initializers may be stored in
+//! typed fields, `raw_data` or external files beside the model (PyTorch 2.x's default
+//! exporter writes `<model>.onnx.data`); locations that would leave the model's folder are
+//! refused. Every tensor size is checked against the memory limit before anything is
+//! allocated. Shapes are inferred through every supported operator; small integer
+//! subgraphs that compute shapes (`Shape → Gather → Unsqueeze → Concat → Reshape`, written by
+//! the older TorchScript exporter) are folded into constants.
+//!
+//! `Pad` followed by `Conv` becomes one conv layer: `mode="wrap"` makes it circular (how
+//! PyTorch exports `padding_mode="circular"`), constant zero padding merges into the conv's
+//! pads. `Mul(x, Sigmoid(x))` becomes SiLU. Anything unsupported is an error naming the
+//! operator and the node; nothing is skipped silently.
+
+use super::graph::{conv_for, Activation, Broadcast, Network, Op, Pool2d, ValueId};
+use super::onnx_proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    type_proto, AttributeProto, ModelProto, NodeProto, TensorProto,
+};
+use crate::conv::PaddingMode;
+use crate::error::{Error, Result};
+use prost::Message;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+/// Options for reading a model.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The input shape to use (`[N, C, H, W]` or `[N, F]`), required when the model's input
+    /// has dynamic dimensions; it overrides the declared shape otherwise.
+    pub input_shape: Option<Vec<i64>>,
+    /// Largest tensor (bytes) the importer will allocate; larger declared tensors are refused
+    /// before reading them.
+    pub memory_limit: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            input_shape: None,
+            memory_limit: 4 << 30,
+        }
+    }
+}
+
+/// Largest model file read into memory (2 GiB, protobuf's own limit).
+const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// Reads an ONNX model from a file. External data is looked up beside it.
+pub fn load_onnx(path: &Path, opts: &ImportOptions) -> Result<Network> {
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::model(&name, format!("cannot read the model file: {e}")))?;
+    if meta.is_dir() {
+        return Err(Error::model(&name, "is a directory, not an ONNX file"));
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(Error::model(
+            &name,
+            format!(
+                "the file has {} bytes, over protobuf's 2 GiB limit",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::model(&name, format!("cannot read the model file: {e}")))?;
+    let base = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    load_onnx_bytes(&bytes, &name, Some(&base), opts)
+}
+
+/// Reads an ONNX model from bytes. `base_dir` is where external data files are looked up
+/// (`None`: external data is an error).
+pub fn load_onnx_bytes(
+    bytes: &[u8],
+    name: &str,
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Network> {
+    if bytes.is_empty() {
+        return Err(Error::model(name, "the file is empty"));
+    }
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        Error::model(
+            name,
+            format!("not a valid ONNX protobuf (truncated or not a model): {e}"),
+        )
+    })?;
+    let mut importer = Importer {
+        src: name.to_string(),
+        base_dir: base_dir.map(Path::to_path_buf),
+        opset: 0,
+        consts: HashMap::new(),
+        values: HashMap::new(),
+        net: None,
+        readers: HashMap::new(),
+        producer: HashMap::new(),
+        pads: HashMap::new(),
+        files: HashMap::new(),
+        memory_limit: opts.memory_limit,
+        budget_left: opts.memory_limit as u128,
+    };
+    importer.import(&model, opts)
+}
+
+/// A constant tensor (initializer, Constant node, or a folded shape computation).
+#[derive(Debug, Clone)]
+struct Const {
+    dims: Vec<usize>,
+    data: ConstData,
+}
+
+#[derive(Debug, Clone)]
+enum ConstData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl Const {
+    fn len(&self) -> usize {
+        match &self.data {
+            ConstData::F32(v) => v.len(),
+            ConstData::I64(v) => v.len(),
+        }
+    }
+
+    fn f32s(&self) -> Vec<f32> {
+        match &self.data {
+            ConstData::F32(v) => v.clone(),
+            ConstData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    fn f64s(&self) -> Vec<f64> {
+        match &self.data {
+            ConstData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            ConstData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    fn i64s(&self) -> Vec<i64> {
+        match &self.data {
+            ConstData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            ConstData::I64(v) => v.clone(),
+        }
+    }
+
+    fn is_int(&self) -> bool {
+        matches!(self.data, ConstData::I64(_))
+    }
+}
+
+/// A standalone Pad on (N, C, H, W) that may merge into the conv reading it.
+#[derive(Debug, Clone, Copy)]
+struct PadInfo {
+    input: ValueId,
+    mode: PaddingMode,
+    zero_fill: bool,
+    spatial: [usize; 4],
+}
+
+struct Importer {
+    src: String,
+    base_dir: Option<PathBuf>,
+    opset: i64,
+    consts: HashMap<String, Const>,
+    values: HashMap<String, ValueId>,
+    net: Option<Network>,
+    /// How many nodes (and graph outputs) read each tensor name.
+    readers: HashMap<String, usize>,
+    /// The ONNX node (op type, first input) that produced each value.
+    producer: HashMap<ValueId, (String, ValueId)>,
+    pads: HashMap<ValueId, PadInfo>,
+    files: HashMap<PathBuf, File>,
+    memory_limit: usize,
+    budget_left: u128,
+}
+
+fn node_label(node: &NodeProto, index: usize) -> String {
+    if node.name.is_empty() {
+        format!("#{index} ({})", node.op_type)
+    } else {
+        format!("'{}' ({})", node.name, node.op_type)
+    }
+}
+
+impl Importer {
+    fn err(&self, detail: impl Into<String>) -> Error {
+        Error::model(&self.src, detail)
+    }
+
+    fn net(&mut self) -> &mut Network {
+        self.net.as_mut().expect("network created before nodes")
+    }
+
+    fn import(&mut self, model: &ModelProto, opts: &ImportOptions) -> Result<Network> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| self.err("the model has no graph"))?;
+        self.opset = model
+            .opset_import
+            .iter()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .max()
+            .ok_or_else(|| self.err("the model declares no ai.onnx opset (opset_import)"))?;
+        if !(7..=23).contains(&self.opset) {
+            return Err(self.err(format!(
+                "opset {} is not supported (opsets 7–23 are)",
+                self.opset
+            )));
+        }
+        if graph.node.is_empty() {
+            return Err(self.err(format!("graph '{}' has no nodes", graph.name)));
+        }
+        for t in &graph.initializer {
+            let c = self.decode_tensor(t)?;
+            self.consts.insert(t.name.clone(), c);
+        }
+        if !graph.sparse_initializer.is_empty() {
+            return Err(self.err("sparse initializers are not supported"));
+        }
+        for node in &graph.node {
+            for i in &node.input {
+                *self.readers.entry(i.clone()).or_default() += 1;
+            }
+        }
+        for o in &graph.output {
+            *self.readers.entry(o.name.clone()).or_default() += 1;
+        }
+
+        // The data input: the graph input that is not an initializer.
+        let data_inputs: Vec<_> = graph
+            .input
+            .iter()
+            .filter(|i| !self.consts.contains_key(&i.name))
+            .collect();
+        let input = match data_inputs.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(self.err("the graph has no data input (every input is an initializer)"))
+            }
+            many => {
+                let names: Vec<_> = many.iter().map(|i| i.name.as_str()).collect();
+                return Err(self.err(format!(
+                    "the graph has {} data inputs {names:?}; only single-input networks are supported",
+                    many.len()
+                )));
+            }
+        };
+        let shape = self.input_shape(input, opts)?;
+        let mut net = Network::new(&self.src, &shape)?;
+        net.value_names[0] = input.name.clone();
+        self.net = Some(net);
+        self.values.insert(input.name.clone(), 0);
+
+        for (index, node) in graph.node.iter().enumerate() {
+            self.import_node(node, index).map_err(|e| match e {
+                Error::Model { .. } => e,
+                other => self.err(format!("node {}: {other}", node_label(node, index))),
+            })?;
+        }
+
+        let mut outputs = Vec::new();
+        for o in &graph.output {
+            match self.values.get(&o.name) {
+                Some(&v) => outputs.push(v),
+                None if self.consts.contains_key(&o.name) => {
+                    return Err(self.err(format!(
+                        "graph output '{}' is a constant, independent of the input",
+                        o.name
+                    )))
+                }
+                None => {
+                    return Err(
+                        self.err(format!("graph output '{}' is produced by no node", o.name))
+                    )
+                }
+            }
+        }
+        if outputs.is_empty() {
+            return Err(self.err("the graph declares no outputs"));
+        }
+        let mut net = self.net.take().expect("network");
+        net.outputs = outputs;
+        Ok(net)
+    }
+
+    /// The input shape from the model, overridden or completed by the user's.
+    fn input_shape(
+        &self,
+        input: &super::onnx_proto::ValueInfoProto,
+        opts: &ImportOptions,
+    ) -> Result<Vec<usize>> {
+        let declared: Option<Vec<Option<i64>>> = input
+            .r#type
+            .as_ref()
+            .and_then(|t| t.value.as_ref())
+            .and_then(|v| match v {
+                type_proto::Value::TensorType(t) => t.shape.as_ref(),
+                _ => None,
+            })
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(dimension::Value::DimValue(v)) if v > 0 => Some(v),
+                        _ => None,
+                    })
+                    .collect()
+            });
+        if let Some(user) = &opts.input_shape {
+            if user.iter().any(|&d| d <= 0) {
+                return Err(self.err(format!("--input-shape {user:?} has a dimension ≤ 0")));
+            }
+            if let Some(d) = &declared {
+                if d.len() != user.len() {
+                    return Err(self.err(format!(
+                        "input '{}' has rank {} but --input-shape {user:?} has rank {}",
+                        input.name,
+                        d.len(),
+                        user.len()
+                    )));
+                }
+                for (axis, (dv, &u)) in d.iter().zip(user).enumerate() {
+                    if let Some(v) = dv {
+                        if axis > 0 && *v != u {
+                            return Err(self.err(format!(
+                                "input '{}' is declared with size {v} on axis {axis}, but --input-shape gives {u}",
+                                input.name
+                            )));
+                        }
+                    }
+                }
+            }
+            return Ok(user.iter().map(|&d| d as usize).collect());
+        }
+        let d = declared.ok_or_else(|| {
+            self.err(format!(
+                "input '{}' has no declared shape; pass --input-shape",
+                input.name
+            ))
+        })?;
+        d.iter()
+            .enumerate()
+            .map(|(axis, v)| match v {
+                Some(v) => Ok(*v as usize),
+                None if axis == 0 => Ok(1),
+                None => Err(self.err(format!(
+                    "input '{}' has a dynamic dimension on axis {axis}; pass --input-shape (e.g. --input-shape 1,3,224,224)",
+                    input.name
+                ))),
+            })
+            .collect()
+    }
+
+    // ---- tensors -------------------------------------------------------------------------
+
+    fn decode_tensor(&mut self, t: &TensorProto) -> Result<Const> {
+        let what = format!("tensor '{}'", t.name);
+        let mut dims = Vec::with_capacity(t.dims.len());
+        let mut count: u128 = 1;
+        for &d in &t.dims {
+            if d < 0 {
+                return Err(self.err(format!("{what} has a negative dimension {d}")));
+            }
+            dims.push(d as usize);
+            count = count.saturating_mul(d as u128);
+        }
+        let dt = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
+        let size: u128 = match dt {
+            DataType::Float | DataType::Int32 => 4,
+            DataType::Double | DataType::Int64 => 8,
+            DataType::Float16 | DataType::Bfloat16 | DataType::Int16 => 2,
+            DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
+            _ => {
+                return Err(self.err(format!(
+                    "{what} has data type {} ({:?}), which is not supported (float, double, float16, bfloat16 and integer types are)",
+                    t.data_type, dt
+                )))
+            }
+        };
+        // We keep f32 or i64: up to 8 bytes per element, checked before allocating.
+        let needed = count.saturating_mul(8);
+        if needed > self.budget_left {
+            return Err(Error::TooLarge {
+                what: format!("{} in {} (shape {:?})", what, self.src, t.dims),
+                needed,
+                limit: self.memory_limit as u128,
+            });
+        }
+        self.budget_left -= needed;
+        let count = count as usize;
+        let raw: Option<Vec<u8>> = if t.data_location == 1 {
+            Some(self.read_external(t, count * size as usize)?)
+        } else if !t.raw_data.is_empty() {
+            Some(t.raw_data.clone())
+        } else {
+            None
+        };
+        let data = match raw {
+            Some(bytes) => {
+                if bytes.len() != count * size as usize {
+                    return Err(self.err(format!(
+                        "{what}: {} data bytes for shape {:?} of {:?} (expected {})",
+                        bytes.len(),
+                        t.dims,
+                        dt,
+                        count * size as usize
+                    )));
+                }
+                from_raw(&bytes, dt)
+            }
+            None => {
+                let typed_len = match dt {
+                    DataType::Float => t.float_data.len(),
+                    DataType::Double => t.double_data.len(),
+                    DataType::Int64 => t.int64_data.len(),
+                    _ => t.int32_data.len(),
+                };
+                if typed_len != count {
+                    return Err(self.err(format!(
+                        "{what}: {typed_len} values for shape {:?} ({count} expected); missing or truncated data",
+                        t.dims
+                    )));
+                }
+                match dt {
+                    DataType::Float => ConstData::F32(t.float_data.clone()),
+                    DataType::Double => {
+                        ConstData::F32(t.double_data.iter().map(|&v| v as f32).collect())
+                    }
+                    DataType::Int64 => ConstData::I64(t.int64_data.clone()),
+                    DataType::Float16 => ConstData::F32(
+                        t.int32_data
+                            .iter()
+                            .map(|&v| half::f16::from_bits(v as u16).to_f32())
+                            .collect(),
+                    ),
+                    DataType::Bfloat16 => ConstData::F32(
+                        t.int32_data
+                            .iter()
+                            .map(|&v| half::bf16::from_bits(v as u16).to_f32())
+                            .collect(),
+                    ),
+                    _ => ConstData::I64(t.int32_data.iter().map(|&v| v as i64).collect()),
+                }
+            }
+        };
+        if let ConstData::F32(v) = &data {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(self.err(format!(
+                    "{what} has a non-finite value {} at index {i}",
+                    v[i]
+                )));
+            }
+        }
+        Ok(Const { dims, data })
+    }
+
+    /// Reads an external-data tensor's bytes, refusing locations outside the model's folder.
+    fn read_external(&mut self, t: &TensorProto, expected: usize) -> Result<Vec<u8>> {
+        let what = format!("tensor '{}'", t.name);
+        let mut location = None;
+        let (mut offset, mut length) = (0u64, None);
+        for kv in &t.external_data {
+            match kv.key.as_str() {
+                "location" => location = Some(kv.value.clone()),
+                "offset" => {
+                    offset = kv.value.parse().map_err(|_| {
+                        self.err(format!("{what}: bad external data offset '{}'", kv.value))
+                    })?
+                }
+                "length" => {
+                    length = Some(kv.value.parse::<u64>().map_err(|_| {
+                        self.err(format!("{what}: bad external data length '{}'", kv.value))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        let location = location
+            .ok_or_else(|| self.err(format!("{what}: external data without a location")))?;
+        let base = self.base_dir.clone().ok_or_else(|| {
+            self.err(format!(
+                "{what} is stored in external file '{location}', but the model was given as bytes"
+            ))
+        })?;
+        let rel = Path::new(&location);
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(self.err(format!(
+                "{what}: external data location '{location}' leaves the model's folder; refused"
+            )));
+        }
+        let path = base.join(rel);
+        if let Some(l) = length {
+            if l as usize != expected {
+                return Err(self.err(format!(
+                    "{what}: external data length {l} does not match its shape ({expected} bytes)"
+                )));
+            }
+        }
+        if !self.files.contains_key(&path) {
+            let f = File::open(&path).map_err(|e| {
+                self.err(format!(
+                    "{what}: cannot open external data file '{}': {e}",
+                    path.display()
+                ))
+            })?;
+            self.files.insert(path.clone(), f);
+        }
+        let file = self.files.get_mut(&path).expect("just inserted");
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if offset.saturating_add(expected as u64) > file_len {
+            return Err(Error::model(
+                &self.src,
+                format!(
+                    "{what}: external data [{offset}, +{expected}) lies beyond the end of '{}' ({file_len} bytes)",
+                    path.display()
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; expected];
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(&mut buf))
+            .map_err(|e| {
+                Error::model(&self.src, format!("{what}: cannot read external data: {e}"))
+            })?;
+        Ok(buf)
+    }
+
+    // ---- nodes ---------------------------------------------------------------------------
+
+    fn var(&self, name: &str, node: &str) -> Result<ValueId> {
+        self.values.get(name).copied().ok_or_else(|| {
+            if self.consts.contains_key(name) {
+                self.err(format!(
+                    "node {node}: input '{name}' is a constant where an activation is expected"
+                ))
+            } else {
+                self.err(format!(
+                    "node {node}: input '{name}' is produced by no earlier node and is not an initializer"
+                ))
+            }
+        })
+    }
+
+    fn constant(&self, name: &str, node: &str, role: &str) -> Result<&Const> {
+        self.consts.get(name).ok_or_else(|| {
+            if self.values.contains_key(name) {
+                self.err(format!(
+                    "node {node}: {role} '{name}' depends on the input; it must be a constant initializer"
+                ))
+            } else {
+                self.err(format!(
+                    "node {node}: {role} '{name}' is missing (no initializer or constant of that name)"
+                ))
+            }
+        })
+    }
+
+    fn optional_const(&self, node: &NodeProto, i: usize) -> Option<&Const> {
+        node.input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .and_then(|n| self.consts.get(n))
+    }
+
+    fn shape_of(&self, v: ValueId) -> Vec<usize> {
+        self.net.as_ref().expect("network").shapes[v].clone()
+    }
+
+    fn push(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        kind: &str,
+        op: Op,
+        inputs: &[ValueId],
+    ) -> Result<()> {
+        let name = if node.name.is_empty() {
+            node.output
+                .first()
+                .cloned()
+                .unwrap_or_else(|| label.to_string())
+        } else {
+            node.name.clone()
+        };
+        let v = self.net().push(&name, kind, op, inputs)?;
+        let out = node
+            .output
+            .first()
+            .ok_or_else(|| self.err(format!("node {label} has no output")))?;
+        self.net().value_names[v] = out.clone();
+        self.values.insert(out.clone(), v);
+        self.producer.insert(
+            v,
+            (node.op_type.clone(), inputs.first().copied().unwrap_or(0)),
+        );
+        for extra in node.output.iter().skip(1) {
+            if !extra.is_empty() && self.readers.get(extra).copied().unwrap_or(0) > 0 {
+                return Err(self.err(format!(
+                    "node {label}: its secondary output '{extra}' is used, which is not supported"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn add_const(&mut self, node: &NodeProto, c: Const) {
+        if let Some(out) = node.output.first() {
+            self.consts.insert(out.clone(), c);
+        }
+    }
+
+    fn import_node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
+        let label = node_label(node, index);
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(self.err(format!(
+                "node {label}: operator domain '{}' is not supported (only the default ONNX domain)",
+                node.domain
+            )));
+        }
+        let op = node.op_type.as_str();
+        let inputs: Vec<&str> = node.input.iter().map(String::as_str).collect();
+        let any_var = inputs.iter().any(|i| self.values.contains_key(*i));
+        if op == "Constant" {
+            let c = self.constant_node(node, &label)?;
+            self.add_const(node, c);
+            return Ok(());
+        }
+        if op == "Shape" {
+            let v = self.var(inputs.first().copied().unwrap_or(""), &label)?;
+            let shape: Vec<i64> = self.shape_of(v).iter().map(|&d| d as i64).collect();
+            let r = shape.len() as i64;
+            let norm = |a: i64| (if a < 0 { a + r } else { a }).clamp(0, r) as usize;
+            let start = norm(attr_int(node, "start", 0));
+            let end = norm(attr_int(node, "end", r));
+            let data = shape[start..end.max(start)].to_vec();
+            self.add_const(
+                node,
+                Const {
+                    dims: vec![data.len()],
+                    data: ConstData::I64(data),
+                },
+            );
+            return Ok(());
+        }
+        if !any_var {
+            let c = self.fold_constant(node, &label)?;
+            self.add_const(node, c);
+            return Ok(());
+        }
+        let x = self.var(inputs[0], &label)?;
+        let xs = self.shape_of(x);
+        match op {
+            "Conv" => self.conv(node, &label, x, &xs),
+            "Gemm" => self.gemm(node, &label, x, &xs),
+            "MatMul" => {
+                let b = self.constant(inputs.get(1).copied().unwrap_or(""), &label, "weight B")?;
+                if b.dims.len() != 2 {
+                    return Err(self.err(format!(
+                        "node {label}: MatMul weight has shape {:?}; a 2-D constant is required",
+                        b.dims
+                    )));
+                }
+                let (k, n) = (b.dims[0], b.dims[1]);
+                let w = transpose(&b.f32s(), k, n);
+                let op = Op::Dense { weight: w, rows: n, cols: k, bias: None };
+                self.push(node, &label, "MatMul", op, &[x])
+            }
+            "Add" | "Sub" => self.add_sub(node, &label, op == "Sub"),
+            "Mul" | "Div" => self.mul_div(node, &label, op == "Div"),
+            "Relu" => self.push(node, &label, op, Op::Activation(Activation::Relu), &[x]),
+            "LeakyRelu" => {
+                let a = attr_float(node, "alpha", 0.01);
+                self.push(node, &label, op, Op::Activation(Activation::LeakyRelu(a)), &[x])
+            }
+            "Elu" => {
+                let a = attr_float(node, "alpha", 1.0);
+                self.push(node, &label, op, Op::Activation(Activation::Elu(a)), &[x])
+            }
+            "Selu" => {
+                let alpha = attr_float(node, "alpha", 1.673_263_192_176_818_8);
+                let gamma = attr_float(node, "gamma", 1.050_701_022_148_132_3);
+                self.push(node, &label, op, Op::Activation(Activation::Selu { alpha, gamma }), &[x])
+            }
+            "Sigmoid" => self.push(node, &label, op, Op::Activation(Activation::Sigmoid), &[x]),
+            "HardSigmoid" => {
+                let alpha = attr_float(node, "alpha", 0.2);
+                let beta = attr_float(node, "beta", 0.5);
+                self.push(node, &label, op, Op::Activation(Activation::HardSigmoid { alpha, beta }), &[x])
+            }
+            "Tanh" => self.push(node, &label, op, Op::Activation(Activation::Tanh), &[x]),
+            "Softplus" => self.push(node, &label, op, Op::Activation(Activation::Softplus), &[x]),
+            "Gelu" => {
+                let tanh = attr_string(node, "approximate").as_deref() == Some("tanh");
+                self.push(node, &label, op, Op::Activation(Activation::Gelu { tanh }), &[x])
+            }
+            "Clip" => {
+                let (mut min, mut max) = (f64::NEG_INFINITY, f64::INFINITY);
+                if self.opset < 11 {
+                    min = attr_float(node, "min", f64::NEG_INFINITY);
+                    max = attr_float(node, "max", f64::INFINITY);
+                } else {
+                    for (i, slot) in [(1usize, &mut min), (2, &mut max)] {
+                        if let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) {
+                            let c = self.constant(name, &label, "Clip limit")?;
+                            if c.len() != 1 {
+                                return Err(self.err(format!("node {label}: Clip limit '{name}' is not a scalar")));
+                            }
+                            *slot = c.f64s()[0];
+                        }
+                    }
+                }
+                self.push(node, &label, op, Op::Activation(Activation::Clip { min, max }), &[x])
+            }
+            "PRelu" => {
+                let s = self.constant(inputs.get(1).copied().unwrap_or(""), &label, "slope")?;
+                let b = Broadcast::from_constant(&s.dims, &s.f64s(), &xs)
+                    .map_err(|e| self.err(format!("node {label}: {e}")))?;
+                self.push(node, &label, op, Op::PRelu(b), &[x])
+            }
+            "Softmax" => {
+                let r = xs.len() as i64;
+                let default = if self.opset < 13 { 1 } else { -1 };
+                let axis = norm_axis(attr_int(node, "axis", default), r)
+                    .ok_or_else(|| self.err(format!("node {label}: axis out of range for rank {r}")))?;
+                let (len, inner) = if self.opset < 13 {
+                    (xs[axis..].iter().product(), 1)
+                } else {
+                    (xs[axis], xs[axis + 1..].iter().product())
+                };
+                self.push(node, &label, op, Op::Softmax { len, inner }, &[x])
+            }
+            "BatchNormalization" => self.batch_norm(node, &label, x, &xs),
+            "MaxPool" | "AveragePool" => self.pool(node, &label, x, &xs),
+            "GlobalAveragePool" => {
+                if xs.len() < 3 {
+                    return Err(self.err(format!("node {label}: needs a (N, C, spatial…) input, got {xs:?}")));
+                }
+                let axes = (2..xs.len()).collect();
+                self.push(node, &label, op, Op::ReduceMean { axes, keepdims: true }, &[x])
+            }
+            "GlobalMaxPool" => self.push(node, &label, op, Op::GlobalMaxPool, &[x]),
+            "ReduceMean" => {
+                let r = xs.len() as i64;
+                let axes: Vec<i64> = if self.opset >= 18 {
+                    match self.optional_const(node, 1) {
+                        Some(c) => c.i64s(),
+                        None if node.input.get(1).is_some_and(|n| !n.is_empty()) => {
+                            return Err(self.err(format!("node {label}: axes input must be a constant")))
+                        }
+                        None => Vec::new(),
+                    }
+                } else {
+                    attr_ints(node, "axes").unwrap_or_default()
+                };
+                let keepdims = attr_int(node, "keepdims", 1) != 0;
+                let mut axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| norm_axis(a, r).ok_or_else(|| self.err(format!("node {label}: axis {a} out of range for rank {r}"))))
+                    .collect::<Result<_>>()?;
+                if axes.is_empty() {
+                    if attr_int(node, "noop_with_empty_axes", 0) != 0 {
+                        return self.push(node, &label, "Identity", Op::Reshape(xs.clone()), &[x]);
+                    }
+                    axes = (0..xs.len()).collect();
+                }
+                axes.sort_unstable();
+                axes.dedup();
+                self.push(node, &label, op, Op::ReduceMean { axes, keepdims }, &[x])
+            }
+            "Flatten" => {
+                let r = xs.len() as i64;
+                let a = attr_int(node, "axis", 1);
+                let a = if a < 0 { a + r } else { a };
+                if !(0..=r).contains(&a) {
+                    return Err(self.err(format!("node {label}: axis {a} out of range for rank {r}")));
+                }
+                let a = a as usize;
+                let shape = vec![xs[..a].iter().product(), xs[a..].iter().product()];
+                self.push(node, &label, op, Op::Reshape(shape), &[x])
+            }
+            "Reshape" => {
+                let s = self.constant(inputs.get(1).copied().unwrap_or(""), &label, "shape")?.i64s();
+                let allowzero = attr_int(node, "allowzero", 0) != 0;
+                let shape = resolve_reshape(&xs, &s, allowzero)
+                    .map_err(|m| self.err(format!("node {label}: {m}")))?;
+                self.push(node, &label, op, Op::Reshape(shape), &[x])
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let axes = if self.opset >= 13 {
+                    self.optional_const(node, 1).map(|c| c.i64s())
+                } else {
+                    attr_ints(node, "axes")
+                };
+                let shape = squeeze_shape(&xs, axes.as_deref(), op == "Unsqueeze")
+                    .map_err(|m| self.err(format!("node {label}: {m}")))?;
+                self.push(node, &label, op, Op::Reshape(shape), &[x])
+            }
+            "Identity" | "Dropout" => self.push(node, &label, op, Op::Reshape(xs.clone()), &[x]),
+            "Concat" => {
+                let r = xs.len() as i64;
+                let axis = norm_axis(attr_int(node, "axis", 1), r)
+                    .ok_or_else(|| self.err(format!("node {label}: Concat axis out of range for rank {r}")))?;
+                let vs: Vec<ValueId> = inputs
+                    .iter()
+                    .map(|n| self.var(n, &label))
+                    .collect::<Result<_>>()?;
+                self.push(node, &label, op, Op::Concat(axis), &vs)
+            }
+            "Pad" => self.pad(node, &label, x, &xs),
+            other => Err(self.err(format!(
+                "node {label}: operator '{other}' is not supported. Supported: Conv, Gemm, MatMul, Add, Sub, Mul, Div, \
+                 Relu, LeakyRelu, PRelu, Elu, Selu, Sigmoid, HardSigmoid, Tanh, Softplus, Gelu, Clip, Softmax, \
+                 BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, Flatten, \
+                 Reshape, Squeeze, Unsqueeze, Identity, Dropout, Concat, Pad, Constant, Shape"
+            ))),
+        }
+    }
+
+    fn constant_node(&mut self, node: &NodeProto, label: &str) -> Result<Const> {
+        let a = node
+            .attribute
+            .first()
+            .ok_or_else(|| self.err(format!("node {label}: Constant without a value")))?;
+        match a.name.as_str() {
+            "value" => {
+                let t =
+                    a.t.as_ref()
+                        .ok_or_else(|| self.err(format!("node {label}: empty tensor")))?;
+                self.decode_tensor(t)
+            }
+            "value_float" => Ok(Const {
+                dims: vec![],
+                data: ConstData::F32(vec![a.f]),
+            }),
+            "value_floats" => Ok(Const {
+                dims: vec![a.floats.len()],
+                data: ConstData::F32(a.floats.clone()),
+            }),
+            "value_int" => Ok(Const {
+                dims: vec![],
+                data: ConstData::I64(vec![a.i]),
+            }),
+            "value_ints" => Ok(Const {
+                dims: vec![a.ints.len()],
+                data: ConstData::I64(a.ints.clone()),
+            }),
+            other => Err(self.err(format!(
+                "node {label}: Constant attribute '{other}' is not supported"
+            ))),
+        }
+    }
+
+    /// Evaluates a node whose inputs are all constants (shape arithmetic).
+    fn fold_constant(&mut self, node: &NodeProto, label: &str) -> Result<Const> {
+        let get = |i: usize| -> Result<Const> {
+            let n = node.input.get(i).map(String::as_str).unwrap_or("");
+            self.constant(n, label, "input").cloned()
+        };
+        match node.op_type.as_str() {
+            "Identity" | "Cast" => {
+                let c = get(0)?;
+                let to = attr_int(node, "to", 1);
+                Ok(match (node.op_type.as_str(), to) {
+                    ("Cast", 1) | ("Cast", 10) | ("Cast", 11) => Const { dims: c.dims.clone(), data: ConstData::F32(c.f32s()) },
+                    ("Cast", _) => Const { dims: c.dims.clone(), data: ConstData::I64(c.i64s()) },
+                    _ => c,
+                })
+            }
+            "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => {
+                let c = get(0)?;
+                let dims = match node.op_type.as_str() {
+                    "Reshape" => resolve_reshape(&c.dims, &get(1)?.i64s(), false),
+                    "Flatten" => Ok(vec![1, c.len()]),
+                    op => {
+                        let axes = if self.opset >= 13 { self.optional_const(node, 1).map(|c| c.i64s()) } else { attr_ints(node, "axes") };
+                        squeeze_shape(&c.dims, axes.as_deref(), op == "Unsqueeze")
+                    }
+                }
+                .map_err(|m| self.err(format!("node {label}: {m}")))?;
+                Ok(Const { dims, data: c.data })
+            }
+            "Concat" => {
+                let parts: Vec<Const> = (0..node.input.len()).map(get).collect::<Result<_>>()?;
+                if parts.iter().all(|p| p.dims.len() <= 1) {
+                    let ints = parts.iter().all(Const::is_int);
+                    let n: usize = parts.iter().map(Const::len).sum();
+                    let data = if ints {
+                        ConstData::I64(parts.iter().flat_map(|p| p.i64s()).collect())
+                    } else {
+                        ConstData::F32(parts.iter().flat_map(|p| p.f32s()).collect())
+                    };
+                    Ok(Const { dims: vec![n], data })
+                } else {
+                    Err(self.err(format!("node {label}: only 1-D constant Concat is folded")))
+                }
+            }
+            "Gather" => {
+                let (data, idx) = (get(0)?, get(1)?);
+                if data.dims.len() != 1 || attr_int(node, "axis", 0) != 0 {
+                    return Err(self.err(format!("node {label}: only 1-D constant Gather is folded")));
+                }
+                let n = data.len() as i64;
+                let vals = data.i64s();
+                let out: Vec<i64> = idx
+                    .i64s()
+                    .iter()
+                    .map(|&i| {
+                        let j = if i < 0 { i + n } else { i };
+                        vals.get(j as usize).copied().ok_or_else(|| self.err(format!("node {label}: index {i} out of range")))
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(Const { dims: idx.dims.clone(), data: ConstData::I64(out) })
+            }
+            op @ ("Mul" | "Add" | "Sub" | "Div") => {
+                let (a, b) = (get(0)?, get(1)?);
+                if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
+                    return Err(self.err(format!("node {label}: constant {op} of shapes {:?} and {:?} is not folded", a.dims, b.dims)));
+                }
+                let dims = if a.len() >= b.len() { a.dims.clone() } else { b.dims.clone() };
+                let n = a.len().max(b.len());
+                let pick = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+                let (av, bv) = (a.f64s(), b.f64s());
+                let f = |x: f64, y: f64| match op {
+                    "Mul" => x * y,
+                    "Add" => x + y,
+                    "Sub" => x - y,
+                    _ => x / y,
+                };
+                let vals: Vec<f64> = (0..n).map(|i| f(pick(&av, i), pick(&bv, i))).collect();
+                Ok(if a.is_int() && b.is_int() {
+                    Const { dims, data: ConstData::I64(vals.iter().map(|&v| v as i64).collect()) }
+                } else {
+                    Const { dims, data: ConstData::F32(vals.iter().map(|&v| v as f32).collect()) }
+                })
+            }
+            other => Err(self.err(format!(
+                "node {label}: operator '{other}' on constant inputs is not supported (it does not depend on the network input)"
+            ))),
+        }
+    }
+
+    fn conv(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
+        let w = self
+            .constant(
+                node.input.get(1).map(String::as_str).unwrap_or(""),
+                label,
+                "weight",
+            )?
+            .clone();
+        if xs.len() != 4 {
+            return Err(self.err(format!(
+                "node {label}: only 2-D convolutions on (N, C, H, W) inputs are supported; input shape is {xs:?}"
+            )));
+        }
+        if w.dims.len() != 4 {
+            return Err(self.err(format!(
+                "node {label}: weight has shape {:?}; OIHW expected",
+                w.dims
+            )));
+        }
+        let kernel = [w.dims[2], w.dims[3]];
+        if let Some(ks) = attr_ints(node, "kernel_shape") {
+            if ks.len() != 2 || ks[0] as usize != kernel[0] || ks[1] as usize != kernel[1] {
+                return Err(self.err(format!(
+                    "node {label}: kernel_shape {ks:?} does not match the weight shape {:?}",
+                    w.dims
+                )));
+            }
+        }
+        let stride = pair(node, "strides", label).map_err(|m| self.err(m))?;
+        let dilation = pair(node, "dilations", label).map_err(|m| self.err(m))?;
+        let groups = attr_int(node, "group", 1);
+        if groups < 1 {
+            return Err(self.err(format!("node {label}: group = {groups} must be ≥ 1")));
+        }
+        let groups = groups as usize;
+        if w.dims[1] * groups != xs[1] {
+            return Err(self.err(format!(
+                "node {label}: weight {:?} with group {groups} expects {} input channels, but the input {xs:?} has {}",
+                w.dims,
+                w.dims[1] * groups,
+                xs[1]
+            )));
+        }
+        let mut pads = self.spatial_pads(node, label, [xs[2], xs[3]], kernel, stride, dilation)?;
+        let mut input = x;
+        let mut mode = PaddingMode::Zeros;
+        let single_reader = self.readers.get(&node.input[0]).copied() == Some(1);
+        if let (Some(p), true) = (self.pads.get(&x).copied(), single_reader) {
+            match p.mode {
+                PaddingMode::Zeros if p.zero_fill => {
+                    for (pad, extra) in pads.iter_mut().zip(p.spatial) {
+                        *pad += extra;
+                    }
+                    input = p.input;
+                }
+                PaddingMode::Circular if pads == [0; 4] => {
+                    pads = p.spatial;
+                    mode = PaddingMode::Circular;
+                    input = p.input;
+                }
+                _ => {}
+            }
+        }
+        let in_shape = self.shape_of(input);
+        let conv = conv_for(
+            &in_shape, w.dims[0], kernel, stride, dilation, groups, pads, mode,
+        )
+        .map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
+            None => None,
+        };
+        self.push(
+            node,
+            label,
+            "Conv",
+            Op::Conv {
+                conv,
+                weight: w.f32s(),
+                bias,
+            },
+            &[input],
+        )
+    }
+
+    /// Conv/pool pads `[top, left, bottom, right]` from `pads` or `auto_pad`.
+    fn spatial_pads(
+        &self,
+        node: &NodeProto,
+        label: &str,
+        size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Result<[usize; 4]> {
+        let auto = attr_string(node, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+        match auto.as_str() {
+            "NOTSET" => {
+                let p = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+                if p.len() != 4 || p.iter().any(|&v| v < 0) {
+                    return Err(self.err(format!("node {label}: pads {p:?} must be 4 non-negative values [top, left, bottom, right]")));
+                }
+                Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
+            }
+            "VALID" => Ok([0; 4]),
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let mut pads = [0; 4];
+                for a in 0..2 {
+                    let out = size[a].div_ceil(stride[a]);
+                    let extent = dilation[a] * (kernel[a] - 1) + 1;
+                    let total = ((out - 1) * stride[a] + extent).saturating_sub(size[a]);
+                    let small = total / 2;
+                    let (begin, end) = if auto == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
+                    pads[a] = begin;
+                    pads[a + 2] = end;
+                }
+                Ok(pads)
+            }
+            other => Err(self.err(format!("node {label}: auto_pad '{other}' is not valid"))),
+        }
+    }
+
+    fn gemm(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
+        if attr_int(node, "transA", 0) != 0 {
+            return Err(self.err(format!(
+                "node {label}: Gemm with transA = 1 is not supported"
+            )));
+        }
+        if xs.len() != 2 {
+            return Err(self.err(format!("node {label}: Gemm needs a 2-D input, got {xs:?}")));
+        }
+        let alpha = attr_float(node, "alpha", 1.0) as f32;
+        let beta = attr_float(node, "beta", 1.0) as f32;
+        let b = self
+            .constant(
+                node.input.get(1).map(String::as_str).unwrap_or(""),
+                label,
+                "weight B",
+            )?
+            .clone();
+        if b.dims.len() != 2 {
+            return Err(self.err(format!(
+                "node {label}: weight B has shape {:?}; 2-D expected",
+                b.dims
+            )));
+        }
+        let (rows, cols, mut w) = if attr_int(node, "transB", 0) != 0 {
+            (b.dims[0], b.dims[1], b.f32s())
+        } else {
+            (
+                b.dims[1],
+                b.dims[0],
+                transpose(&b.f32s(), b.dims[0], b.dims[1]),
+            )
+        };
+        if alpha != 1.0 {
+            w.iter_mut().for_each(|v| *v *= alpha);
+        }
+        let bias = match self.optional_const(node, 2) {
+            Some(c) if c.len() == rows || c.len() == 1 => {
+                let v = c.f32s();
+                Some(
+                    (0..rows)
+                        .map(|i| beta * v[if v.len() == 1 { 0 } else { i }])
+                        .collect(),
+                )
+            }
+            Some(c) => {
+                return Err(self.err(format!(
+                    "node {label}: bias C of shape {:?} does not fit {rows} outputs",
+                    c.dims
+                )))
+            }
+            None => None,
+        };
+        self.push(
+            node,
+            label,
+            "Gemm",
+            Op::Dense {
+                weight: w,
+                rows,
+                cols,
+                bias,
+            },
+            &[x],
+        )
+    }
+
+    fn add_sub(&mut self, node: &NodeProto, label: &str, sub: bool) -> Result<()> {
+        let kind = if sub { "Sub" } else { "Add" };
+        let (a, b) = (
+            node.input[0].as_str(),
+            node.input.get(1).map(String::as_str).unwrap_or(""),
+        );
+        match (self.values.get(a).copied(), self.values.get(b).copied()) {
+            (Some(va), Some(vb)) => {
+                let op = if sub { Op::Sub } else { Op::Add };
+                self.push(node, label, kind, op, &[va, vb])
+            }
+            (Some(v), None) | (None, Some(v)) => {
+                let var_first = self.values.get(a) == Some(&v);
+                let c = self
+                    .constant(if var_first { b } else { a }, label, "operand")?
+                    .clone();
+                let shape = self.shape_of(v);
+                let mut shift = Broadcast::from_constant(&c.dims, &c.f64s(), &shape)
+                    .map_err(|e| self.err(format!("node {label}: {e}")))?;
+                let mut scale = 1.0;
+                if sub && var_first {
+                    shift.values.iter_mut().for_each(|s| *s = -*s);
+                } else if sub {
+                    scale = -1.0;
+                }
+                self.push(
+                    node,
+                    label,
+                    kind,
+                    Op::Affine {
+                        scale: Broadcast::scalar(scale),
+                        shift,
+                    },
+                    &[v],
+                )
+            }
+            (None, None) => unreachable!("all-constant nodes are folded"),
+        }
+    }
+
+    fn mul_div(&mut self, node: &NodeProto, label: &str, div: bool) -> Result<()> {
+        let kind = if div { "Div" } else { "Mul" };
+        let (a, b) = (
+            node.input[0].as_str(),
+            node.input.get(1).map(String::as_str).unwrap_or(""),
+        );
+        match (self.values.get(a).copied(), self.values.get(b).copied()) {
+            (Some(va), Some(vb)) if !div => {
+                // x · Sigmoid(x) is SiLU.
+                for (x, s) in [(va, vb), (vb, va)] {
+                    if let Some((op, src)) = self.producer.get(&s) {
+                        if op == "Sigmoid" && *src == x {
+                            return self.push(
+                                node,
+                                label,
+                                "Silu",
+                                Op::Activation(Activation::Silu),
+                                &[x],
+                            );
+                        }
+                    }
+                }
+                Err(self.err(format!(
+                    "node {label}: Mul of two activations (other than x·Sigmoid(x)) has no global Lipschitz constant; not supported"
+                )))
+            }
+            (Some(v), None) if div || self.values.contains_key(a) => {
+                let c = self.constant(b, label, "operand")?.clone();
+                self.scale_by(node, label, kind, v, &c, div)
+            }
+            (None, Some(v)) if !div => {
+                let c = self.constant(a, label, "operand")?.clone();
+                self.scale_by(node, label, kind, v, &c, false)
+            }
+            _ => Err(self.err(format!(
+                "node {label}: {kind} with an activation as divisor is not Lipschitz; not supported"
+            ))),
+        }
+    }
+
+    fn scale_by(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        kind: &str,
+        v: ValueId,
+        c: &Const,
+        invert: bool,
+    ) -> Result<()> {
+        let shape = self.shape_of(v);
+        let mut vals = c.f64s();
+        if invert {
+            if let Some(z) = vals.iter().position(|&d| d == 0.0) {
+                return Err(self.err(format!(
+                    "node {label}: division by zero (divisor element {z})"
+                )));
+            }
+            vals.iter_mut().for_each(|d| *d = 1.0 / *d);
+        }
+        let scale = Broadcast::from_constant(&c.dims, &vals, &shape)
+            .map_err(|e| self.err(format!("node {label}: {e}")))?;
+        self.push(
+            node,
+            label,
+            kind,
+            Op::Affine {
+                scale,
+                shift: Broadcast::scalar(0.0),
+            },
+            &[v],
+        )
+    }
+
+    fn batch_norm(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        x: ValueId,
+        xs: &[usize],
+    ) -> Result<()> {
+        if xs.len() < 2 {
+            return Err(self.err(format!(
+                "node {label}: BatchNormalization needs a (N, C, …) input, got {xs:?}"
+            )));
+        }
+        let c = xs[1];
+        let mut p = Vec::new();
+        for (i, role) in ["scale", "bias", "mean", "var"].iter().enumerate() {
+            let t = self.constant(
+                node.input.get(i + 1).map(String::as_str).unwrap_or(""),
+                label,
+                role,
+            )?;
+            if t.len() != c {
+                return Err(self.err(format!(
+                    "node {label}: {role} has {} entries but the input {xs:?} has {c} channels",
+                    t.len()
+                )));
+            }
+            p.push(t.f64s());
+        }
+        let eps = attr_float(node, "epsilon", 1e-5);
+        let mut a = Vec::with_capacity(c);
+        let mut b = Vec::with_capacity(c);
+        for (k, &v) in p[3].iter().enumerate() {
+            let var = v + eps;
+            if var <= 0.0 {
+                return Err(self.err(format!(
+                    "node {label}: variance + epsilon = {var} ≤ 0 in channel {k}"
+                )));
+            }
+            let s = p[0][k] / var.sqrt();
+            a.push(s);
+            b.push(p[1][k] - p[2][k] * s);
+        }
+        let inner = xs[2..].iter().product::<usize>().max(1);
+        let op = Op::Affine {
+            scale: Broadcast { values: a, inner },
+            shift: Broadcast { values: b, inner },
+        };
+        self.push(node, label, "BatchNormalization", op, &[x])
+    }
+
+    fn pool(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
+        if xs.len() != 4 {
+            return Err(self.err(format!(
+                "node {label}: only 2-D pooling on (N, C, H, W) is supported; input {xs:?}"
+            )));
+        }
+        let k = attr_ints(node, "kernel_shape")
+            .ok_or_else(|| self.err(format!("node {label}: kernel_shape is required")))?;
+        if k.len() != 2 || k.iter().any(|&v| v < 1) {
+            return Err(self.err(format!(
+                "node {label}: kernel_shape {k:?} must be two values ≥ 1"
+            )));
+        }
+        let kernel = [k[0] as usize, k[1] as usize];
+        let stride = pair(node, "strides", label).map_err(|m| self.err(m))?;
+        let dilation = pair(node, "dilations", label).map_err(|m| self.err(m))?;
+        let pads = self.spatial_pads(node, label, [xs[2], xs[3]], kernel, stride, dilation)?;
+        let pool = Pool2d {
+            kernel,
+            stride,
+            pads,
+            dilation,
+            ceil_mode: attr_int(node, "ceil_mode", 0) != 0,
+        };
+        if node.op_type == "MaxPool" {
+            self.push(node, label, "MaxPool", Op::MaxPool(pool), &[x])
+        } else {
+            let count_include_pad = attr_int(node, "count_include_pad", 0) != 0;
+            self.push(
+                node,
+                label,
+                "AveragePool",
+                Op::AvgPool {
+                    pool,
+                    count_include_pad,
+                },
+                &[x],
+            )
+        }
+    }
+
+    fn pad(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
+        let mode = attr_string(node, "mode").unwrap_or_else(|| "constant".into());
+        let r = xs.len();
+        let (mut pads, value) = if self.opset < 11 {
+            (
+                attr_ints(node, "pads").unwrap_or_default(),
+                attr_float(node, "value", 0.0),
+            )
+        } else {
+            let p = self
+                .constant(
+                    node.input.get(1).map(String::as_str).unwrap_or(""),
+                    label,
+                    "pads",
+                )?
+                .i64s();
+            let v = self
+                .optional_const(node, 2)
+                .map(|c| c.f64s().first().copied().unwrap_or(0.0))
+                .unwrap_or(0.0);
+            (p, v)
+        };
+        if let Some(axes) = self.optional_const(node, 3).map(|c| c.i64s()) {
+            let mut full = vec![0i64; 2 * r];
+            for (i, &a) in axes.iter().enumerate() {
+                let a = norm_axis(a, r as i64)
+                    .ok_or_else(|| self.err(format!("node {label}: pad axis {a} out of range")))?;
+                full[a] = pads.get(i).copied().unwrap_or(0);
+                full[a + r] = pads.get(i + axes.len()).copied().unwrap_or(0);
+            }
+            pads = full;
+        }
+        if pads.len() != 2 * r {
+            return Err(self.err(format!(
+                "node {label}: pads has {} values for a rank-{r} input (expected {})",
+                pads.len(),
+                2 * r
+            )));
+        }
+        let out: Vec<i64> = (0..r)
+            .map(|k| xs[k] as i64 + pads[k] + pads[k + r])
+            .collect();
+        if out.iter().any(|&d| d <= 0) {
+            return Err(self.err(format!(
+                "node {label}: pads {pads:?} leave an empty tensor from {xs:?}"
+            )));
+        }
+        let out: Vec<usize> = out.iter().map(|&d| d as usize).collect();
+        let total: usize = out.iter().product();
+        if total > super::graph::MAX_TENSOR_ELEMENTS {
+            return Err(self.err(format!("node {label}: padded shape {out:?} is too large")));
+        }
+        if mode == "reflect" && (0..r).any(|k| pads[k].max(pads[k + r]) >= xs[k] as i64) {
+            return Err(self.err(format!(
+                "node {label}: reflect pads {pads:?} must be smaller than the input {xs:?}"
+            )));
+        }
+        let m = match mode.as_str() {
+            "constant" => 0,
+            "reflect" => 1,
+            "edge" => 2,
+            "wrap" => 3,
+            other => {
+                return Err(self.err(format!("node {label}: pad mode '{other}' is not supported")))
+            }
+        };
+        let mut index = Vec::with_capacity(total);
+        let mut idx = vec![0usize; r];
+        for _ in 0..total {
+            let mut src = 0usize;
+            let mut inside = true;
+            for k in 0..r {
+                let n = xs[k] as i64;
+                let mut p = idx[k] as i64 - pads[k];
+                if p < 0 || p >= n {
+                    match m {
+                        0 => inside = false,
+                        1 => {
+                            p = if p < 0 { -p } else { 2 * (n - 1) - p };
+                        }
+                        2 => p = p.clamp(0, n - 1),
+                        _ => p = p.rem_euclid(n),
+                    }
+                }
+                src = src * xs[k] + p.clamp(0, n - 1) as usize;
+            }
+            index.push(if inside { src as u32 } else { u32::MAX });
+            for k in (0..r).rev() {
+                idx[k] += 1;
+                if idx[k] < out[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        self.push(
+            node,
+            label,
+            "Pad",
+            Op::Gather {
+                index,
+                fill: value,
+                shape: out,
+            },
+            &[x],
+        )?;
+        let spatial_only = r == 4
+            && pads[..2].iter().chain(&pads[4..6]).all(|&p| p == 0)
+            && pads.iter().all(|&p| p >= 0);
+        if spatial_only && (m == 0 || m == 3) {
+            let v = self.values[&node.output[0]];
+            self.pads.insert(
+                v,
+                PadInfo {
+                    input: x,
+                    mode: if m == 3 {
+                        PaddingMode::Circular
+                    } else {
+                        PaddingMode::Zeros
+                    },
+                    zero_fill: value == 0.0,
+                    spatial: [
+                        pads[2] as usize,
+                        pads[3] as usize,
+                        pads[6] as usize,
+                        pads[7] as usize,
+                    ],
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+fn from_raw(bytes: &[u8], dt: DataType) -> ConstData {
+    match dt {
+        DataType::Float => ConstData::F32(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        DataType::Double => ConstData::F32(
+            bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+        ),
+        DataType::Float16 => ConstData::F32(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        DataType::Bfloat16 => ConstData::F32(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        DataType::Int64 => ConstData::I64(
+            bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        ),
+        DataType::Int32 => ConstData::I64(
+            bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        DataType::Int16 => ConstData::I64(
+            bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]) as i64)
+                .collect(),
+        ),
+        DataType::Int8 => ConstData::I64(bytes.iter().map(|&b| b as i8 as i64).collect()),
+        _ => ConstData::I64(bytes.iter().map(|&b| b as i64).collect()),
+    }
+}
+
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; v.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = v[i * cols + j];
+        }
+    }
+    t
+}
+
+fn find_attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
+    find_attr(node, name).map(|a| a.i).unwrap_or(default)
+}
+
+fn attr_float(node: &NodeProto, name: &str, default: f64) -> f64 {
+    find_attr(node, name).map(|a| a.f as f64).unwrap_or(default)
+}
+
+fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    find_attr(node, name).map(|a| a.ints.clone())
+}
+
+fn attr_string(node: &NodeProto, name: &str) -> Option<String> {
+    find_attr(node, name)
+        .filter(|a| a.r#type == AttributeType::String as i32 || !a.s.is_empty())
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+}
+
+/// A two-element spatial attribute (`strides`, `dilations`), 1 by default, each ≥ 1.
+fn pair(node: &NodeProto, name: &str, label: &str) -> std::result::Result<[usize; 2], String> {
+    match attr_ints(node, name) {
+        None => Ok([1, 1]),
+        Some(v) if v.len() == 2 && v.iter().all(|x| (1..=1 << 20).contains(x)) => {
+            Ok([v[0] as usize, v[1] as usize])
+        }
+        Some(v) => Err(format!("node {label}: {name} {v:?} must be two values ≥ 1")),
+    }
+}
+
+fn norm_axis(a: i64, rank: i64) -> Option<usize> {
+    let a = if a < 0 { a + rank } else { a };
+    (0..rank).contains(&a).then_some(a as usize)
+}
+
+fn resolve_reshape(
+    xs: &[usize],
+    target: &[i64],
+    allowzero: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    let n: usize = xs.iter().product();
+    let mut out = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (k, &t) in target.iter().enumerate() {
+        match t {
+            -1 if infer.is_none() => {
+                infer = Some(k);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(
+                *xs.get(k)
+                    .ok_or_else(|| format!("reshape 0 at axis {k} has no input axis"))?,
+            ),
+            t if t > 0 => out.push(t as usize),
+            t => {
+                return Err(format!(
+                    "reshape target {target:?} has an invalid entry {t}"
+                ))
+            }
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(k) = infer {
+        if known == 0 || !n.is_multiple_of(known) {
+            return Err(format!("cannot reshape {xs:?} to {target:?}"));
+        }
+        out[k] = n / known;
+    }
+    if out.iter().product::<usize>() != n {
+        return Err(format!(
+            "cannot reshape {xs:?} ({n} elements) to {target:?}"
+        ));
+    }
+    Ok(out)
+}
+
+fn squeeze_shape(
+    xs: &[usize],
+    axes: Option<&[i64]>,
+    unsqueeze: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    if unsqueeze {
+        let axes = axes.ok_or("Unsqueeze needs axes")?;
+        let r = (xs.len() + axes.len()) as i64;
+        let mut ax: Vec<usize> = axes
+            .iter()
+            .map(|&a| norm_axis(a, r).ok_or(format!("axis {a} out of range")))
+            .collect::<std::result::Result<_, _>>()?;
+        ax.sort_unstable();
+        let mut out = Vec::with_capacity(r as usize);
+        let mut it = xs.iter();
+        for k in 0..r as usize {
+            if ax.contains(&k) {
+                out.push(1);
+            } else {
+                out.push(*it.next().ok_or("bad Unsqueeze axes")?);
+            }
+        }
+        Ok(out)
+    } else {
+        let r = xs.len() as i64;
+        let ax: Vec<usize> = match axes {
+            Some(a) => a
+                .iter()
+                .map(|&a| norm_axis(a, r).ok_or(format!("axis {a} out of range")))
+                .collect::<std::result::Result<_, _>>()?,
+            None => (0..xs.len()).filter(|&k| xs[k] == 1).collect(),
+        };
+        if let Some(&k) = ax.iter().find(|&&k| xs[k] != 1) {
+            return Err(format!("cannot squeeze axis {k} of size {}", xs[k]));
+        }
+        Ok(xs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !ax.contains(k))
+            .map(|(_, &d)| d)
+            .collect())
+    }
+}
