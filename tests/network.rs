@@ -2,6 +2,8 @@
 //! bound and the lower bound, against reference values computed independently by
 //! scripts/make_onnx_fixtures.py (NumPy convolution, explicit matrices, NumPy SVD).
 
+use lipschitz::conv::{conv2d_norm, ConvMethod};
+use lipschitz::network::Op;
 use lipschitz::network::{
     analyze, empirical_lower_bound, eval::Evaluator, load_onnx, load_onnx_bytes, Analysis,
     AnalysisOptions, ImportOptions, LowerOptions, Network,
@@ -175,8 +177,23 @@ fn batch_norm_is_folded_into_the_conv_it_follows() {
     assert_eq!(report.layers[0].folded, vec!["bn1".to_string()]);
     assert_eq!(report.layers[1].folded, vec!["bn2".to_string()]);
     assert!(report.layers[2].folded.is_empty());
-    // Folding is tighter than bounding BatchNorm on its own.
-    assert!(report.network.upper < report.network.naive_product);
+    // Folding is tighter than bounding the conv and the BatchNorm separately.
+    let net = load("cnn_bn.onnx");
+    let (conv, weight) = match &net.nodes[0].op {
+        Op::Conv { conv, weight, .. } => (conv.clone(), weight.clone()),
+        other => panic!("first node is {other:?}"),
+    };
+    let alone = conv2d_norm(&weight, &conv, ConvMethod::Auto, &Options::with_rtol(1e-6)).unwrap();
+    let bn = match &net.nodes[1].op {
+        Op::Affine { scale, .. } => scale.max_abs(),
+        other => panic!("second node is {other:?}"),
+    };
+    assert!(
+        report.layers[0].upper < 0.99 * alone.bound.lower * bn,
+        "folded {} vs separate {}·{bn}",
+        report.layers[0].upper,
+        alone.bound.lower
+    );
 }
 
 #[test]

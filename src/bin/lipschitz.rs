@@ -236,7 +236,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         seconds: b.seconds,
         folded: Vec::new(),
         circular: false,
-        bound: b.clone(),
+        bound: b,
     };
     let report = Analysis {
         model: format!("dense matrix {}", path.display()),

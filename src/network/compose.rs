@@ -20,10 +20,13 @@ use super::graph::{Network, Op};
 use super::lower::{empirical_lower_bound, LowerBound, LowerOptions};
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::conv::{conv2d_norm, ConvMethod};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spectral::{dense_norm, spectral_norm_with, Hints};
 use crate::LinearOperator;
+use rayon::prelude::*;
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Options for a network analysis.
@@ -106,7 +109,8 @@ pub struct NetworkResult {
     pub upper: f64,
     /// Certificate of `upper`.
     pub certificate: String,
-    /// AutoLip with every node bounded separately (no folding, no merging).
+    /// AutoLip with every node bounded separately: the same composition without merging
+    /// linear runs (BatchNorm stays folded).
     pub naive_product: f64,
     /// Details of the lower-bound search.
     pub lower_search: Option<LowerBound>,
@@ -155,7 +159,7 @@ struct Folded {
 pub fn analyze(
     net: &Network,
     opts: &AnalysisOptions,
-    progress: &mut dyn FnMut(Progress<'_>),
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Analysis> {
     let started = Instant::now();
     opts.layer.validate()?;
@@ -168,33 +172,53 @@ pub fn analyze(
     let total = layer_nodes.len() + 1 + usize::from(opts.lower.is_some());
     let mut absorbed_by = vec![usize::MAX; net.nodes.len()];
     let mut factor = vec![f64::NAN; net.nodes.len()];
-    let mut naive_factor = vec![f64::NAN; net.nodes.len()];
     let mut certificates = Vec::new();
-    let mut layers = Vec::new();
 
-    for (done, &k) in layer_nodes.iter().enumerate() {
-        let node = &net.nodes[k];
-        progress(Progress {
-            done,
-            total,
-            what: &node.name,
-        });
+    // Folding is decided in graph order (a scale between two layers goes to the first);
+    // the layers are then bounded concurrently, each with its share of the memory limit.
+    let mut folds = Vec::with_capacity(layer_nodes.len());
+    for &k in &layer_nodes {
         let folded = fold(net, k, &consumers, &producer, &live, &absorbed_by);
         for &a in &folded.absorbed {
             absorbed_by[a] = k;
         }
-        let (mut bound, method, circular) = layer_bound(node, &folded.weight, &opts.layer)?;
-        if !folded.absorbed.is_empty() {
-            widen_for_rounding(&mut bound, node, &folded.weight);
-        }
-        let naive = if folded.absorbed.is_empty() {
-            bound.upper
-        } else {
-            let (b, _, _) = layer_bound(node, weights_of(node), &cheap(&opts.layer))?;
-            b.upper
-        };
+        folds.push(folded);
+    }
+    let per_layer = Options {
+        memory_limit: opts.layer.memory_limit / rayon::current_num_threads().max(1),
+        ..opts.layer.clone()
+    };
+    let done = AtomicUsize::new(0);
+    let progress_lock = Mutex::new(progress);
+    let bounds: Vec<Result<(Bound, String, bool)>> = layer_nodes
+        .par_iter()
+        .zip(&folds)
+        .map(|(&k, folded)| {
+            let node = &net.nodes[k];
+            let (mut bound, method, circular) = layer_bound(node, &folded.weight, &per_layer)?;
+            if !folded.absorbed.is_empty() {
+                widen_for_rounding(&mut bound, node, &folded.weight);
+            }
+            let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Ok(mut p) = progress_lock.lock() {
+                p(Progress {
+                    done: finished,
+                    total,
+                    what: &node.name,
+                });
+            }
+            Ok((bound, method, circular))
+        })
+        .collect();
+    let progress = progress_lock
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut layers = Vec::with_capacity(layer_nodes.len());
+    for ((&k, folded), result) in layer_nodes.iter().zip(&folds).zip(bounds) {
+        let node = &net.nodes[k];
+        let (bound, method, circular) =
+            result.map_err(|e| Error::model(&net.source, format!("layer '{}': {e}", node.name)))?;
         factor[k] = bound.upper;
-        naive_factor[k] = naive;
         certificates.push(bound.certificate);
         layers.push(LayerResult {
             name: node.name.clone(),
@@ -227,7 +251,6 @@ pub fn analyze(
             continue;
         }
         let own = node_lipschitz(net, k)?;
-        naive_factor[k] = own;
         factor[k] = if absorbed_by[k] != usize::MAX {
             1.0
         } else {
@@ -235,6 +258,7 @@ pub fn analyze(
         };
     }
     let mut merged_runs = Vec::new();
+    let mut tightened = false;
     if opts.merge_linear_runs {
         for run in linear_runs(net, &live, &consumers) {
             let product: f64 = run.iter().map(|&k| factor[k]).product();
@@ -247,6 +271,7 @@ pub fn analyze(
                 certificate: b.certificate.label(),
             });
             if b.upper < product {
+                tightened = true;
                 // The whole run's factor sits on its last node.
                 for &k in &run {
                     factor[k] = 1.0;
@@ -256,8 +281,12 @@ pub fn analyze(
             }
         }
     }
-    let upper = compose(net, &live, &factor);
-    let naive_product = compose(net, &live, &naive_factor);
+    let naive_product = compose(net, &live, &factor);
+    let upper = if tightened {
+        compose(net, &live, &factor)
+    } else {
+        naive_product
+    };
     let certificate = combine(&certificates);
     let lower_search = match &opts.lower {
         Some(lo) => {
@@ -292,21 +321,6 @@ pub fn analyze(
         },
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Options for the cheap comparison bounds of unfolded layers.
-fn cheap(opts: &Options) -> Options {
-    Options {
-        rtol: opts.rtol.max(1e-2),
-        ..opts.clone()
-    }
-}
-
-fn weights_of(node: &super::graph::Node) -> &[f32] {
-    match &node.op {
-        Op::Conv { weight, .. } | Op::Dense { weight, .. } => weight,
-        _ => &[],
-    }
 }
 
 /// The producing node of every value (`usize::MAX` for the input).

@@ -1,0 +1,188 @@
+//! The `lipschitz` command line as users and the acceptance checks run it (DESIGN §4):
+//! the demo with no arguments, `analyze` with `--json`, exit codes and one-line errors.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lipschitz"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run lipschitz")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+#[test]
+fn no_arguments_analyses_the_demo_network() {
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "demo",
+        "stem",
+        "Conv",
+        "Gemm",
+        "upper bound",
+        "lower bound",
+        "folded in",
+    ] {
+        assert!(
+            text.contains(needle),
+            "demo output lacks '{needle}':\n{text}"
+        );
+    }
+}
+
+#[test]
+fn analyze_json_follows_the_contract() {
+    let path = fixture("residual.onnx");
+    let out = run(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--json",
+        "--rtol",
+        "1e-5",
+    ]);
+    let v = json_of(&out);
+    assert_eq!(v["input_shape"], serde_json::json!([1, 2, 6, 6]));
+    let layers = v["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["stem", "conv1", "conv2", "fc"]);
+    let ops: Vec<&str> = layers.iter().map(|l| l["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["Conv", "Conv", "Conv", "MatMul"]);
+    for l in layers {
+        let (lo, up) = (l["lower"].as_f64().unwrap(), l["upper"].as_f64().unwrap());
+        assert!(0.0 < lo && lo <= up && up <= lo * (1.0 + 1e-4), "{l}");
+        assert!(l["certificate"].is_string());
+    }
+    assert_eq!(layers[1]["folded"], serde_json::json!(["bn1"]));
+    let n = &v["network"];
+    let (lo, up) = (n["lower"].as_f64().unwrap(), n["upper"].as_f64().unwrap());
+    assert!(0.0 < lo && lo <= up, "{n}");
+    // The reference composition of scripts/make_onnx_fixtures.py.
+    let refs: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).unwrap()).unwrap();
+    let want = refs["residual.onnx"]["network_upper"].as_f64().unwrap();
+    assert!(
+        up >= want * (1.0 - 1e-9) && up <= want * (1.0 + 1e-3),
+        "{up} vs {want}"
+    );
+    assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("error"));
+}
+
+#[test]
+fn input_shape_flag_serves_dynamic_models() {
+    let path = fixture("dynamic.onnx");
+    let out = run(&["analyze", path.to_str().unwrap(), "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("--input-shape"),
+        "{err}"
+    );
+    let out = run(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--json",
+        "--input-shape",
+        "1,3,7,9",
+    ]);
+    let v = json_of(&out);
+    assert_eq!(v["input_shape"], serde_json::json!([1, 3, 7, 9]));
+    assert_eq!(
+        v["layers"][0]["output_shape"],
+        serde_json::json!([1, 4, 7, 9])
+    );
+}
+
+#[test]
+fn bad_input_exits_nonzero_with_one_error_line() {
+    let dir = std::env::temp_dir().join(format!("lipschitz-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let noise = dir.join("noise.onnx");
+    std::fs::write(
+        &noise,
+        (0..4096u32)
+            .map(|i| (i * 2654435761) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "analyze".into(),
+                fixture("unsupported_op.onnx").display().to_string(),
+            ],
+            "Cos",
+        ),
+        (
+            vec![
+                "analyze".into(),
+                fixture("nan_weight.onnx").display().to_string(),
+            ],
+            "non-finite",
+        ),
+        (
+            vec![
+                "analyze".into(),
+                fixture("bad_channels.onnx").display().to_string(),
+            ],
+            "channels",
+        ),
+        (
+            vec!["analyze".into(), "/no/such/model.onnx".into()],
+            "/no/such/model.onnx",
+        ),
+        (vec!["analyze".into(), empty.display().to_string()], "empty"),
+        (
+            vec!["analyze".into(), noise.display().to_string()],
+            "noise.onnx",
+        ),
+        (
+            vec![
+                "analyze".into(),
+                fixture("mlp.onnx").display().to_string(),
+                "--rtol".into(),
+                "-1".into(),
+            ],
+            "rtol",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: '{err}' lacks '{needle}'"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
