@@ -57,6 +57,7 @@ impl Graph {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn conv_bn(
         &mut self,
         x: String,
