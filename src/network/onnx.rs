@@ -336,16 +336,8 @@ impl Importer {
                         user.len()
                     )));
                 }
-                for (axis, (dv, &u)) in d.iter().zip(user).enumerate() {
-                    if let Some(v) = dv {
-                        if axis > 0 && *v != u {
-                            return Err(self.err(format!(
-                                "input '{}' is declared with size {v} on axis {axis}, but --input-shape gives {u}",
-                                input.name
-                            )));
-                        }
-                    }
-                }
+                // Declared sizes are overridden: conv nets accept any image size, and shape
+                // inference below checks that the graph still fits together.
             }
             return Ok(user.iter().map(|&d| d as usize).collect());
         }

@@ -1,0 +1,43 @@
+//! Network benchmarks: loading a 47 MB ResNet-18-shaped ONNX file, and bounding the whole
+//! network (every layer to rtol 1e-3, composed bound, lower-bound search) at 1×3×224×224.
+
+#[path = "common/resnet18.rs"]
+mod resnet18;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use lipschitz::network::{analyze, load_onnx, AnalysisOptions, ImportOptions, LowerOptions};
+use lipschitz::Options;
+use std::time::Duration;
+
+fn network(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join("lipschitz-bench-network");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("resnet18.onnx");
+    std::fs::write(&path, resnet18::resnet18_onnx(224, 18)).unwrap();
+    let mut g = c.benchmark_group("network");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("onnx_load/resnet18_47MB", |b| {
+        b.iter(|| load_onnx(&path, &ImportOptions::default()).unwrap())
+    });
+    let net = load_onnx(&path, &ImportOptions::default()).unwrap();
+    g.measurement_time(Duration::from_secs(60));
+    for lower in [false, true] {
+        let opts = AnalysisOptions {
+            layer: Options::with_rtol(1e-3),
+            lower: lower.then(LowerOptions::default),
+            merge_linear_runs: true,
+        };
+        let name = if lower {
+            "with_lower_bound"
+        } else {
+            "upper_only"
+        };
+        g.bench_function(format!("resnet18_224_rtol1e-3/{name}"), |b| {
+            b.iter(|| analyze(&net, &opts, &mut |_| {}).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, network);
+criterion_main!(benches);
