@@ -1,4 +1,4 @@
-//! Generates the C header `include/lipschitz.h` from `src/capi.rs` with cbindgen.
+//! Generates the C header `include/lipschitz.h` from `src/capi/` with cbindgen.
 //!
 //! The header is committed. The build always writes a fresh copy to `$OUT_DIR/lipschitz.h`;
 //! outside CI it also refreshes `include/lipschitz.h` so that developers see the change in
@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/capi.rs");
+    println!("cargo:rerun-if-changed=src/capi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=CI");
     let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -17,11 +17,33 @@ fn main() {
         .expect("cbindgen.toml is valid");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(crate_dir.join("src/capi.rs"))
+        .with_src(crate_dir.join("src/capi/mod.rs"))
+        .with_src(crate_dir.join("src/capi/network.rs"))
         .generate()
-        .expect("cbindgen can parse src/capi.rs");
+        .expect("cbindgen can parse src/capi/");
     bindings.write_to_file(out_dir.join("lipschitz.h"));
+    write_pkg_config(&crate_dir, &out_dir);
     if std::env::var_os("CI").is_none() {
         bindings.write_to_file(crate_dir.join("include/lipschitz.h"));
     }
+}
+
+/// Writes `lipschitz.pc` into the profile directory (`target/<profile>/`, beside the
+/// libraries), pointing at this checkout's `include/` and that directory:
+/// `PKG_CONFIG_PATH=target/release pkg-config --cflags --libs lipschitz`.
+fn write_pkg_config(crate_dir: &std::path::Path, out_dir: &std::path::Path) {
+    // OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
+    let Some(profile_dir) = out_dir.ancestors().nth(3) else {
+        return;
+    };
+    let pc = format!(
+        "prefix={root}\nincludedir=${{prefix}}/include\nlibdir={lib}\n\n\
+         Name: lipschitz\nDescription: Certified Lipschitz constants of neural networks\n\
+         Version: {version}\nCflags: -I${{includedir}}\nLibs: -L${{libdir}} -llipschitz\n\
+         Libs.private: -lpthread -ldl -lm\n",
+        root = crate_dir.display(),
+        lib = profile_dir.display(),
+        version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
+    );
+    let _ = std::fs::write(profile_dir.join("lipschitz.pc"), pc);
 }

@@ -13,6 +13,21 @@
 #include <stdint.h>
 
 /**
+ * Major version of the library this header belongs to (compare with `lip_version()`).
+ */
+#define LIP_VERSION_MAJOR 0
+
+/**
+ * Minor version.
+ */
+#define LIP_VERSION_MINOR 1
+
+/**
+ * Patch version.
+ */
+#define LIP_VERSION_PATCH 0
+
+/**
  * Success.
  */
 #define LIP_OK 0
@@ -81,6 +96,85 @@
  * `LipConv2d::padding_mode`: periodic extension (PyTorch `padding_mode="circular"`).
  */
 #define LIP_PADDING_CIRCULAR 1
+
+/**
+ * `LipOptions::method`: pick the best method for each layer.
+ */
+#define LIP_METHOD_AUTO 0
+
+/**
+ * Dense SVD of the explicit matrix (small layers only).
+ */
+#define LIP_METHOD_EXACT 1
+
+/**
+ * Lanczos with full reorthogonalisation.
+ */
+#define LIP_METHOD_LANCZOS 2
+
+/**
+ * Block Lanczos.
+ */
+#define LIP_METHOD_BLOCK_LANCZOS 3
+
+/**
+ * Power iteration (the slow reference).
+ */
+#define LIP_METHOD_POWER 4
+
+/**
+ * Activation kinds for `lip_network_add_activation`.
+ */
+#define LIP_ACT_RELU 0
+
+/**
+ * LeakyReLU with slope `param` (e.g. 0.01).
+ */
+#define LIP_ACT_LEAKY_RELU 1
+
+/**
+ * tanh.
+ */
+#define LIP_ACT_TANH 2
+
+/**
+ * Logistic sigmoid.
+ */
+#define LIP_ACT_SIGMOID 3
+
+/**
+ * GELU (erf form).
+ */
+#define LIP_ACT_GELU 4
+
+/**
+ * SiLU / swish `x·σ(x)`.
+ */
+#define LIP_ACT_SILU 5
+
+/**
+ * ReLU6 (`Clip(0, 6)`).
+ */
+#define LIP_ACT_RELU6 6
+
+/**
+ * ELU with `alpha = param`.
+ */
+#define LIP_ACT_ELU 7
+
+/**
+ * Softplus.
+ */
+#define LIP_ACT_SOFTPLUS 8
+
+/**
+ * A network (read from ONNX or built in code) and its most recent analysis.
+ *
+ * Opaque to C. Building functions (`lip_network_add_*`) must not run concurrently with
+ * anything else on the same handle; the query functions may be called from several threads
+ * on one handle (they serialise on an internal lock), and different handles are independent.
+ */
+typedef struct LipNetwork LipNetwork;
 
 /**
  * A certified interval: `lower ≤ ‖W‖₂ ≤ upper`.
@@ -178,6 +272,44 @@ typedef struct LipConv2d {
   uint32_t padding_mode;
 } LipConv2d;
 
+/**
+ * Options for the `_ex` functions. Start from `lip_options_default()` and change fields.
+ */
+typedef struct LipOptions {
+  /**
+   * Relative tolerance: stop once `upper ≤ lower·(1 + rtol)` (> 0; default 1e-4).
+   */
+  double rtol;
+  /**
+   * Iteration cap per layer (default 5000).
+   */
+  uint32_t max_iterations;
+  /**
+   * Time cap per layer in seconds; 0 = none. The interval reached is reported.
+   */
+  double time_limit_seconds;
+  /**
+   * Seed of every random start (results are deterministic for a seed).
+   */
+  uint64_t seed;
+  /**
+   * Worker threads for this call; 0 = all cores (the global pool).
+   */
+  uint32_t threads;
+  /**
+   * One of the `LIP_METHOD_*` codes.
+   */
+  int32_t method;
+  /**
+   * Memory cap in bytes for kernel spectra, Krylov bases and activations (default 2 GiB).
+   */
+  uint64_t memory_limit_bytes;
+  /**
+   * Random inputs for the network lower-bound search; 0 skips the search (lower = 0).
+   */
+  uint32_t lower_samples;
+} LipOptions;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -222,6 +354,456 @@ int32_t lip_conv2d_norm(const float *weight_oihw,
                         const struct LipConv2d *conv,
                         double rtol,
                         struct LipBound *out);
+
+/**
+ * The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).
+ */
+struct LipOptions lip_options_default(void);
+
+/**
+ * [`super::lip_dense_norm`] with options (`options` may be NULL for the defaults).
+ *
+ * # Safety
+ * As `lip_dense_norm`; `options` is NULL or points to a `LipOptions`.
+ */
+int32_t lip_dense_norm_ex(const float *w,
+                          size_t rows,
+                          size_t cols,
+                          const struct LipOptions *options,
+                          struct LipBound *out);
+
+/**
+ * [`super::lip_conv2d_norm`] with options (`options` may be NULL for the defaults).
+ *
+ * # Safety
+ * As `lip_conv2d_norm`; `options` is NULL or points to a `LipOptions`.
+ */
+int32_t lip_conv2d_norm_ex(const float *weight_oihw,
+                           const struct LipConv2d *conv,
+                           const struct LipOptions *options,
+                           struct LipBound *out);
+
+/**
+ * Reads an ONNX model (external data is looked up beside it).
+ *
+ * `input_shape` (`ndim` values, e.g. {1, 3, 224, 224}) is needed for models with dynamic
+ * dimensions and overrides the declared shape otherwise; pass NULL and 0 to use the model's.
+ * Returns NULL on failure, with the reason in `lip_last_error()`. Free with
+ * `lip_network_free`.
+ *
+ * # Safety
+ * `path` is a NUL-terminated string; `input_shape` points to `ndim` values or is NULL.
+ */
+struct LipNetwork *lip_network_from_onnx(const char *path, const int64_t *input_shape, size_t ndim);
+
+/**
+ * Starts a network built in code, with the given input shape ({1, C, H, W} for images,
+ * {1, F} for vectors). Add layers with the `lip_network_add_*` functions; each reads the
+ * output of the previous one. Returns NULL on failure.
+ *
+ * # Safety
+ * `input_shape` points to `ndim` values.
+ */
+struct LipNetwork *lip_network_new(const int64_t *input_shape, size_t ndim);
+
+/**
+ * Frees a network. NULL is a no-op. The handle and every string obtained from it are
+ * invalid afterwards.
+ *
+ * # Safety
+ * `net` is NULL or a handle from `lip_network_from_onnx` / `lip_network_new` not yet freed.
+ */
+void lip_network_free(struct LipNetwork *net);
+
+/**
+ * Appends a dense layer `y = W x + b` on the last axis: `w` is `rows × cols` row-major
+ * (rows = outputs), `bias` has `rows` entries or is NULL. The arrays are copied.
+ *
+ * # Safety
+ * `net` is a live handle; `w` points to rows·cols floats; `bias` is NULL or has `rows`.
+ */
+int32_t lip_network_add_dense(struct LipNetwork *net,
+                              const float *w,
+                              size_t rows,
+                              size_t cols,
+                              const float *bias);
+
+/**
+ * Appends a conv layer. `conv` must describe the current tensor (channels, height, width);
+ * `bias` has `out_channels` entries or is NULL. The arrays are copied.
+ *
+ * # Safety
+ * `net` is a live handle; `weight_oihw` has the conv's weight count; `bias` NULL or valid.
+ */
+int32_t lip_network_add_conv2d(struct LipNetwork *net,
+                               const float *weight_oihw,
+                               const struct LipConv2d *conv,
+                               const float *bias);
+
+/**
+ * Appends an elementwise activation (`LIP_ACT_*`); `param` is LeakyReLU's slope or ELU's
+ * alpha and is ignored otherwise.
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_activation(struct LipNetwork *net, int32_t kind, double param);
+
+/**
+ * Appends inference BatchNorm over axis 1: `y = γ(x − μ)/√(σ² + ε) + β`, each array with
+ * `channels` entries (copied). It is folded into the conv or dense layer before it when the
+ * network is bounded.
+ *
+ * # Safety
+ * `net` is a live handle; the four arrays hold `channels` floats each.
+ */
+int32_t lip_network_add_batch_norm(struct LipNetwork *net,
+                                   const float *gamma,
+                                   const float *beta,
+                                   const float *mean,
+                                   const float *var,
+                                   size_t channels,
+                                   double eps);
+
+/**
+ * Appends 2-D pooling on (1, C, H, W): `max = 1` for max pooling, 0 for average pooling
+ * (padding excluded from the average); square `kernel`, `stride`, symmetric `pad`.
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_pool(struct LipNetwork *net,
+                             int32_t max,
+                             uint32_t kernel,
+                             uint32_t stride,
+                             uint32_t pad);
+
+/**
+ * Appends global average pooling and flattening: (1, C, H, W) → (1, C).
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_global_avg_pool(struct LipNetwork *net);
+
+/**
+ * Appends a flatten: (1, …) → (1, n).
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_flatten(struct LipNetwork *net);
+
+/**
+ * Writes the id of the current tensor to `*id`, to be added back later with
+ * `lip_network_add_residual` (the start of a residual block).
+ *
+ * # Safety
+ * `net` is a live handle and `id` writable.
+ */
+int32_t lip_network_checkpoint(const struct LipNetwork *net, size_t *id);
+
+/**
+ * Appends `current + tensor(id)` (a residual connection; the shapes must be equal).
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_residual(struct LipNetwork *net, size_t id);
+
+/**
+ * Number of linear layers (Conv, Gemm, MatMul) that `lip_network_layer_bound` can report;
+ * 0 for NULL.
+ *
+ * # Safety
+ * `net` is NULL or a live handle.
+ */
+size_t lip_network_layer_count(const struct LipNetwork *net);
+
+/**
+ * Name of linear layer `i` (NUL-terminated, owned by the handle: valid until the next
+ * builder call or `lip_network_free`). NULL if `i` is out of range.
+ *
+ * # Safety
+ * `net` is NULL or a live handle.
+ */
+const char *lip_network_layer_name(const struct LipNetwork *net, size_t i);
+
+/**
+ * Operator of linear layer `i` ("Conv", "Gemm", "MatMul"); same lifetime as the name.
+ *
+ * # Safety
+ * `net` is NULL or a live handle.
+ */
+const char *lip_network_layer_op(const struct LipNetwork *net, size_t i);
+
+/**
+ * The network's bounds: `upper` proven (composition along the graph, `certificate` says
+ * how), `lower` attained by a pair of inputs (the empirical search; 0 when
+ * `lower_samples` is 0). `iterations` is the number of linear layers. The analysis is cached
+ * in the handle, so `lip_network_layer_bound` with the same options costs nothing more.
+ *
+ * # Safety
+ * `net` is a live handle; `options` NULL or valid; `out` writable.
+ */
+int32_t lip_network_bound_ex(const struct LipNetwork *net,
+                             const struct LipOptions *options,
+                             struct LipBound *out);
+
+/**
+ * [`lip_network_bound_ex`] with default options and the given `rtol`.
+ *
+ * # Safety
+ * As `lip_network_bound_ex`.
+ */
+int32_t lip_network_bound(const struct LipNetwork *net, double rtol, struct LipBound *out);
+
+/**
+ * Linear layer `i`'s certified interval (BatchNorm and constant scales folded in).
+ *
+ * # Safety
+ * `net` is a live handle; `options` NULL or valid; `out` writable.
+ */
+int32_t lip_network_layer_bound_ex(const struct LipNetwork *net,
+                                   size_t i,
+                                   const struct LipOptions *options,
+                                   struct LipBound *out);
+
+/**
+ * [`lip_network_layer_bound_ex`] with default options and the given `rtol`.
+ *
+ * # Safety
+ * As `lip_network_layer_bound_ex`.
+ */
+int32_t lip_network_layer_bound(const struct LipNetwork *net,
+                                size_t i,
+                                double rtol,
+                                struct LipBound *out);
+
+/**
+ * The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).
+ */
+struct LipOptions lip_options_default(void);
+
+/**
+ * [`super::lip_dense_norm`] with options (`options` may be NULL for the defaults).
+ *
+ * # Safety
+ * As `lip_dense_norm`; `options` is NULL or points to a `LipOptions`.
+ */
+int32_t lip_dense_norm_ex(const float *w,
+                          size_t rows,
+                          size_t cols,
+                          const struct LipOptions *options,
+                          struct LipBound *out);
+
+/**
+ * [`super::lip_conv2d_norm`] with options (`options` may be NULL for the defaults).
+ *
+ * # Safety
+ * As `lip_conv2d_norm`; `options` is NULL or points to a `LipOptions`.
+ */
+int32_t lip_conv2d_norm_ex(const float *weight_oihw,
+                           const struct LipConv2d *conv,
+                           const struct LipOptions *options,
+                           struct LipBound *out);
+
+/**
+ * Reads an ONNX model (external data is looked up beside it).
+ *
+ * `input_shape` (`ndim` values, e.g. {1, 3, 224, 224}) is needed for models with dynamic
+ * dimensions and overrides the declared shape otherwise; pass NULL and 0 to use the model's.
+ * Returns NULL on failure, with the reason in `lip_last_error()`. Free with
+ * `lip_network_free`.
+ *
+ * # Safety
+ * `path` is a NUL-terminated string; `input_shape` points to `ndim` values or is NULL.
+ */
+struct LipNetwork *lip_network_from_onnx(const char *path, const int64_t *input_shape, size_t ndim);
+
+/**
+ * Starts a network built in code, with the given input shape ({1, C, H, W} for images,
+ * {1, F} for vectors). Add layers with the `lip_network_add_*` functions; each reads the
+ * output of the previous one. Returns NULL on failure.
+ *
+ * # Safety
+ * `input_shape` points to `ndim` values.
+ */
+struct LipNetwork *lip_network_new(const int64_t *input_shape, size_t ndim);
+
+/**
+ * Frees a network. NULL is a no-op. The handle and every string obtained from it are
+ * invalid afterwards.
+ *
+ * # Safety
+ * `net` is NULL or a handle from `lip_network_from_onnx` / `lip_network_new` not yet freed.
+ */
+void lip_network_free(struct LipNetwork *net);
+
+/**
+ * Appends a dense layer `y = W x + b` on the last axis: `w` is `rows × cols` row-major
+ * (rows = outputs), `bias` has `rows` entries or is NULL. The arrays are copied.
+ *
+ * # Safety
+ * `net` is a live handle; `w` points to rows·cols floats; `bias` is NULL or has `rows`.
+ */
+int32_t lip_network_add_dense(struct LipNetwork *net,
+                              const float *w,
+                              size_t rows,
+                              size_t cols,
+                              const float *bias);
+
+/**
+ * Appends a conv layer. `conv` must describe the current tensor (channels, height, width);
+ * `bias` has `out_channels` entries or is NULL. The arrays are copied.
+ *
+ * # Safety
+ * `net` is a live handle; `weight_oihw` has the conv's weight count; `bias` NULL or valid.
+ */
+int32_t lip_network_add_conv2d(struct LipNetwork *net,
+                               const float *weight_oihw,
+                               const struct LipConv2d *conv,
+                               const float *bias);
+
+/**
+ * Appends an elementwise activation (`LIP_ACT_*`); `param` is LeakyReLU's slope or ELU's
+ * alpha and is ignored otherwise.
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_activation(struct LipNetwork *net, int32_t kind, double param);
+
+/**
+ * Appends inference BatchNorm over axis 1: `y = γ(x − μ)/√(σ² + ε) + β`, each array with
+ * `channels` entries (copied). It is folded into the conv or dense layer before it when the
+ * network is bounded.
+ *
+ * # Safety
+ * `net` is a live handle; the four arrays hold `channels` floats each.
+ */
+int32_t lip_network_add_batch_norm(struct LipNetwork *net,
+                                   const float *gamma,
+                                   const float *beta,
+                                   const float *mean,
+                                   const float *var,
+                                   size_t channels,
+                                   double eps);
+
+/**
+ * Appends 2-D pooling on (1, C, H, W): `max = 1` for max pooling, 0 for average pooling
+ * (padding excluded from the average); square `kernel`, `stride`, symmetric `pad`.
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_pool(struct LipNetwork *net,
+                             int32_t max,
+                             uint32_t kernel,
+                             uint32_t stride,
+                             uint32_t pad);
+
+/**
+ * Appends global average pooling and flattening: (1, C, H, W) → (1, C).
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_global_avg_pool(struct LipNetwork *net);
+
+/**
+ * Appends a flatten: (1, …) → (1, n).
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_flatten(struct LipNetwork *net);
+
+/**
+ * Writes the id of the current tensor to `*id`, to be added back later with
+ * `lip_network_add_residual` (the start of a residual block).
+ *
+ * # Safety
+ * `net` is a live handle and `id` writable.
+ */
+int32_t lip_network_checkpoint(const struct LipNetwork *net, size_t *id);
+
+/**
+ * Appends `current + tensor(id)` (a residual connection; the shapes must be equal).
+ *
+ * # Safety
+ * `net` is a live handle.
+ */
+int32_t lip_network_add_residual(struct LipNetwork *net, size_t id);
+
+/**
+ * Number of linear layers (Conv, Gemm, MatMul) that `lip_network_layer_bound` can report;
+ * 0 for NULL.
+ *
+ * # Safety
+ * `net` is NULL or a live handle.
+ */
+size_t lip_network_layer_count(const struct LipNetwork *net);
+
+/**
+ * Name of linear layer `i` (NUL-terminated, owned by the handle: valid until the next
+ * builder call or `lip_network_free`). NULL if `i` is out of range.
+ *
+ * # Safety
+ * `net` is NULL or a live handle.
+ */
+const char *lip_network_layer_name(const struct LipNetwork *net, size_t i);
+
+/**
+ * Operator of linear layer `i` ("Conv", "Gemm", "MatMul"); same lifetime as the name.
+ *
+ * # Safety
+ * `net` is NULL or a live handle.
+ */
+const char *lip_network_layer_op(const struct LipNetwork *net, size_t i);
+
+/**
+ * The network's bounds: `upper` proven (composition along the graph, `certificate` says
+ * how), `lower` attained by a pair of inputs (the empirical search; 0 when
+ * `lower_samples` is 0). `iterations` is the number of linear layers. The analysis is cached
+ * in the handle, so `lip_network_layer_bound` with the same options costs nothing more.
+ *
+ * # Safety
+ * `net` is a live handle; `options` NULL or valid; `out` writable.
+ */
+int32_t lip_network_bound_ex(const struct LipNetwork *net,
+                             const struct LipOptions *options,
+                             struct LipBound *out);
+
+/**
+ * [`lip_network_bound_ex`] with default options and the given `rtol`.
+ *
+ * # Safety
+ * As `lip_network_bound_ex`.
+ */
+int32_t lip_network_bound(const struct LipNetwork *net, double rtol, struct LipBound *out);
+
+/**
+ * Linear layer `i`'s certified interval (BatchNorm and constant scales folded in).
+ *
+ * # Safety
+ * `net` is a live handle; `options` NULL or valid; `out` writable.
+ */
+int32_t lip_network_layer_bound_ex(const struct LipNetwork *net,
+                                   size_t i,
+                                   const struct LipOptions *options,
+                                   struct LipBound *out);
+
+/**
+ * [`lip_network_layer_bound_ex`] with default options and the given `rtol`.
+ *
+ * # Safety
+ * As `lip_network_layer_bound_ex`.
+ */
+int32_t lip_network_layer_bound(const struct LipNetwork *net,
+                                size_t i,
+                                double rtol,
+                                struct LipBound *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -3,6 +3,10 @@
 //! and compares what they print with the Rust API's results.
 
 use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod, PaddingMode};
+use lipschitz::network::{
+    analyze, load_onnx, Activation, AnalysisOptions, Broadcast, ImportOptions, LowerOptions,
+    Network, Op,
+};
 use lipschitz::{dense_norm, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +24,9 @@ fn weight(i: usize) -> f32 {
     ((i * 7 % 11) as i32 - 5) as f32 / 10.0
 }
 
-fn compile_and_run(static_link: bool) -> String {
+/// Compiles `c_examples/<source>` (C11 or C++17 by extension) with warnings as errors,
+/// links it against the shared or the static library, runs it with `args` and returns stdout.
+fn compile_and_run(source: &str, static_link: bool, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = library_dir();
     for file in ["liblipschitz.a", "liblipschitz.so"] {
@@ -30,15 +36,22 @@ fn compile_and_run(static_link: bool) -> String {
             lib.join(file).display()
         );
     }
+    let cpp = source.ends_with(".cpp");
     let out = std::env::temp_dir().join(format!(
-        "lipschitz_layer_bound_{}_{}",
+        "lipschitz_{}_{}_{}",
+        source.replace('.', "_"),
         if static_link { "static" } else { "shared" },
         std::process::id()
     ));
-    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+    let (compiler, default, std) = if cpp {
+        ("CXX", "c++", "-std=c++17")
+    } else {
+        ("CC", "cc", "-std=c11")
+    };
+    let mut cc = Command::new(std::env::var(compiler).unwrap_or_else(|_| default.into()));
+    cc.args([std, "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(root.join("include"))
-        .arg(root.join("c_examples/layer_bound.c"));
+        .arg(root.join("c_examples").join(source));
     if static_link {
         cc.arg(lib.join("liblipschitz.a"))
             .args(["-lpthread", "-ldl", "-lm"]);
@@ -51,17 +64,20 @@ fn compile_and_run(static_link: bool) -> String {
         .arg("-o")
         .arg(&out)
         .status()
-        .expect("a C compiler (cc) is installed");
+        .expect("a C/C++ compiler is installed");
     assert!(
         status.success(),
-        "compiling layer_bound.c failed (static = {static_link})"
+        "compiling {source} failed (static = {static_link})"
     );
-    let run = Command::new(&out).output().expect("run layer_bound");
+    let run = Command::new(&out)
+        .args(args)
+        .output()
+        .expect("run the example");
     let _ = std::fs::remove_file(&out);
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
-        "layer_bound failed:\n{stdout}\n{}",
+        "{source} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     stdout
@@ -105,7 +121,7 @@ fn layer_bound_example_matches_the_rust_api() {
     .unwrap()
     .bound;
     for static_link in [false, true] {
-        let out = compile_and_run(static_link);
+        let out = compile_and_run("layer_bound.c", static_link, &[]);
         assert!(
             out.contains(&format!("lipschitz {}", env!("CARGO_PKG_VERSION"))),
             "{out}"
@@ -124,4 +140,169 @@ fn layer_bound_example_matches_the_rust_api() {
             "{out}"
         );
     }
+}
+
+fn fields_of(output: &str, prefix: &str) -> Vec<Vec<String>> {
+    output
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn network_bound_example_matches_the_rust_api() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for model in ["cnn_bn.onnx", "residual.onnx"] {
+        let path = root.join("tests/fixtures/onnx").join(model);
+        let net = load_onnx(&path, &ImportOptions::default()).unwrap();
+        let report = analyze(&net, &analysis_options(1e-6), &mut |_| {}).unwrap();
+        for static_link in [false, true] {
+            let out = compile_and_run(
+                "network_bound.c",
+                static_link,
+                &[path.to_str().unwrap(), "1e-6"],
+            );
+            let layers = fields_of(&out, "layer ");
+            assert_eq!(layers.len(), report.layers.len(), "{out}");
+            for (f, l) in layers.iter().zip(&report.layers) {
+                assert_eq!(f[2], l.name, "{out}");
+                assert_eq!(f[3], l.op, "{out}");
+                let (lo, up): (f64, f64) = (f[4].parse().unwrap(), f[5].parse().unwrap());
+                assert_eq!((lo, up), (l.lower, l.upper), "{model} {}", l.name);
+            }
+            let n = &fields_of(&out, "network ")[0];
+            let (lo, up): (f64, f64) = (n[1].parse().unwrap(), n[2].parse().unwrap());
+            assert_eq!(up, report.network.upper, "{model}");
+            assert_eq!(Some(lo), report.network.lower, "{model}");
+            assert_eq!(
+                n[3].parse::<i32>().unwrap(),
+                report.network.certificate_kind.code()
+            );
+        }
+    }
+}
+
+fn analysis_options(rtol: f64) -> AnalysisOptions {
+    AnalysisOptions {
+        layer: Options::with_rtol(rtol),
+        lower: Some(LowerOptions::default()),
+        merge_linear_runs: true,
+    }
+}
+
+/// The network `c_examples/network.cpp` builds, made with the Rust API.
+fn cpp_network() -> Network {
+    let w = |n: usize, salt: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7 + salt) % 11) as i32 - 5) as f32 / 20.0)
+            .collect()
+    };
+    let conv = |cin| Conv2d::new(4, cin, [3, 3], [8, 8]).padding(1);
+    let mut net = Network::new("network", &[1, 3, 8, 8]).unwrap();
+    let conv_op = |cin, salt| Op::Conv {
+        conv: conv(cin),
+        weight: w(4 * cin * 9, salt),
+        bias: None,
+    };
+    let mut v = net.push("conv0", "Conv", conv_op(3, 0), &[0]).unwrap();
+    let bn = Op::Affine {
+        scale: Broadcast {
+            values: vec![1.5 / (2.0f64 + 1e-5).sqrt(); 4],
+            inner: 64,
+        },
+        shift: Broadcast {
+            values: vec![0.1f32 as f64; 4],
+            inner: 64,
+        },
+    };
+    v = net.push("bn", "BatchNormalization", bn, &[v]).unwrap();
+    let skip = net
+        .push("relu", "Relu", Op::Activation(Activation::Relu), &[v])
+        .unwrap();
+    v = net.push("conv3", "Conv", conv_op(4, 1), &[skip]).unwrap();
+    v = net
+        .push("relu", "Relu", Op::Activation(Activation::Relu), &[v])
+        .unwrap();
+    v = net.push("conv5", "Conv", conv_op(4, 2), &[v]).unwrap();
+    v = net.push("add", "Add", Op::Add, &[v, skip]).unwrap();
+    v = net
+        .push("relu", "Relu", Op::Activation(Activation::Relu), &[v])
+        .unwrap();
+    let gap = Op::ReduceMean {
+        axes: vec![2, 3],
+        keepdims: false,
+    };
+    v = net.push("gap", "GlobalAveragePool", gap, &[v]).unwrap();
+    let dense = Op::Dense {
+        weight: w(12, 3),
+        rows: 3,
+        cols: 4,
+        bias: None,
+    };
+    net.push("gemm9", "Gemm", dense, &[v]).unwrap();
+    net
+}
+
+#[test]
+fn cpp_wrapper_example_builds_the_same_network_as_rust() {
+    let report = analyze(&cpp_network(), &analysis_options(1e-6), &mut |_| {}).unwrap();
+    for static_link in [false, true] {
+        let out = compile_and_run("network.cpp", static_link, &[]);
+        let layers = fields_of(&out, "layer ");
+        assert_eq!(layers.len(), report.layers.len(), "{out}");
+        for (f, l) in layers.iter().zip(&report.layers) {
+            let (lo, up): (f64, f64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+            assert_eq!((lo, up), (l.lower, l.upper), "{}:\n{out}", l.name);
+        }
+        let n = &fields_of(&out, "network ")[0];
+        let (lo, up): (f64, f64) = (n[1].parse().unwrap(), n[2].parse().unwrap());
+        assert_eq!(up, report.network.upper, "{out}");
+        assert_eq!(Some(lo), report.network.lower, "{out}");
+        let errors = fields_of(&out, "error ");
+        assert_eq!(errors.len(), 2, "{out}");
+        assert!(out.contains("expects 4 inputs"), "{out}");
+        assert!(out.contains("/no/such/model.onnx"), "{out}");
+    }
+}
+
+#[test]
+fn pkg_config_file_links_the_examples() {
+    let lib = library_dir();
+    let pc =
+        std::fs::read_to_string(lib.join("lipschitz.pc")).expect("the build writes lipschitz.pc");
+    assert!(
+        pc.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))),
+        "{pc}"
+    );
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "lipschitz"])
+        .env("PKG_CONFIG_PATH", &lib)
+        .output()
+        .expect("pkg-config is installed");
+    assert!(
+        flags.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flags.stderr)
+    );
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::temp_dir().join(format!("lipschitz_pc_{}", std::process::id()));
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+        .arg(root.join("c_examples/layer_bound.c"))
+        .args(flags.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cc layer_bound.c $(pkg-config --cflags --libs lipschitz) failed"
+    );
+    let run = Command::new(&exe).output().unwrap();
+    let _ = std::fs::remove_file(&exe);
+    assert!(run.status.success());
+    assert!(String::from_utf8_lossy(&run.stdout).contains("conv_circular"));
 }

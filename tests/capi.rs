@@ -155,3 +155,158 @@ fn bad_arguments_return_status_and_message() {
         assert_ne!(lip_conv2d_norm(cw.as_ptr(), &huge, 1e-4, &mut out), LIP_OK);
     }
 }
+
+// ---- networks ---------------------------------------------------------------------------
+
+fn fixture(name: &str) -> std::ffi::CString {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name);
+    std::ffi::CString::new(p.to_str().unwrap()).unwrap()
+}
+
+#[test]
+fn network_functions_refuse_bad_arguments() {
+    unsafe {
+        assert!(lip_network_from_onnx(std::ptr::null(), std::ptr::null(), 0).is_null());
+        assert!(last_error().contains("path is NULL"), "{}", last_error());
+        let missing = std::ffi::CString::new("/no/such/file.onnx").unwrap();
+        assert!(lip_network_from_onnx(missing.as_ptr(), std::ptr::null(), 0).is_null());
+        assert!(last_error().contains("/no/such/file.onnx"));
+        let non_utf8 = std::ffi::CString::new(vec![b'/', 0xff, 0xfe, b'x']).unwrap();
+        assert!(lip_network_from_onnx(non_utf8.as_ptr(), std::ptr::null(), 0).is_null());
+        assert!(!last_error().is_empty());
+        let long = std::ffi::CString::new("a/".repeat(5000)).unwrap();
+        assert!(lip_network_from_onnx(long.as_ptr(), std::ptr::null(), 0).is_null());
+        let path = fixture("dynamic.onnx");
+        assert!(lip_network_from_onnx(path.as_ptr(), std::ptr::null(), 4).is_null());
+        assert!(last_error().contains("input_shape is NULL"));
+        assert!(lip_network_from_onnx(path.as_ptr(), std::ptr::null(), 0).is_null());
+        assert!(last_error().contains("--input-shape"));
+
+        let mut out = LipBound::default();
+        assert_eq!(
+            lip_network_bound(std::ptr::null(), 1e-4, &mut out),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(lip_network_layer_count(std::ptr::null()), 0);
+        assert!(lip_network_layer_name(std::ptr::null(), 0).is_null());
+        lip_network_free(std::ptr::null_mut());
+
+        let net = lip_network_from_onnx(fixture("mlp.onnx").as_ptr(), std::ptr::null(), 0);
+        assert!(!net.is_null(), "{}", last_error());
+        assert_eq!(lip_network_layer_count(net), 2);
+        assert_eq!(
+            lip_network_bound(net, 1e-4, std::ptr::null_mut()),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            lip_network_bound(net, -1.0, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("rtol"));
+        assert_eq!(
+            lip_network_layer_bound(net, 2, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("out of range"));
+        assert!(lip_network_layer_name(net, 2).is_null());
+        let mut o = lip_options_default();
+        o.method = 42;
+        assert_eq!(
+            lip_network_bound_ex(net, &o, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("method = 42"));
+        o = lip_options_default();
+        o.time_limit_seconds = f64::NAN;
+        assert_eq!(
+            lip_network_bound_ex(net, &o, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(lip_network_bound(net, 1e-6, &mut out), LIP_OK);
+        assert!(out.lower > 0.0 && out.lower <= out.upper);
+        lip_network_free(net);
+
+        // The builder.
+        let shape = [1i64, 4];
+        let net = lip_network_new(shape.as_ptr(), 2);
+        assert!(!net.is_null());
+        let w = [1.0f32, f32::NAN, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            lip_network_add_dense(net, w.as_ptr(), 2, 4, std::ptr::null()),
+            LIP_ERR_NON_FINITE
+        );
+        assert_eq!(
+            lip_network_add_dense(net, std::ptr::null(), 2, 4, std::ptr::null()),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            lip_network_add_dense(net, w.as_ptr(), usize::MAX, 4, std::ptr::null()),
+            LIP_ERR_TOO_LARGE
+        );
+        assert_eq!(
+            lip_network_add_dense(net, w.as_ptr(), 0, 4, std::ptr::null()),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            lip_network_add_activation(net, 99, 0.0),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("activation kind = 99"));
+        assert_eq!(lip_network_add_pool(net, 1, 2, 2, 0), LIP_ERR_MODEL);
+        assert!(last_error().contains("(N, C, H, W)"), "{}", last_error());
+        assert_eq!(lip_network_add_residual(net, 77), LIP_ERR_INVALID_ARGUMENT);
+        let good = [1.0f32, 2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            lip_network_add_dense(net, good.as_ptr(), 2, 4, std::ptr::null()),
+            LIP_OK
+        );
+        assert_eq!(lip_network_layer_count(net), 1);
+        assert_eq!(lip_network_layer_bound(net, 0, 1e-8, &mut out), LIP_OK);
+        let rust = dense_norm(&good, 2, 4, &Options::with_rtol(1e-8)).unwrap();
+        assert_eq!((out.lower, out.upper), (rust.lower, rust.upper));
+        lip_network_free(net);
+        assert!(lip_network_new(shape.as_ptr(), 0).is_null());
+        let zero = [1i64, 0];
+        assert!(lip_network_new(zero.as_ptr(), 2).is_null());
+    }
+}
+
+#[test]
+fn eight_threads_get_the_sequential_results() {
+    let models = [
+        "mlp.onnx",
+        "cnn_bn.onnx",
+        "residual.onnx",
+        "circular.onnx",
+        "fire.onnx",
+    ];
+    let run = |k: usize| -> (f64, f64, f64, f64) {
+        unsafe {
+            let net = lip_network_from_onnx(
+                fixture(models[k % models.len()]).as_ptr(),
+                std::ptr::null(),
+                0,
+            );
+            assert!(!net.is_null());
+            let mut out = LipBound::default();
+            assert_eq!(lip_network_bound(net, 1e-6, &mut out), LIP_OK);
+            let mut layer = LipBound::default();
+            assert_eq!(lip_network_layer_bound(net, 0, 1e-6, &mut layer), LIP_OK);
+            lip_network_free(net);
+            let w: Vec<f32> = (0..20 * (k + 3))
+                .map(|i| ((i * 13 + k) % 17) as f32 - 8.0)
+                .collect();
+            let mut d = LipBound::default();
+            assert_eq!(lip_dense_norm(w.as_ptr(), 20, k + 3, 1e-8, &mut d), LIP_OK);
+            (out.lower, out.upper, layer.upper, d.upper)
+        }
+    };
+    let sequential: Vec<_> = (0..8).map(run).collect();
+    let concurrent: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|k| s.spawn(move || run(k))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, concurrent);
+}

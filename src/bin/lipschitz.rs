@@ -245,6 +245,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
             lower: Some(b.lower),
             upper: b.upper,
             certificate: b.certificate.label(),
+            certificate_kind: b.certificate,
             naive_product: b.upper,
             lower_search: None,
             merged_runs: Vec::new(),

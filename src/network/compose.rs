@@ -109,6 +109,9 @@ pub struct NetworkResult {
     pub upper: f64,
     /// Certificate of `upper`.
     pub certificate: String,
+    /// The same, as a value.
+    #[serde(skip)]
+    pub certificate_kind: Certificate,
     /// AutoLip with every node bounded separately: the same composition without merging
     /// linear runs (BatchNorm stays folded).
     pub naive_product: f64,
@@ -314,6 +317,7 @@ pub fn analyze(
             lower,
             upper,
             certificate: certificate.label(),
+            certificate_kind: certificate,
             naive_product,
             lower_search,
             merged_runs,

@@ -589,8 +589,14 @@ impl Network {
             }
         }
         let in_shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.shapes[v].as_slice()).collect();
-        let shape = infer_shape(&op, &in_shapes)
-            .map_err(|e| Error::model(&self.source, format!("node '{name}' ({kind}): {e}")))?;
+        let shape = infer_shape(&op, &in_shapes).map_err(|e| match e {
+            Error::NonFinite { what, index, value } => Error::NonFinite {
+                what: format!("{}: node '{name}' ({kind}): {what}", self.source),
+                index,
+                value,
+            },
+            other => Error::model(&self.source, format!("node '{name}' ({kind}): {other}")),
+        })?;
         check_elements(&self.source, &format!("output of node '{name}'"), &shape)?;
         let output = self.shapes.len();
         self.shapes.push(shape);

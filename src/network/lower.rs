@@ -49,7 +49,7 @@ impl Default for LowerOptions {
             ascent_steps: 8,
             step: 1e-3,
             time_limit: Duration::from_secs(5),
-            seed: 0x11b5_c417,
+            seed: crate::bound::Options::default().seed,
             memory_limit: 4 << 30,
         }
     }

@@ -1,13 +1,24 @@
 //! The C ABI: thin wrappers that validate what C hands us, convert it to the Rust API, catch
 //! every panic and report failures as status codes plus a thread-local message.
 //!
-//! The header `include/lipschitz.h` is generated from this file by cbindgen (see build.rs).
+//! The header `include/lipschitz.h` is generated from this module (`mod.rs` and
+//! `network.rs`) by cbindgen (see build.rs).
 
 use crate::bound::{Bound, Options};
 use crate::error::Error;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+mod network;
+pub use network::*;
+
+/// Major version of the library this header belongs to (compare with `lip_version()`).
+pub const LIP_VERSION_MAJOR: u32 = 0;
+/// Minor version.
+pub const LIP_VERSION_MINOR: u32 = 1;
+/// Patch version.
+pub const LIP_VERSION_PATCH: u32 = 0;
 
 /// Success.
 pub const LIP_OK: i32 = 0;
@@ -80,7 +91,7 @@ pub struct LipConv2d {
 }
 
 impl LipConv2d {
-    fn to_conv(self) -> Result<crate::conv::Conv2d, (i32, String)> {
+    pub(crate) fn to_conv(self) -> Result<crate::conv::Conv2d, (i32, String)> {
         let mode = match self.padding_mode {
             LIP_PADDING_ZEROS => crate::conv::PaddingMode::Zeros,
             LIP_PADDING_CIRCULAR => crate::conv::PaddingMode::Circular,
@@ -145,7 +156,7 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn set_last_error(message: &str) {
+pub(crate) fn set_last_error(message: &str) {
     let clean: String = message.chars().filter(|&c| c != '\0').collect();
     LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(clean).unwrap_or_default());
 }
@@ -163,7 +174,7 @@ fn status_of(error: &Error) -> i32 {
 }
 
 /// Runs `body`, turning errors and panics into a status code and a last-error message.
-fn guard(function: &str, body: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
+pub(crate) fn guard(function: &str, body: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => LIP_OK,
         Ok(Err((code, message))) => {
@@ -177,11 +188,11 @@ fn guard(function: &str, body: impl FnOnce() -> Result<(), (i32, String)>) -> i3
     }
 }
 
-fn lib_error(e: Error) -> (i32, String) {
+pub(crate) fn lib_error(e: Error) -> (i32, String) {
     (status_of(&e), e.to_string())
 }
 
-fn null(name: &str) -> (i32, String) {
+pub(crate) fn null(name: &str) -> (i32, String) {
     (LIP_ERR_NULL_POINTER, format!("{name} is NULL"))
 }
 

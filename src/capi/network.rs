@@ -1,0 +1,918 @@
+//! The C ABI for options and whole networks: `LipOptions` and the `_ex` variants, networks
+//! read from ONNX or built in code, their bounds, per-layer results and names.
+
+use super::{
+    guard, lib_error, null, set_last_error, LipBound, LipConv2d, LIP_ERR_INTERNAL,
+    LIP_ERR_INVALID_ARGUMENT, LIP_ERR_TOO_LARGE,
+};
+use crate::bound::{Method, Options};
+use crate::network::{
+    analyze, load_onnx, Activation, Analysis, AnalysisOptions, Broadcast, ImportOptions,
+    LowerOptions, Network, Op, Pool2d, ValueId,
+};
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// `LipOptions::method`: pick the best method for each layer.
+pub const LIP_METHOD_AUTO: i32 = 0;
+/// Dense SVD of the explicit matrix (small layers only).
+pub const LIP_METHOD_EXACT: i32 = 1;
+/// Lanczos with full reorthogonalisation.
+pub const LIP_METHOD_LANCZOS: i32 = 2;
+/// Block Lanczos.
+pub const LIP_METHOD_BLOCK_LANCZOS: i32 = 3;
+/// Power iteration (the slow reference).
+pub const LIP_METHOD_POWER: i32 = 4;
+
+/// Activation kinds for `lip_network_add_activation`.
+pub const LIP_ACT_RELU: i32 = 0;
+/// LeakyReLU with slope `param` (e.g. 0.01).
+pub const LIP_ACT_LEAKY_RELU: i32 = 1;
+/// tanh.
+pub const LIP_ACT_TANH: i32 = 2;
+/// Logistic sigmoid.
+pub const LIP_ACT_SIGMOID: i32 = 3;
+/// GELU (erf form).
+pub const LIP_ACT_GELU: i32 = 4;
+/// SiLU / swish `x·σ(x)`.
+pub const LIP_ACT_SILU: i32 = 5;
+/// ReLU6 (`Clip(0, 6)`).
+pub const LIP_ACT_RELU6: i32 = 6;
+/// ELU with `alpha = param`.
+pub const LIP_ACT_ELU: i32 = 7;
+/// Softplus.
+pub const LIP_ACT_SOFTPLUS: i32 = 8;
+
+/// Options for the `_ex` functions. Start from `lip_options_default()` and change fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LipOptions {
+    /// Relative tolerance: stop once `upper ≤ lower·(1 + rtol)` (> 0; default 1e-4).
+    pub rtol: f64,
+    /// Iteration cap per layer (default 5000).
+    pub max_iterations: u32,
+    /// Time cap per layer in seconds; 0 = none. The interval reached is reported.
+    pub time_limit_seconds: f64,
+    /// Seed of every random start (results are deterministic for a seed).
+    pub seed: u64,
+    /// Worker threads for this call; 0 = all cores (the global pool).
+    pub threads: u32,
+    /// One of the `LIP_METHOD_*` codes.
+    pub method: i32,
+    /// Memory cap in bytes for kernel spectra, Krylov bases and activations (default 2 GiB).
+    pub memory_limit_bytes: u64,
+    /// Random inputs for the network lower-bound search; 0 skips the search (lower = 0).
+    pub lower_samples: u32,
+}
+
+/// The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).
+#[no_mangle]
+pub extern "C" fn lip_options_default() -> LipOptions {
+    let o = Options::default();
+    LipOptions {
+        rtol: o.rtol,
+        max_iterations: o.max_iterations,
+        time_limit_seconds: 0.0,
+        seed: o.seed,
+        threads: 0,
+        method: LIP_METHOD_AUTO,
+        memory_limit_bytes: o.memory_limit as u64,
+        lower_samples: LowerOptions::default().samples as u32,
+    }
+}
+
+impl LipOptions {
+    fn to_options(self) -> Result<Options, (i32, String)> {
+        let method = match self.method {
+            LIP_METHOD_AUTO => Method::Auto,
+            LIP_METHOD_EXACT => Method::Exact,
+            LIP_METHOD_LANCZOS => Method::Lanczos,
+            LIP_METHOD_BLOCK_LANCZOS => Method::BlockLanczos,
+            LIP_METHOD_POWER => Method::Power,
+            other => {
+                return Err((
+                    LIP_ERR_INVALID_ARGUMENT,
+                    format!(
+                    "method = {other}: expected one of LIP_METHOD_AUTO..LIP_METHOD_POWER (0..4)"
+                ),
+                ))
+            }
+        };
+        let time_limit = if self.time_limit_seconds == 0.0 {
+            None
+        } else if self.time_limit_seconds > 0.0 && self.time_limit_seconds.is_finite() {
+            Some(Duration::from_secs_f64(self.time_limit_seconds))
+        } else {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!(
+                    "time_limit_seconds = {}: must be ≥ 0",
+                    self.time_limit_seconds
+                ),
+            ));
+        };
+        let opts = Options {
+            rtol: self.rtol,
+            max_iterations: self.max_iterations,
+            time_limit,
+            seed: self.seed,
+            method,
+            memory_limit: usize::try_from(self.memory_limit_bytes).unwrap_or(usize::MAX),
+            ..Options::default()
+        };
+        opts.validate().map_err(lib_error)?;
+        Ok(opts)
+    }
+}
+
+/// Reads options from C (NULL = defaults).
+unsafe fn read_options(options: *const LipOptions) -> Result<LipOptions, (i32, String)> {
+    if options.is_null() {
+        Ok(lip_options_default())
+    } else {
+        // SAFETY: non-null; the caller guarantees it points to a LipOptions.
+        Ok(unsafe { options.read() })
+    }
+}
+
+/// Runs `f` on a pool of `threads` workers (0: the global pool).
+fn with_threads<T: Send>(
+    threads: u32,
+    f: impl FnOnce() -> Result<T, (i32, String)> + Send,
+) -> Result<T, (i32, String)> {
+    if threads == 0 {
+        return f();
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads as usize)
+        .build()
+        .map_err(|e| {
+            (
+                LIP_ERR_INTERNAL,
+                format!("cannot start {threads} threads: {e}"),
+            )
+        })?;
+    pool.install(f)
+}
+
+/// [`super::lip_dense_norm`] with options (`options` may be NULL for the defaults).
+///
+/// # Safety
+/// As `lip_dense_norm`; `options` is NULL or points to a `LipOptions`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_dense_norm_ex(
+    w: *const f32,
+    rows: usize,
+    cols: usize,
+    options: *const LipOptions,
+    out: *mut LipBound,
+) -> i32 {
+    guard("lip_dense_norm_ex", || {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        if w.is_null() {
+            return Err(null("w"));
+        }
+        let o = unsafe { read_options(options) }?;
+        let opts = o.to_options()?;
+        let len = rows.checked_mul(cols).ok_or((
+            LIP_ERR_TOO_LARGE,
+            format!("rows·cols = {rows}·{cols} overflows size_t"),
+        ))?;
+        if rows == 0 || cols == 0 {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("rows and cols must be positive, got {rows}×{cols}"),
+            ));
+        }
+        // SAFETY: the caller guarantees `w` points to rows·cols floats.
+        let weights = unsafe { std::slice::from_raw_parts(w, len) };
+        let bound = with_threads(o.threads, || {
+            crate::dense_norm(weights, rows, cols, &opts).map_err(lib_error)
+        })?;
+        // SAFETY: non-null, writable by contract.
+        unsafe { out.write(LipBound::from(&bound)) };
+        Ok(())
+    })
+}
+
+/// [`super::lip_conv2d_norm`] with options (`options` may be NULL for the defaults).
+///
+/// # Safety
+/// As `lip_conv2d_norm`; `options` is NULL or points to a `LipOptions`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_conv2d_norm_ex(
+    weight_oihw: *const f32,
+    conv: *const LipConv2d,
+    options: *const LipOptions,
+    out: *mut LipBound,
+) -> i32 {
+    guard("lip_conv2d_norm_ex", || {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        if conv.is_null() {
+            return Err(null("conv"));
+        }
+        if weight_oihw.is_null() {
+            return Err(null("weight_oihw"));
+        }
+        let o = unsafe { read_options(options) }?;
+        let opts = o.to_options()?;
+        // SAFETY: non-null; points to a LipConv2d by contract.
+        let layer = unsafe { conv.read() }.to_conv()?;
+        // SAFETY: weight_len() readable floats by contract.
+        let weights = unsafe { std::slice::from_raw_parts(weight_oihw, layer.weight_len()) };
+        let result = with_threads(o.threads, || {
+            crate::conv::conv2d_norm(weights, &layer, crate::conv::ConvMethod::Auto, &opts)
+                .map_err(lib_error)
+        })?;
+        // SAFETY: non-null, writable by contract.
+        unsafe { out.write(LipBound::from(&result.bound)) };
+        Ok(())
+    })
+}
+
+/// A network (read from ONNX or built in code) and its most recent analysis.
+///
+/// Opaque to C. Building functions (`lip_network_add_*`) must not run concurrently with
+/// anything else on the same handle; the query functions may be called from several threads
+/// on one handle (they serialise on an internal lock), and different handles are independent.
+pub struct LipNetwork {
+    net: Network,
+    /// The value the next builder node reads.
+    current: ValueId,
+    /// Names and op types of the linear layers, NUL-terminated for C.
+    names: Vec<(CString, CString)>,
+    /// The last analysis and the options it was made with.
+    cache: Mutex<Option<(CacheKey, Analysis)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CacheKey {
+    rtol: f64,
+    seed: u64,
+    samples: u32,
+    method: i32,
+    max_iterations: u32,
+}
+
+impl LipNetwork {
+    fn new(net: Network) -> Self {
+        let current = *net.outputs.first().unwrap_or(&0);
+        let mut n = LipNetwork {
+            net,
+            current,
+            names: Vec::new(),
+            cache: Mutex::new(None),
+        };
+        n.refresh();
+        n
+    }
+
+    /// Recomputes the layer names after a change and drops the cached analysis.
+    fn refresh(&mut self) {
+        let live = self.net.live_nodes();
+        self.names = self
+            .net
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(k, n)| live[*k] && n.op.is_linear_layer())
+            .map(|(_, n)| (c_string(&n.name), c_string(&n.kind)))
+            .collect();
+        if let Ok(mut c) = self.cache.lock() {
+            *c = None;
+        }
+    }
+
+    fn analysis(&self, o: &LipOptions) -> Result<Analysis, (i32, String)> {
+        let key = CacheKey {
+            rtol: o.rtol,
+            seed: o.seed,
+            samples: o.lower_samples,
+            method: o.method,
+            max_iterations: o.max_iterations,
+        };
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| (LIP_ERR_INTERNAL, "network lock poisoned".to_string()))?;
+        if let Some((k, a)) = cache.as_ref() {
+            if *k == key {
+                return Ok(a.clone());
+            }
+        }
+        let opts = o.to_options()?;
+        let lower = (o.lower_samples > 0).then(|| LowerOptions {
+            samples: o.lower_samples as usize,
+            seed: o.seed,
+            memory_limit: opts.memory_limit,
+            ..LowerOptions::default()
+        });
+        let analysis = AnalysisOptions {
+            layer: opts,
+            lower,
+            merge_linear_runs: true,
+        };
+        let a = with_threads(o.threads, || {
+            analyze(&self.net, &analysis, &mut |_| {}).map_err(lib_error)
+        })?;
+        *cache = Some((key, a.clone()));
+        Ok(a)
+    }
+
+    fn push(&mut self, kind: &str, op: Op, inputs: &[ValueId]) -> Result<(), (i32, String)> {
+        let name = format!("{}{}", kind.to_lowercase(), self.net.nodes.len());
+        self.current = self.net.push(&name, kind, op, inputs).map_err(lib_error)?;
+        self.refresh();
+        Ok(())
+    }
+}
+
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+/// Runs `body` for functions that return a pointer: NULL (and a message) on failure.
+fn guard_ptr<T>(function: &str, body: impl FnOnce() -> Result<*mut T, (i32, String)>) -> *mut T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(p)) => p,
+        Ok(Err((_, message))) => {
+            set_last_error(&format!("{function}: {message}"));
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            set_last_error(&format!("{function}: internal error (caught panic)"));
+            std::ptr::null_mut()
+        }
+    }
+}
+
+unsafe fn shape_from(shape: *const i64, ndim: usize) -> Result<Option<Vec<i64>>, (i32, String)> {
+    if ndim == 0 {
+        return Ok(None);
+    }
+    if shape.is_null() {
+        return Err(null("input_shape"));
+    }
+    if ndim > 8 {
+        return Err((
+            LIP_ERR_INVALID_ARGUMENT,
+            format!("ndim = {ndim}: at most 8 dimensions"),
+        ));
+    }
+    // SAFETY: non-null, `ndim` readable values by contract.
+    Ok(Some(
+        unsafe { std::slice::from_raw_parts(shape, ndim) }.to_vec(),
+    ))
+}
+
+/// Reads an ONNX model (external data is looked up beside it).
+///
+/// `input_shape` (`ndim` values, e.g. {1, 3, 224, 224}) is needed for models with dynamic
+/// dimensions and overrides the declared shape otherwise; pass NULL and 0 to use the model's.
+/// Returns NULL on failure, with the reason in `lip_last_error()`. Free with
+/// `lip_network_free`.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `input_shape` points to `ndim` values or is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_from_onnx(
+    path: *const c_char,
+    input_shape: *const i64,
+    ndim: usize,
+) -> *mut LipNetwork {
+    guard_ptr("lip_network_from_onnx", || {
+        if path.is_null() {
+            return Err(null("path"));
+        }
+        // SAFETY: non-null, NUL-terminated by contract.
+        let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+        let path = path_from_bytes(bytes)?;
+        let shape = unsafe { shape_from(input_shape, ndim) }?;
+        let opts = ImportOptions {
+            input_shape: shape,
+            ..ImportOptions::default()
+        };
+        let net = load_onnx(&path, &opts).map_err(lib_error)?;
+        Ok(Box::into_raw(Box::new(LipNetwork::new(net))))
+    })
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> Result<std::path::PathBuf, (i32, String)> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> Result<std::path::PathBuf, (i32, String)> {
+    std::str::from_utf8(bytes)
+        .map(std::path::PathBuf::from)
+        .map_err(|_| (LIP_ERR_INVALID_ARGUMENT, "path is not UTF-8".to_string()))
+}
+
+/// Starts a network built in code, with the given input shape ({1, C, H, W} for images,
+/// {1, F} for vectors). Add layers with the `lip_network_add_*` functions; each reads the
+/// output of the previous one. Returns NULL on failure.
+///
+/// # Safety
+/// `input_shape` points to `ndim` values.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_new(input_shape: *const i64, ndim: usize) -> *mut LipNetwork {
+    guard_ptr("lip_network_new", || {
+        let shape = unsafe { shape_from(input_shape, ndim) }?
+            .ok_or((LIP_ERR_INVALID_ARGUMENT, "ndim must be ≥ 1".to_string()))?;
+        if shape.iter().any(|&d| d <= 0) {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("input_shape {shape:?} has a dimension ≤ 0"),
+            ));
+        }
+        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        let net = Network::new("network", &dims).map_err(lib_error)?;
+        Ok(Box::into_raw(Box::new(LipNetwork::new(net))))
+    })
+}
+
+/// Frees a network. NULL is a no-op. The handle and every string obtained from it are
+/// invalid afterwards.
+///
+/// # Safety
+/// `net` is NULL or a handle from `lip_network_from_onnx` / `lip_network_new` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_free(net: *mut LipNetwork) {
+    if !net.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: a live handle from Box::into_raw, by contract.
+            drop(unsafe { Box::from_raw(net) });
+        }));
+    }
+}
+
+unsafe fn handle<'a>(net: *const LipNetwork) -> Result<&'a LipNetwork, (i32, String)> {
+    // SAFETY: non-null handles are live by contract.
+    unsafe { net.as_ref() }.ok_or_else(|| null("net"))
+}
+
+unsafe fn handle_mut<'a>(net: *mut LipNetwork) -> Result<&'a mut LipNetwork, (i32, String)> {
+    // SAFETY: non-null handles are live and not shared during building, by contract.
+    unsafe { net.as_mut() }.ok_or_else(|| null("net"))
+}
+
+unsafe fn floats<'a>(p: *const f32, n: usize, what: &str) -> Result<&'a [f32], (i32, String)> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: `n` readable floats by contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// Appends a dense layer `y = W x + b` on the last axis: `w` is `rows × cols` row-major
+/// (rows = outputs), `bias` has `rows` entries or is NULL. The arrays are copied.
+///
+/// # Safety
+/// `net` is a live handle; `w` points to rows·cols floats; `bias` is NULL or has `rows`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_dense(
+    net: *mut LipNetwork,
+    w: *const f32,
+    rows: usize,
+    cols: usize,
+    bias: *const f32,
+) -> i32 {
+    guard("lip_network_add_dense", || {
+        let n = unsafe { handle_mut(net) }?;
+        let len = rows.checked_mul(cols).ok_or((
+            LIP_ERR_TOO_LARGE,
+            format!("rows·cols = {rows}·{cols} overflows size_t"),
+        ))?;
+        if rows == 0 || cols == 0 {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("rows and cols must be positive, got {rows}×{cols}"),
+            ));
+        }
+        let weight = unsafe { floats(w, len, "w") }?.to_vec();
+        let bias = if bias.is_null() {
+            None
+        } else {
+            Some(unsafe { floats(bias, rows, "bias") }?.to_vec())
+        };
+        let current = n.current;
+        n.push(
+            "Gemm",
+            Op::Dense {
+                weight,
+                rows,
+                cols,
+                bias,
+            },
+            &[current],
+        )
+    })
+}
+
+/// Appends a conv layer. `conv` must describe the current tensor (channels, height, width);
+/// `bias` has `out_channels` entries or is NULL. The arrays are copied.
+///
+/// # Safety
+/// `net` is a live handle; `weight_oihw` has the conv's weight count; `bias` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_conv2d(
+    net: *mut LipNetwork,
+    weight_oihw: *const f32,
+    conv: *const LipConv2d,
+    bias: *const f32,
+) -> i32 {
+    guard("lip_network_add_conv2d", || {
+        let n = unsafe { handle_mut(net) }?;
+        if conv.is_null() {
+            return Err(null("conv"));
+        }
+        let layer = unsafe { conv.read() }.to_conv()?;
+        let weight = unsafe { floats(weight_oihw, layer.weight_len(), "weight_oihw") }?.to_vec();
+        let bias = if bias.is_null() {
+            None
+        } else {
+            Some(unsafe { floats(bias, layer.out_channels, "bias") }?.to_vec())
+        };
+        let current = n.current;
+        n.push(
+            "Conv",
+            Op::Conv {
+                conv: layer,
+                weight,
+                bias,
+            },
+            &[current],
+        )
+    })
+}
+
+/// Appends an elementwise activation (`LIP_ACT_*`); `param` is LeakyReLU's slope or ELU's
+/// alpha and is ignored otherwise.
+///
+/// # Safety
+/// `net` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_activation(
+    net: *mut LipNetwork,
+    kind: i32,
+    param: f64,
+) -> i32 {
+    guard("lip_network_add_activation", || {
+        let n = unsafe { handle_mut(net) }?;
+        if !param.is_finite() {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("param = {param} must be finite"),
+            ));
+        }
+        let act = match kind {
+            LIP_ACT_RELU => Activation::Relu,
+            LIP_ACT_LEAKY_RELU => Activation::LeakyRelu(param),
+            LIP_ACT_TANH => Activation::Tanh,
+            LIP_ACT_SIGMOID => Activation::Sigmoid,
+            LIP_ACT_GELU => Activation::Gelu { tanh: false },
+            LIP_ACT_SILU => Activation::Silu,
+            LIP_ACT_RELU6 => Activation::Clip { min: 0.0, max: 6.0 },
+            LIP_ACT_ELU => Activation::Elu(param),
+            LIP_ACT_SOFTPLUS => Activation::Softplus,
+            other => {
+                return Err((
+                    LIP_ERR_INVALID_ARGUMENT,
+                    format!("activation kind = {other}: expected a LIP_ACT_* code (0..8)"),
+                ))
+            }
+        };
+        let current = n.current;
+        n.push(act.onnx_name(), Op::Activation(act), &[current])
+    })
+}
+
+/// Appends inference BatchNorm over axis 1: `y = γ(x − μ)/√(σ² + ε) + β`, each array with
+/// `channels` entries (copied). It is folded into the conv or dense layer before it when the
+/// network is bounded.
+///
+/// # Safety
+/// `net` is a live handle; the four arrays hold `channels` floats each.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_batch_norm(
+    net: *mut LipNetwork,
+    gamma: *const f32,
+    beta: *const f32,
+    mean: *const f32,
+    var: *const f32,
+    channels: usize,
+    eps: f64,
+) -> i32 {
+    guard("lip_network_add_batch_norm", || {
+        let n = unsafe { handle_mut(net) }?;
+        let shape = n.net.shapes[n.current].clone();
+        if shape.len() < 2 || shape[1] != channels {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("channels = {channels} does not match the current tensor {shape:?}"),
+            ));
+        }
+        let [g, b, m, v] = [
+            (gamma, "gamma"),
+            (beta, "beta"),
+            (mean, "mean"),
+            (var, "var"),
+        ]
+        .map(|(p, name)| unsafe { floats(p, channels, name) });
+        let (g, b, m, v) = (g?, b?, m?, v?);
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("eps = {eps} must be finite and ≥ 0"),
+            ));
+        }
+        let mut scale = Vec::with_capacity(channels);
+        let mut shift = Vec::with_capacity(channels);
+        for c in 0..channels {
+            let d = v[c] as f64 + eps;
+            if d.is_nan() || d <= 0.0 {
+                return Err((
+                    LIP_ERR_INVALID_ARGUMENT,
+                    format!("var + eps = {d} ≤ 0 in channel {c}"),
+                ));
+            }
+            let a = g[c] as f64 / d.sqrt();
+            scale.push(a);
+            shift.push(b[c] as f64 - m[c] as f64 * a);
+        }
+        let inner = shape[2..].iter().product::<usize>().max(1);
+        let op = Op::Affine {
+            scale: Broadcast {
+                values: scale,
+                inner,
+            },
+            shift: Broadcast {
+                values: shift,
+                inner,
+            },
+        };
+        let current = n.current;
+        n.push("BatchNormalization", op, &[current])
+    })
+}
+
+/// Appends 2-D pooling on (1, C, H, W): `max = 1` for max pooling, 0 for average pooling
+/// (padding excluded from the average); square `kernel`, `stride`, symmetric `pad`.
+///
+/// # Safety
+/// `net` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_pool(
+    net: *mut LipNetwork,
+    max: i32,
+    kernel: u32,
+    stride: u32,
+    pad: u32,
+) -> i32 {
+    guard("lip_network_add_pool", || {
+        let n = unsafe { handle_mut(net) }?;
+        let (k, s, p) = (kernel as usize, stride as usize, pad as usize);
+        let pool = Pool2d {
+            kernel: [k, k],
+            stride: [s, s],
+            pads: [p; 4],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        let current = n.current;
+        match max {
+            1 => n.push("MaxPool", Op::MaxPool(pool), &[current]),
+            0 => n.push(
+                "AveragePool",
+                Op::AvgPool {
+                    pool,
+                    count_include_pad: false,
+                },
+                &[current],
+            ),
+            other => Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("max = {other}: expected 0 or 1"),
+            )),
+        }
+    })
+}
+
+/// Appends global average pooling and flattening: (1, C, H, W) → (1, C).
+///
+/// # Safety
+/// `net` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_global_avg_pool(net: *mut LipNetwork) -> i32 {
+    guard("lip_network_add_global_avg_pool", || {
+        let n = unsafe { handle_mut(net) }?;
+        let shape = n.net.shapes[n.current].clone();
+        if shape.len() != 4 {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("needs a (1, C, H, W) tensor, have {shape:?}"),
+            ));
+        }
+        let current = n.current;
+        n.push(
+            "GlobalAveragePool",
+            Op::ReduceMean {
+                axes: vec![2, 3],
+                keepdims: false,
+            },
+            &[current],
+        )
+    })
+}
+
+/// Appends a flatten: (1, …) → (1, n).
+///
+/// # Safety
+/// `net` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_flatten(net: *mut LipNetwork) -> i32 {
+    guard("lip_network_add_flatten", || {
+        let n = unsafe { handle_mut(net) }?;
+        let len = n.net.len_of(n.current);
+        let current = n.current;
+        n.push("Flatten", Op::Reshape(vec![1, len]), &[current])
+    })
+}
+
+/// Writes the id of the current tensor to `*id`, to be added back later with
+/// `lip_network_add_residual` (the start of a residual block).
+///
+/// # Safety
+/// `net` is a live handle and `id` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_checkpoint(net: *const LipNetwork, id: *mut usize) -> i32 {
+    guard("lip_network_checkpoint", || {
+        let n = unsafe { handle(net) }?;
+        if id.is_null() {
+            return Err(null("id"));
+        }
+        unsafe { id.write(n.current) };
+        Ok(())
+    })
+}
+
+/// Appends `current + tensor(id)` (a residual connection; the shapes must be equal).
+///
+/// # Safety
+/// `net` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_add_residual(net: *mut LipNetwork, id: usize) -> i32 {
+    guard("lip_network_add_residual", || {
+        let n = unsafe { handle_mut(net) }?;
+        if id >= n.net.shapes.len() {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!("id = {id} is not a tensor of this network"),
+            ));
+        }
+        let current = n.current;
+        n.push("Add", Op::Add, &[current, id])
+    })
+}
+
+/// Number of linear layers (Conv, Gemm, MatMul) that `lip_network_layer_bound` can report;
+/// 0 for NULL.
+///
+/// # Safety
+/// `net` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_layer_count(net: *const LipNetwork) -> usize {
+    catch_unwind(AssertUnwindSafe(|| {
+        unsafe { net.as_ref() }.map_or(0, |n| n.names.len())
+    }))
+    .unwrap_or(0)
+}
+
+/// Name of linear layer `i` (NUL-terminated, owned by the handle: valid until the next
+/// builder call or `lip_network_free`). NULL if `i` is out of range.
+///
+/// # Safety
+/// `net` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_layer_name(net: *const LipNetwork, i: usize) -> *const c_char {
+    unsafe { net.as_ref() }
+        .and_then(|n| n.names.get(i))
+        .map_or(std::ptr::null(), |(name, _)| name.as_ptr())
+}
+
+/// Operator of linear layer `i` ("Conv", "Gemm", "MatMul"); same lifetime as the name.
+///
+/// # Safety
+/// `net` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_layer_op(net: *const LipNetwork, i: usize) -> *const c_char {
+    unsafe { net.as_ref() }
+        .and_then(|n| n.names.get(i))
+        .map_or(std::ptr::null(), |(_, op)| op.as_ptr())
+}
+
+/// The network's bounds: `upper` proven (composition along the graph, `certificate` says
+/// how), `lower` attained by a pair of inputs (the empirical search; 0 when
+/// `lower_samples` is 0). `iterations` is the number of linear layers. The analysis is cached
+/// in the handle, so `lip_network_layer_bound` with the same options costs nothing more.
+///
+/// # Safety
+/// `net` is a live handle; `options` NULL or valid; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_bound_ex(
+    net: *const LipNetwork,
+    options: *const LipOptions,
+    out: *mut LipBound,
+) -> i32 {
+    guard("lip_network_bound", || {
+        let n = unsafe { handle(net) }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let o = unsafe { read_options(options) }?;
+        let a = n.analysis(&o)?;
+        let b = LipBound {
+            lower: a.network.lower.unwrap_or(0.0),
+            upper: a.network.upper,
+            iterations: a.layers.len() as u32,
+            certificate: a.network.certificate_kind.code(),
+        };
+        unsafe { out.write(b) };
+        Ok(())
+    })
+}
+
+/// [`lip_network_bound_ex`] with default options and the given `rtol`.
+///
+/// # Safety
+/// As `lip_network_bound_ex`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_bound(
+    net: *const LipNetwork,
+    rtol: f64,
+    out: *mut LipBound,
+) -> i32 {
+    let o = LipOptions {
+        rtol,
+        ..lip_options_default()
+    };
+    unsafe { lip_network_bound_ex(net, &o, out) }
+}
+
+/// Linear layer `i`'s certified interval (BatchNorm and constant scales folded in).
+///
+/// # Safety
+/// `net` is a live handle; `options` NULL or valid; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_layer_bound_ex(
+    net: *const LipNetwork,
+    i: usize,
+    options: *const LipOptions,
+    out: *mut LipBound,
+) -> i32 {
+    guard("lip_network_layer_bound", || {
+        let n = unsafe { handle(net) }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        if i >= n.names.len() {
+            return Err((
+                LIP_ERR_INVALID_ARGUMENT,
+                format!(
+                    "layer index {i} out of range (the network has {} linear layers)",
+                    n.names.len()
+                ),
+            ));
+        }
+        let o = unsafe { read_options(options) }?;
+        let a = n.analysis(&o)?;
+        unsafe { out.write(LipBound::from(&a.layers[i].bound)) };
+        Ok(())
+    })
+}
+
+/// [`lip_network_layer_bound_ex`] with default options and the given `rtol`.
+///
+/// # Safety
+/// As `lip_network_layer_bound_ex`.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_layer_bound(
+    net: *const LipNetwork,
+    i: usize,
+    rtol: f64,
+    out: *mut LipBound,
+) -> i32 {
+    let o = LipOptions {
+        rtol,
+        ..lip_options_default()
+    };
+    unsafe { lip_network_layer_bound_ex(net, i, &o, out) }
+}
