@@ -160,8 +160,10 @@ fn zero_padded_upper_bound_is_never_below_the_exact_norm() {
         }
         let sigma = naive_sigma(&conv, &w);
         let b = conv2d_norm(&w, &conv, ConvMethod::BoundsOnly, &Options::default()).unwrap();
+        // The oracle is itself an f64 SVD of the explicit matrix (whose Frobenius norm grows
+        // with the image): it is accurate to ~1e-15 relative, so allow 1e-13.
         assert!(
-            b.circular_upper >= sigma && b.bound.lower <= sigma * (1.0 + 1e-12),
+            b.circular_upper >= sigma * (1.0 - 1e-13) && b.bound.lower <= sigma * (1.0 + 1e-12),
             "trial {trial} {conv:?}: σ = {sigma}, bounds [{}, {}]",
             b.bound.lower,
             b.circular_upper

@@ -319,6 +319,94 @@ fn plane_wave(conv: &Conv2d, symbol: &KernelSymbol, circ: &CircularNorm) -> Resu
     Ok(x)
 }
 
+/// A 1×1 zero-padded conv (any stride) applies its channel matrix at each output position
+/// that reads an input pixel and outputs zeros elsewhere, so its norm is the largest
+/// `σ₁(W_g)` over groups, computed as a dense layer; the dense lower vector placed at one
+/// read pixel attains the lower end. `None` when the shortcut does not apply.
+fn pointwise_norm(
+    weights: &[f32],
+    conv: &Conv2d,
+    method: ConvMethod,
+    opts: &Options,
+) -> Result<Option<ConvBound>> {
+    if conv.kernel != [1, 1]
+        || conv.padding_mode != PaddingMode::Zeros
+        || method == ConvMethod::Power
+    {
+        return Ok(None);
+    }
+    let out = conv.output_size()?;
+    let reads = (0..2).all(|axis| {
+        (0..out[axis]).any(|i| {
+            let pos = (i * conv.stride[axis]) as i64 - conv.pads[axis] as i64;
+            pos >= 0 && pos < conv.input[axis] as i64
+        })
+    });
+    if !reads {
+        return Ok(None);
+    }
+    let (og, cg) = (conv.group_out(), conv.group_in());
+    let mut best: Option<Bound> = None;
+    for g in 0..conv.groups {
+        let w = &weights[g * og * cg..(g + 1) * og * cg];
+        let b = crate::spectral::dense_norm(w, og, cg, opts)?;
+        best = Some(match best {
+            None => b,
+            Some(a) => Bound {
+                lower: a.lower.max(b.lower),
+                upper: a.upper.max(b.upper),
+                certificate: if a.certificate.code() >= b.certificate.code() {
+                    a.certificate
+                } else {
+                    b.certificate
+                },
+                iterations: a.iterations + b.iterations,
+                matvecs: a.matvecs + b.matvecs,
+                ..b
+            },
+        });
+    }
+    let bound = best.expect("groups ≥ 1");
+    Ok(Some(ConvBound {
+        bound,
+        method: ConvMethod::Exact,
+        circular_upper: bound.upper,
+        grid: conv.input,
+        frequencies_visited: 0,
+        frequencies_total: 0,
+        limited_by: None,
+        classic: super::classic_bounds(conv, weights)?,
+    }))
+}
+
+/// Maps a vector on the polyphase-equivalent layer's input (channel `c·s_h·s_w + r_h·s_w +
+/// r_w`, phase-image position `(a, b)`) back to the zero-padded strided layer's input: cover
+/// position `(a·s_h + r_h, b·s_w + r_w)`, shifted by the top/left pads, under the sine window
+/// that zero padding's singular vectors carry.
+fn cover_wave_to_input(conv: &Conv2d, cover: &Conv2d, phase_wave: &[f64]) -> Vec<f64> {
+    let [sh, sw] = conv.stride;
+    let [nh, nw] = cover.input;
+    let (ph, pw) = (nh / sh, nw / sw);
+    let (h, w) = (conv.input[0], conv.input[1]);
+    let sine =
+        |i: usize, len: usize| (std::f64::consts::PI * (i + 1) as f64 / (len + 1) as f64).sin();
+    let mut x = vec![0.0; conv.input_len()];
+    for c in 0..conv.in_channels {
+        for a in 0..h {
+            let ca = a + conv.pads[0];
+            let (rh, ia) = (ca % sh, ca / sh);
+            for b in 0..w {
+                let cb = b + conv.pads[1];
+                let (rw, ib) = (cb % sw, cb / sw);
+                let channel = c * sh * sw + rh * sw + rw;
+                let v = phase_wave[(channel * ph + ia) * pw + ib];
+                x[(c * h + a) * w + b] = v * sine(a, h) * sine(b, w);
+            }
+        }
+    }
+    x
+}
+
 /// Certified interval for the spectral norm of a conv layer (weights OIHW).
 ///
 /// `opts.rtol`, caps, seed and memory limit apply; `method` picks the algorithm.
@@ -356,6 +444,10 @@ pub fn conv2d_norm(
             return Ok(r);
         }
     }
+    if let Some(mut r) = pointwise_norm(weights, conv, method, opts)? {
+        r.bound.seconds = started.elapsed().as_secs_f64();
+        return Ok(r);
+    }
     let circular_exact = conv.is_exactly_circular();
     let [mh, mw] = conv.circular_multiplicity()?;
     let repetition = ((mh * mw) as f64).sqrt();
@@ -381,17 +473,25 @@ pub fn conv2d_norm(
     let mut circ = circular_norm(conv, weights, &symbol)?;
     // Outputs that wrap onto the same input rows repeat rows of the circular conv.
     circ.upper *= repetition * (1.0 + 4.0 * UNIT_ROUNDOFF);
-    // Zero padding with stride: the strided circular cover (polyphase-exact) is tighter.
-    if let Some(cover) = super::polyphase::circular_cover(conv) {
-        if let Some((equivalent, w)) = super::polyphase::polyphase(&cover, weights) {
-            let inner = conv2d_norm(&w, &equivalent, ConvMethod::BoundsOnly, opts)?;
-            circ.upper = circ.upper.min(inner.circular_upper);
-        }
-    }
     let direct = DirectConv2d::new(conv, weights)?;
     let mut tmp = vec![0.0; direct.output_len()];
-    let wave = plane_wave(conv, &symbol, &circ)?;
-    let wave_lower = certified_ratio(&direct, &wave, &mut tmp);
+    let mut wave = plane_wave(conv, &symbol, &circ)?;
+    let mut wave_lower = certified_ratio(&direct, &wave, &mut tmp);
+    // Zero padding with stride: the strided circular cover (polyphase-exact) is tighter, and
+    // its maximiser (a plane wave per phase) is a far better start than the stride-1 one.
+    if let Some(cover) = super::polyphase::circular_cover(conv) {
+        if let Some((equivalent, w)) = super::polyphase::polyphase(&cover, weights) {
+            let eq_symbol = KernelSymbol::new(&equivalent, &w, equivalent.input);
+            let eq_circ = circular_norm(&equivalent, &w, &eq_symbol)?;
+            circ.upper = circ.upper.min(eq_circ.upper * (1.0 + 4.0 * UNIT_ROUNDOFF));
+            let phase_wave = plane_wave(&equivalent, &eq_symbol, &eq_circ)?;
+            let start = cover_wave_to_input(conv, &cover, &phase_wave);
+            let lower = certified_ratio(&direct, &start, &mut tmp);
+            if lower > wave_lower {
+                (wave, wave_lower) = (start, lower);
+            }
+        }
+    }
     let upper_cert = if circular_exact {
         Certificate::Exact
     } else {
