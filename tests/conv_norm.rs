@@ -163,10 +163,14 @@ fn zero_padded_upper_bound_is_never_below_the_exact_norm() {
         // The oracle is itself an f64 SVD of the explicit matrix (whose Frobenius norm grows
         // with the image): it is accurate to ~1e-15 relative, so allow 1e-13.
         assert!(
-            b.circular_upper >= sigma * (1.0 - 1e-13) && b.bound.lower <= sigma * (1.0 + 1e-12),
-            "trial {trial} {conv:?}: σ = {sigma}, bounds [{}, {}]",
+            b.circular_upper >= sigma * (1.0 - 1e-13)
+                && b.window_upper >= sigma * (1.0 - 1e-13)
+                && b.bound.upper >= sigma * (1.0 - 1e-13)
+                && b.bound.lower <= sigma * (1.0 + 1e-12),
+            "trial {trial} {conv:?}: σ = {sigma}, bounds [{}, {}], window {}",
             b.bound.lower,
-            b.circular_upper
+            b.circular_upper,
+            b.window_upper
         );
         checked += 1;
     }
@@ -283,5 +287,26 @@ fn resolution_independent_bound_holds_at_every_size() {
                 b.bound.upper
             );
         }
+    }
+}
+
+#[test]
+fn window_bound_is_tighter_than_the_circular_embedding_on_small_images() {
+    for (c, n, seed) in [(8, 12, 1u64), (6, 9, 2), (4, 16, 3)] {
+        let conv = Conv2d::new(c, c, [3, 3], [n, n]).padding(1);
+        let w = weights(&conv, seed);
+        let sigma = naive_sigma(&conv, &w);
+        let b = conv2d_norm(&w, &conv, ConvMethod::BoundsOnly, &Options::default()).unwrap();
+        assert!(
+            b.window_upper >= sigma,
+            "{c}@{n}: window {} < σ {sigma}",
+            b.window_upper
+        );
+        assert!(
+            b.window_upper - sigma < 0.6 * (b.circular_upper - sigma),
+            "{c}@{n}: window excess {} vs circular excess {}",
+            b.window_upper - sigma,
+            b.circular_upper - sigma
+        );
     }
 }

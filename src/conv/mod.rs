@@ -17,6 +17,7 @@ mod norm;
 pub mod polyphase;
 mod resolution;
 pub mod spectrum;
+mod window;
 
 pub use classic::{classic_bounds, ClassicBounds};
 pub use direct::DirectConv2d;

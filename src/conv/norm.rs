@@ -74,6 +74,9 @@ pub struct ConvBound {
     pub method: ConvMethod,
     /// Proven upper bound from the circular embedding (exact for circular stride-1 layers).
     pub circular_upper: f64,
+    /// Proven upper bound from the window bound (zero padding on images up to 1024 pixels;
+    /// +∞ otherwise), see `conv::window`.
+    pub window_upper: f64,
     /// The grid the circular bound was computed on.
     pub grid: [usize; 2],
     /// Frequencies whose block norm was computed exactly (the rest were pruned).
@@ -89,6 +92,11 @@ pub struct ConvBound {
 /// The circular norm on a grid: `max_f σ₁(M(f))`, with where it is attained.
 struct CircularNorm {
     upper: f64,
+    /// Per half-grid frequency, an upper bound on `max_g σ₁(M_g(f))²` (exact where the
+    /// block was computed, the pruning bound elsewhere), without the rounding margin.
+    per_frequency: Vec<f64>,
+    /// The rounding margin on each `σ²`.
+    margin: f64,
     frequency: usize,
     group: usize,
     visited: usize,
@@ -226,6 +234,10 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
                 .collect::<Vec<_>>()
         })
         .collect();
+    let mut per_block = vec![0.0f64; total * groups];
+    for &(b, f, g) in &frob {
+        per_block[f * groups + g] = b * b;
+    }
     frob.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     // Pass 2: exact block norms in that order, in parallel batches, until pruned.
     let mut best = (0.0f64, 0usize, 0usize);
@@ -247,6 +259,7 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
         for r in results {
             let (s2, f, g) = r?;
             visited += 1;
+            per_block[f * groups + g] = s2;
             // Ties go to the lowest (frequency, group) so results do not depend on batching.
             if s2 > best.0 || (s2 == best.0 && (f, g) < (best.1, best.2)) {
                 best = (s2, f, g);
@@ -255,8 +268,14 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
         start = end;
     }
     let margin = sigma_squared_margin(conv, weights);
+    let per_frequency = per_block
+        .chunks(groups)
+        .map(|c| c.iter().copied().fold(0.0, f64::max))
+        .collect();
     Ok(CircularNorm {
         upper: (best.0 + margin).sqrt(),
+        per_frequency,
+        margin,
         frequency: best.1,
         group: best.2,
         visited,
@@ -371,6 +390,7 @@ fn pointwise_norm(
         bound,
         method: ConvMethod::Exact,
         circular_upper: bound.upper,
+        window_upper: f64::INFINITY,
         grid: conv.input,
         frequencies_visited: 0,
         frequencies_total: 0,
@@ -473,6 +493,14 @@ pub fn conv2d_norm(
     let mut circ = circular_norm(conv, weights, &symbol)?;
     // Outputs that wrap onto the same input rows repeat rows of the circular conv.
     circ.upper *= repetition * (1.0 + 4.0 * UNIT_ROUNDOFF);
+    // Zero padding on a small image: the window bound (x lives on the image only) is tighter.
+    let mut window_upper = f64::INFINITY;
+    if conv.padding_mode == PaddingMode::Zeros
+        && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW
+    {
+        let s: Vec<f64> = circ.per_frequency.iter().map(|v| v + circ.margin).collect();
+        window_upper = super::window::window_bound_squared(&symbol, &s, conv.input)?.sqrt();
+    }
     let direct = DirectConv2d::new(conv, weights)?;
     let mut tmp = vec![0.0; direct.output_len()];
     let mut wave = plane_wave(conv, &symbol, &circ)?;
@@ -500,7 +528,7 @@ pub fn conv2d_norm(
     let mut result = ConvBound {
         bound: Bound {
             lower: wave_lower,
-            upper: circ.upper.max(wave_lower),
+            upper: circ.upper.min(window_upper).max(wave_lower),
             certificate: upper_cert,
             method: Method::Exact,
             iterations: 0,
@@ -510,6 +538,7 @@ pub fn conv2d_norm(
         },
         method,
         circular_upper: circ.upper,
+        window_upper,
         grid,
         frequencies_visited: circ.visited,
         frequencies_total: circ.total,
