@@ -62,11 +62,16 @@ fn exercise(bytes: &[u8], what: &str) -> Result<(), String> {
             Ok(a) => {
                 let n = &a.network;
                 let lower = n.lower.unwrap_or(0.0);
-                if !(n.upper >= 0.0) || n.upper.is_nan() || !(lower >= 0.0) || lower > n.upper {
+                if n.upper.is_nan()
+                    || n.upper < 0.0
+                    || lower.is_nan()
+                    || lower < 0.0
+                    || lower > n.upper
+                {
                     return Err(format!("{what}: bad network bound [{lower}, {}]", n.upper));
                 }
                 for l in &a.layers {
-                    if !(l.lower >= 0.0 && l.lower <= l.upper) {
+                    if l.lower.is_nan() || l.lower < 0.0 || l.lower > l.upper {
                         return Err(format!(
                             "{what}: bad layer bound {} [{}, {}]",
                             l.name, l.lower, l.upper
@@ -137,6 +142,8 @@ fn set_int(attrs: &mut Vec<AttributeProto>, name: &str, v: i64) {
         }),
     }
 }
+
+type Edit = dyn Fn(&mut ModelProto, &mut rand_chacha::ChaCha8Rng);
 
 #[test]
 fn structured_edits_give_errors_or_valid_bounds() {
