@@ -150,10 +150,7 @@ fn structured_edits_give_errors_or_valid_bounds() {
     let started = Instant::now();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut failures = Vec::new();
-    let edits: Vec<(
-        &str,
-        Box<dyn Fn(&mut ModelProto, &mut rand_chacha::ChaCha8Rng)>,
-    )> = vec![
+    let edits: Vec<(&str, Box<Edit>)> = vec![
         (
             "negative pads",
             Box::new(|m, r| {
