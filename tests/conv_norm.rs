@@ -310,3 +310,21 @@ fn window_bound_is_tighter_than_the_circular_embedding_on_small_images() {
         );
     }
 }
+
+#[test]
+fn large_window_bound_contains_the_exact_norm() {
+    // 40×40 = 1600 pixels: above the always-computed size, so the window bound is computed
+    // only after a short Lanczos run misses rtol.
+    let conv = Conv2d::new(1, 1, [3, 3], [40, 40]).padding(1);
+    let w = weights(&conv, 9);
+    let sigma = naive_sigma(&conv, &w);
+    let r = conv2d_norm(&w, &conv, ConvMethod::Lanczos, &Options::with_rtol(1e-7)).unwrap();
+    assert!(r.window_upper.is_finite(), "window bound not computed");
+    assert!(
+        r.window_upper >= sigma * (1.0 - 1e-13),
+        "window {} < σ {sigma}",
+        r.window_upper
+    );
+    assert!(r.window_upper < r.circular_upper);
+    assert!(r.bound.lower <= sigma * (1.0 + 1e-12) && sigma <= r.bound.upper * (1.0 + 1e-13));
+}

@@ -143,6 +143,9 @@ pub(crate) fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result
     Ok(s.column_vector().iter().map(|v| v.re).fold(0.0, f64::max))
 }
 
+/// Lanczos steps tried with the embedding bound before computing a large window bound.
+const LANCZOS_BEFORE_WINDOW: u32 = 40;
+
 /// Gram-iteration squarings used for pruning.
 const GRAM_SQUARINGS: usize = 3;
 
@@ -209,7 +212,15 @@ pub(crate) fn sigma_squared_margin(conv: &Conv2d, weights: &[f32]) -> f64 {
 }
 
 /// `max_f σ₁(M(f))` over the half grid, pruning by Gram-iteration bounds.
-fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Result<CircularNorm> {
+///
+/// With `prune = false` every block's σ₁ is computed exactly (for the window bound, which
+/// integrates over all frequencies and is only as good as the values it is given).
+fn circular_norm(
+    conv: &Conv2d,
+    weights: &[f32],
+    symbol: &KernelSymbol,
+    prune: bool,
+) -> Result<CircularNorm> {
     let (groups, og, cg) = symbol.block_shape();
     let block = og * cg;
     let total = symbol.frequencies();
@@ -245,7 +256,7 @@ fn circular_norm(conv: &Conv2d, weights: &[f32], symbol: &KernelSymbol) -> Resul
     // A fixed batch (not tied to the thread count) keeps `visited` reproducible.
     let batch = 16;
     let mut start = 0;
-    while start < frob.len() && frob[start].0 > best.0.sqrt() {
+    while start < frob.len() && (!prune || frob[start].0 > best.0.sqrt()) {
         let end = (start + batch).min(frob.len());
         let results: Vec<Result<(f64, usize, usize)>> = frob[start..end]
             .par_iter()
@@ -490,17 +501,12 @@ pub fn conv2d_norm(
         PaddingMode::Zeros => conv.padded_size(),
     };
     let symbol = KernelSymbol::new(conv, weights, grid);
-    let mut circ = circular_norm(conv, weights, &symbol)?;
+    let windowed = conv.padding_mode == PaddingMode::Zeros
+        && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW;
+    let mut circ = circular_norm(conv, weights, &symbol, !windowed)?;
     // Outputs that wrap onto the same input rows repeat rows of the circular conv.
     circ.upper *= repetition * (1.0 + 4.0 * UNIT_ROUNDOFF);
     // Zero padding on a small image: the window bound (x lives on the image only) is tighter.
-    let mut window_upper = f64::INFINITY;
-    if conv.padding_mode == PaddingMode::Zeros
-        && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW
-    {
-        let s: Vec<f64> = circ.per_frequency.iter().map(|v| v + circ.margin).collect();
-        window_upper = super::window::window_bound_squared(&symbol, &s, conv.input)?.sqrt();
-    }
     let direct = DirectConv2d::new(conv, weights)?;
     let mut tmp = vec![0.0; direct.output_len()];
     let mut wave = plane_wave(conv, &symbol, &circ)?;
@@ -510,7 +516,7 @@ pub fn conv2d_norm(
     if let Some(cover) = super::polyphase::circular_cover(conv) {
         if let Some((equivalent, w)) = super::polyphase::polyphase(&cover, weights) {
             let eq_symbol = KernelSymbol::new(&equivalent, &w, equivalent.input);
-            let eq_circ = circular_norm(&equivalent, &w, &eq_symbol)?;
+            let eq_circ = circular_norm(&equivalent, &w, &eq_symbol, true)?;
             circ.upper = circ.upper.min(eq_circ.upper * (1.0 + 4.0 * UNIT_ROUNDOFF));
             let phase_wave = plane_wave(&equivalent, &eq_symbol, &eq_circ)?;
             let start = cover_wave_to_input(conv, &cover, &phase_wave);
@@ -520,6 +526,23 @@ pub fn conv2d_norm(
             }
         }
     }
+    // Zero padding on a small image: the window bound (x lives on the image only). Up to
+    // MAX_WINDOW pixels it is cheap and always computed; up to MAX_LARGE_WINDOW pixels only
+    // when the embedding bound misses rtol (it then needs every frequency's exact σ₁).
+    let pixels = conv.input[0] * conv.input[1];
+    let large_window = conv.padding_mode == PaddingMode::Zeros
+        && !windowed
+        && pixels <= super::window::MAX_LARGE_WINDOW
+        && method != ConvMethod::BoundsOnly;
+    let window = |all: &CircularNorm| -> Result<f64> {
+        let s: Vec<f64> = all.per_frequency.iter().map(|v| v + all.margin).collect();
+        Ok(super::window::window_bound_squared(&symbol, &s, conv.input)?.sqrt())
+    };
+    let window_upper = if windowed {
+        window(&circ)?
+    } else {
+        f64::INFINITY
+    };
     let upper_cert = if circular_exact {
         Certificate::Exact
     } else {
@@ -578,19 +601,47 @@ pub fn conv2d_norm(
                 },
                 ..opts.clone()
             };
-            let hints = Hints {
-                start: Some(&wave),
-                random_weight: 0.1,
-                upper: Some((result.bound.upper, upper_cert)),
+            let mut run = |start: &[f64], upper: f64, max_iterations: u32| {
+                let hints = Hints {
+                    start: Some(start),
+                    random_weight: 0.1,
+                    upper: Some((upper, upper_cert)),
+                };
+                let capped = Options {
+                    max_iterations,
+                    ..inner.clone()
+                };
+                let (b, v) = spectral_norm_with_vector(operator.as_operator(), &capped, &hints)?;
+                // Re-evaluate the final vector with the accurate operator.
+                let accurate = if v.is_empty() {
+                    0.0
+                } else {
+                    certified_ratio(&direct, &v, &mut tmp)
+                };
+                Ok::<_, Error>((b, v, accurate.max(wave_lower)))
             };
-            let (b, v) = spectral_norm_with_vector(operator.as_operator(), &inner, &hints)?;
-            // Re-evaluate the final vector with the accurate operator.
-            let accurate = if v.is_empty() {
-                0.0
+            let (mut b, mut v, mut lower) = if large_window {
+                // A short run first: when the embedding bound already meets rtol, the
+                // window bound's eigenvalue problem is not worth its second.
+                run(
+                    &wave,
+                    result.bound.upper,
+                    LANCZOS_BEFORE_WINDOW.min(opts.max_iterations),
+                )?
             } else {
-                certified_ratio(&direct, &v, &mut tmp)
+                run(&wave, result.bound.upper, opts.max_iterations)?
             };
-            let lower = accurate.max(wave_lower);
+            if large_window && b.upper.max(lower) > lower * (1.0 + opts.rtol) {
+                let all = circular_norm(conv, weights, &symbol, false)?;
+                result.window_upper = window(&all)?;
+                let upper = result.bound.upper.min(result.window_upper);
+                let start = if v.is_empty() { wave.clone() } else { v };
+                let first = b.matvecs;
+                (b, v, lower) = run(&start, upper, opts.max_iterations)?;
+                b.matvecs += first;
+                lower = lower.max(result.bound.lower);
+            }
+            drop(v);
             result.bound = Bound {
                 lower,
                 upper: b.upper.max(lower),

@@ -21,8 +21,11 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{self, ComputeEigenvectors};
 use faer::{Mat, Par};
 
-/// Largest image (pixels) the bound is computed for: `T` is `hw × hw`.
+/// Largest image (pixels) for which the bound is always computed: `T` is `hw × hw`.
 pub(crate) const MAX_WINDOW: usize = 1024;
+/// Largest image for which it is computed when the embedding bound is not tight enough
+/// (56×56: an eigenvalue problem of order 3136, about a second on two cores).
+pub(crate) const MAX_LARGE_WINDOW: usize = 3136;
 
 /// `λ_max(T)` plus its rounding margin, from `s` on the half grid of `symbol`.
 pub(crate) fn window_bound_squared(
@@ -81,17 +84,23 @@ pub(crate) fn window_bound_squared(
         lag(a - a2, b - b2)
     });
     let mut values = faer::diag::Diag::<f64>::zeros(n);
+    // Sequential below 1024 (fast, and the layer may be one of several bounded at once).
+    let par = if n > MAX_WINDOW {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    };
     let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
         n,
         ComputeEigenvectors::No,
-        Par::Seq,
+        par,
         Default::default(),
     ));
     evd::self_adjoint_evd(
         t.as_ref(),
         values.as_mut(),
         None,
-        Par::Seq,
+        par,
         MemStack::new(&mut mem),
         Default::default(),
     )
