@@ -143,6 +143,12 @@ pub(crate) fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result
     Ok(s.column_vector().iter().map(|v| v.re).fold(0.0, f64::max))
 }
 
+/// The window bound (see `conv::window`) from a circular norm's per-frequency values.
+fn window_of(symbol: &KernelSymbol, circ: &CircularNorm, window: [usize; 2]) -> Result<f64> {
+    let s: Vec<f64> = circ.per_frequency.iter().map(|v| v + circ.margin).collect();
+    Ok(super::window::window_bound_squared(symbol, &s, window)?.sqrt())
+}
+
 /// Lanczos steps tried with the embedding bound before computing a large window bound.
 const LANCZOS_BEFORE_WINDOW: u32 = 40;
 
@@ -509,6 +515,7 @@ pub fn conv2d_norm(
     // Zero padding on a small image: the window bound (x lives on the image only) is tighter.
     let direct = DirectConv2d::new(conv, weights)?;
     let mut tmp = vec![0.0; direct.output_len()];
+    let mut cover_window = f64::INFINITY;
     let mut wave = plane_wave(conv, &symbol, &circ)?;
     let mut wave_lower = certified_ratio(&direct, &wave, &mut tmp);
     // Zero padding with stride: the strided circular cover (polyphase-exact) is tighter, and
@@ -516,8 +523,18 @@ pub fn conv2d_norm(
     if let Some(cover) = super::polyphase::circular_cover(conv) {
         if let Some((equivalent, w)) = super::polyphase::polyphase(&cover, weights) {
             let eq_symbol = KernelSymbol::new(&equivalent, &w, equivalent.input);
-            let eq_circ = circular_norm(&equivalent, &w, &eq_symbol, true)?;
+            // The input lives on ⌈H/s⌉ × ⌈W/s⌉ pixels of each phase image: the window bound
+            // applies to the equivalent layer too.
+            let phase_window = [
+                conv.input[0].div_ceil(conv.stride[0]),
+                conv.input[1].div_ceil(conv.stride[1]),
+            ];
+            let eq_windowed = phase_window[0] * phase_window[1] <= super::window::MAX_WINDOW;
+            let eq_circ = circular_norm(&equivalent, &w, &eq_symbol, !eq_windowed)?;
             circ.upper = circ.upper.min(eq_circ.upper * (1.0 + 4.0 * UNIT_ROUNDOFF));
+            if eq_windowed {
+                cover_window = window_of(&eq_symbol, &eq_circ, phase_window)?;
+            }
             let phase_wave = plane_wave(&equivalent, &eq_symbol, &eq_circ)?;
             let start = cover_wave_to_input(conv, &cover, &phase_wave);
             let lower = certified_ratio(&direct, &start, &mut tmp);
@@ -534,14 +551,11 @@ pub fn conv2d_norm(
         && !windowed
         && pixels <= super::window::MAX_LARGE_WINDOW
         && method != ConvMethod::BoundsOnly;
-    let window = |all: &CircularNorm| -> Result<f64> {
-        let s: Vec<f64> = all.per_frequency.iter().map(|v| v + all.margin).collect();
-        Ok(super::window::window_bound_squared(&symbol, &s, conv.input)?.sqrt())
-    };
+    let window = |all: &CircularNorm| window_of(&symbol, all, conv.input);
     let window_upper = if windowed {
-        window(&circ)?
+        window(&circ)?.min(cover_window)
     } else {
-        f64::INFINITY
+        cover_window
     };
     let upper_cert = if circular_exact {
         Certificate::Exact
@@ -633,7 +647,7 @@ pub fn conv2d_norm(
             };
             if large_window && b.upper.max(lower) > lower * (1.0 + opts.rtol) {
                 let all = circular_norm(conv, weights, &symbol, false)?;
-                result.window_upper = window(&all)?;
+                result.window_upper = window(&all)?.min(result.window_upper);
                 let upper = result.bound.upper.min(result.window_upper);
                 let start = if v.is_empty() { wave.clone() } else { v };
                 let first = b.matvecs;
