@@ -341,3 +341,28 @@ fn structured_edits_give_errors_or_valid_bounds() {
         started.elapsed()
     );
 }
+
+/// Inputs the fuzzer (fuzz/fuzz_targets/onnx_import.rs) found, kept as regression tests:
+/// a Pad whose pads declare a multi-gigabyte output (it used to build the gather index
+/// before checking memory, a hang), and a slow unit of the same family.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        let started = Instant::now();
+        exercise(&bytes, &f.display().to_string()).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} took {:?}",
+            f.display(),
+            started.elapsed()
+        );
+    }
+}

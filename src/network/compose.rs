@@ -166,6 +166,15 @@ pub fn analyze(
 ) -> Result<Analysis> {
     let started = Instant::now();
     opts.layer.validate()?;
+    // Layer operators and the lower-bound search work on the activations: refuse networks
+    // whose activations alone exceed the memory limit before allocating anything.
+    if net.activation_bytes() > opts.layer.memory_limit as u128 {
+        return Err(Error::TooLarge {
+            what: format!("activations of {} in f64", net.source),
+            needed: net.activation_bytes(),
+            limit: opts.layer.memory_limit as u128,
+        });
+    }
     let live = net.live_nodes();
     let consumers = net.consumers();
     let producer = producers(net);

@@ -595,6 +595,16 @@ impl Importer {
             node.name.clone()
         };
         let v = self.net().push(&name, kind, op, inputs)?;
+        // Every value becomes an f64 activation when the network is evaluated.
+        let bytes = self.net().len_of(v) as u128 * 8;
+        if bytes > self.memory_limit as u128 {
+            let shape = self.net().shapes[v].clone();
+            return Err(Error::TooLarge {
+                what: format!("{}: output {shape:?} of node {label}", self.src),
+                needed: bytes,
+                limit: self.memory_limit as u128,
+            });
+        }
         let out = node
             .output
             .first()
@@ -1396,10 +1406,24 @@ impl Importer {
             )));
         }
         let out: Vec<usize> = out.iter().map(|&d| d as usize).collect();
-        let total: usize = out.iter().product();
-        if total > super::graph::MAX_TENSOR_ELEMENTS {
-            return Err(self.err(format!("node {label}: padded shape {out:?} is too large")));
+        let total = out
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&t| t <= super::graph::MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| self.err(format!("node {label}: padded shape {out:?} is too large")))?;
+        // The gather index (4 bytes per output element) is allocated now: charge it.
+        let needed = total as u128 * 4;
+        if needed > self.budget_left {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "{}: node {label}: index of the padded shape {out:?}",
+                    self.src
+                ),
+                needed,
+                limit: self.memory_limit as u128,
+            });
         }
+        self.budget_left -= needed;
         if mode == "reflect" && (0..r).any(|k| pads[k].max(pads[k + r]) >= xs[k] as i64) {
             return Err(self.err(format!(
                 "node {label}: reflect pads {pads:?} must be smaller than the input {xs:?}"
