@@ -310,3 +310,28 @@ fn eight_threads_get_the_sequential_results() {
     });
     assert_eq!(sequential, concurrent);
 }
+
+/// The fuzzer (fuzz/fuzz_targets/layer_description.rs) found a circular 1×1 conv with
+/// pad_right = 2³²−1: four billion outputs, which used to be counted one by one. It is now
+/// refused before any work proportional to its size.
+#[test]
+fn huge_declared_outputs_are_refused_quickly() {
+    let mut c = layer();
+    (
+        c.out_channels,
+        c.in_channels,
+        c.kernel_h,
+        c.kernel_w,
+        c.input_h,
+        c.input_w,
+    ) = (1, 1, 1, 1, 1, 1);
+    (c.pad_top, c.pad_left, c.pad_bottom, c.pad_right) = (1, 1, 0, u32::MAX);
+    c.padding_mode = LIP_PADDING_CIRCULAR;
+    let w = [1.0f32];
+    let mut out = LipBound::default();
+    let started = std::time::Instant::now();
+    let status = unsafe { lip_conv2d_norm(w.as_ptr(), &c, 1e-4, &mut out) };
+    assert_eq!(status, LIP_ERR_TOO_LARGE, "{}", last_error());
+    assert!(last_error().contains("output"), "{}", last_error());
+    assert!(started.elapsed().as_secs_f64() < 1.0);
+}

@@ -469,6 +469,23 @@ pub fn conv2d_norm(
     let started = Instant::now();
     opts.validate()?;
     conv.validate_weights(weights)?;
+    // Every method holds a few input and output vectors in f64: refuse layers whose vectors
+    // alone exceed the memory limit before any work proportional to their size.
+    let vectors = 8 * 4 * (conv.input_len() as u128 + conv.output_len() as u128);
+    if vectors > opts.memory_limit as u128 {
+        return Err(Error::TooLarge {
+            what: format!(
+                "conv layer {}→{} on {}×{} (output {:?}): input and output vectors",
+                conv.in_channels,
+                conv.out_channels,
+                conv.input[0],
+                conv.input[1],
+                conv.output_size()?
+            ),
+            needed: vectors,
+            limit: opts.memory_limit as u128,
+        });
+    }
     // Circular with stride: exact again through the polyphase decomposition.
     if conv.padding_mode == PaddingMode::Circular
         && conv.stride != [1, 1]
