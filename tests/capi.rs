@@ -335,3 +335,45 @@ fn huge_declared_outputs_are_refused_quickly() {
     assert!(last_error().contains("output"), "{}", last_error());
     assert!(started.elapsed().as_secs_f64() < 1.0);
 }
+
+/// The fuzzer found a strided circular conv whose dilation made the polyphase-equivalent
+/// kernel need 188 GB; the equivalent is now refused and the layer bounded otherwise.
+#[test]
+fn absurd_dilations_do_not_allocate_absurd_kernels() {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/layer_polyphase_huge_kernel.bin"),
+    )
+    .unwrap();
+    // Decode as fuzz/fuzz_targets/layer_description.rs does.
+    let field = |i: usize| match bytes.get(i) {
+        None => 1,
+        Some(255) => u32::MAX,
+        Some(&b) => (b % 12) as u32,
+    };
+    let c = LipConv2d {
+        out_channels: field(0),
+        in_channels: field(1),
+        kernel_h: field(2),
+        kernel_w: field(3),
+        input_h: field(4),
+        input_w: field(5),
+        stride_h: field(6),
+        stride_w: field(7),
+        dilation_h: field(8),
+        dilation_w: field(9),
+        groups: field(10),
+        pad_top: field(11),
+        pad_left: field(12),
+        pad_bottom: field(13),
+        pad_right: field(14),
+        padding_mode: field(15),
+    };
+    let w = vec![0.5f32; 4096];
+    let mut out = LipBound::default();
+    let status = unsafe { lip_conv2d_norm(w.as_ptr(), &c, 1e-4, &mut out) };
+    assert!(status == LIP_OK || status < 0, "{c:?}");
+    if status == LIP_OK {
+        assert!(out.lower <= out.upper);
+    }
+}

@@ -16,6 +16,10 @@
 
 use super::{Conv2d, PaddingMode};
 
+/// Largest equivalent kernel built (2²⁸ weights, 1 GiB in f32); strides or dilations that
+/// would need more are handled by the other methods.
+const MAX_EQUIVALENT_WEIGHTS: u128 = 1 << 28;
+
 /// The equivalent stride-1 circular conv and its OIHW weights, when it exists.
 pub fn polyphase(conv: &Conv2d, weights: &[f32]) -> Option<(Conv2d, Vec<f32>)> {
     if conv.padding_mode != PaddingMode::Circular || conv.validate_weights(weights).is_err() {
@@ -50,6 +54,17 @@ pub fn polyphase(conv: &Conv2d, weights: &[f32]) -> Option<(Conv2d, Vec<f32>)> {
         (k_max[0] - k_min[0] + 1) as usize,
         (k_max[1] - k_min[1] + 1) as usize,
     ];
+    // A dilated kernel spanning far more than the image would need an absurd equivalent
+    // kernel (wrapping its taps would sum weights in f32 and lose exactness): not applicable,
+    // the caller falls back to the other methods.
+    let count = (conv.out_channels as u128)
+        * (conv.group_in() * s[0] * s[1]) as u128
+        * (kernel[0] as u128 * kernel[1] as u128);
+    if count > (conv.weight_len() as u128 + 1) * (s[0] * s[1]) as u128 * 64 + (1 << 20)
+        || count > MAX_EQUIVALENT_WEIGHTS
+    {
+        return None;
+    }
     let phases = s[0] * s[1];
     let cg = conv.group_in();
     let new_cg = cg * phases;
