@@ -340,9 +340,21 @@ fn huge_declared_outputs_are_refused_quickly() {
 /// kernel need 188 GB; the equivalent is now refused and the layer bounded otherwise.
 #[test]
 fn absurd_dilations_do_not_allocate_absurd_kernels() {
+    for name in [
+        "layer_polyphase_huge_kernel.bin",
+        "layer_huge_padded_grid.bin",
+    ] {
+        fuzzed_layer(name);
+    }
+}
+
+/// Another fuzzer finding: pads of 2³²−1 rows made the frequency grid (and the kernel
+/// symbol) absurd; the symbol's memory is now estimated and refused first.
+fn fuzzed_layer(name: &str) {
     let bytes = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/layer_polyphase_huge_kernel.bin"),
+            .join("tests/fixtures/fuzz")
+            .join(name),
     )
     .unwrap();
     // Decode as fuzz/fuzz_targets/layer_description.rs does.

@@ -523,6 +523,17 @@ pub fn conv2d_norm(
         PaddingMode::Circular => conv.input,
         PaddingMode::Zeros => conv.padded_size(),
     };
+    let needed = KernelSymbol::estimate_memory(conv, grid);
+    if needed > opts.memory_limit as u128 {
+        return Err(Error::TooLarge {
+            what: format!(
+                "kernel symbol of the conv layer on its {}×{} frequency grid (input {:?} + pads {:?})",
+                grid[0], grid[1], conv.input, conv.pads
+            ),
+            needed,
+            limit: opts.memory_limit as u128,
+        });
+    }
     let symbol = KernelSymbol::new(conv, weights, grid);
     let windowed = conv.padding_mode == PaddingMode::Zeros
         && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW;
@@ -538,7 +549,10 @@ pub fn conv2d_norm(
     // Zero padding with stride: the strided circular cover (polyphase-exact) is tighter, and
     // its maximiser (a plane wave per phase) is a far better start than the stride-1 one.
     if let Some(cover) = super::polyphase::circular_cover(conv) {
-        if let Some((equivalent, w)) = super::polyphase::polyphase(&cover, weights) {
+        let polyphase = super::polyphase::polyphase(&cover, weights).filter(|(eq, _)| {
+            KernelSymbol::estimate_memory(eq, eq.input) <= opts.memory_limit as u128
+        });
+        if let Some((equivalent, w)) = polyphase {
             let eq_symbol = KernelSymbol::new(&equivalent, &w, equivalent.input);
             // The input lives on ⌈H/s⌉ × ⌈W/s⌉ pixels of each phase image: the window bound
             // applies to the equivalent layer too.

@@ -35,6 +35,17 @@ fn twiddle(k: usize, pos: usize, n: usize) -> C64 {
 }
 
 impl KernelSymbol {
+    /// Bytes [`KernelSymbol::new`] and the per-frequency passes over it allocate for `grid`:
+    /// the twiddles, the partial sums (one `C_out × C_in/g` block per `(f_w, tap row)`), and one
+    /// bound per (frequency, group).
+    pub fn estimate_memory(conv: &Conv2d, grid: [usize; 2]) -> u128 {
+        let [nh, nw] = grid.map(|v| v as u128);
+        let wf = nw / 2 + 1;
+        let (kh, kw) = (conv.kernel[0] as u128, conv.kernel[1] as u128);
+        let pairs = (conv.out_channels * conv.group_in()) as u128;
+        16 * (wf * kw + nh * kh + wf * kh * pairs) + 24 * nh * wf * conv.groups as u128
+    }
+
     /// Prepares the symbol of a validated layer (`weights` OIHW) on the grid `[N_h, N_w]`.
     pub fn new(conv: &Conv2d, weights: &[f32], grid: [usize; 2]) -> Self {
         let [nh, nw] = grid;
