@@ -313,7 +313,7 @@ fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
     println!("\nnetwork Lipschitz constant (ℓ2):");
     println!("  upper bound      {:.8}  [{}]", n.upper, n.certificate);
     println!(
-        "  naive product    {:.8}  (every node bounded on its own)",
+        "  naive product    {:.8}  (the same composition without merged linear runs)",
         n.naive_product
     );
     match (n.lower, &n.lower_search) {
