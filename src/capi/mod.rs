@@ -4,7 +4,7 @@
 //! The header `include/lipschitz.h` is generated from this module (`mod.rs` and
 //! `network.rs`) by cbindgen (see build.rs).
 
-use crate::bound::{Bound, Options};
+use crate::bound::Bound;
 use crate::error::Error;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
@@ -228,31 +228,12 @@ pub unsafe extern "C" fn lip_dense_norm(
     rtol: f64,
     out: *mut LipBound,
 ) -> i32 {
-    guard("lip_dense_norm", || {
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        if w.is_null() {
-            return Err(null("w"));
-        }
-        let len = rows.checked_mul(cols).ok_or((
-            LIP_ERR_TOO_LARGE,
-            format!("rows·cols = {rows}·{cols} overflows size_t"),
-        ))?;
-        if rows == 0 || cols == 0 {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!("rows and cols must be positive, got {rows}×{cols}"),
-            ));
-        }
-        // SAFETY: the caller guarantees `w` points to rows·cols floats.
-        let weights = unsafe { std::slice::from_raw_parts(w, len) };
-        let bound =
-            crate::dense_norm(weights, rows, cols, &Options::with_rtol(rtol)).map_err(lib_error)?;
-        // SAFETY: `out` is non-null and the caller guarantees it is writable.
-        unsafe { out.write(LipBound::from(&bound)) };
-        Ok(())
-    })
+    let options = LipOptions {
+        rtol,
+        ..lip_options_default()
+    };
+    // SAFETY: the same contract, plus a valid options struct.
+    unsafe { lip_dense_norm_ex(w, rows, cols, &options, out) }
 }
 
 /// Spectral norm of a 2-D convolution layer at the given input size.
@@ -271,30 +252,10 @@ pub unsafe extern "C" fn lip_conv2d_norm(
     rtol: f64,
     out: *mut LipBound,
 ) -> i32 {
-    guard("lip_conv2d_norm", || {
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        if conv.is_null() {
-            return Err(null("conv"));
-        }
-        if weight_oihw.is_null() {
-            return Err(null("weight_oihw"));
-        }
-        // SAFETY: non-null; the caller guarantees it points to a LipConv2d.
-        let layer = unsafe { conv.read() }.to_conv()?;
-        // SAFETY: the caller guarantees weight_len() readable floats; validate() capped the
-        // shape so the length cannot overflow.
-        let weights = unsafe { std::slice::from_raw_parts(weight_oihw, layer.weight_len()) };
-        let result = crate::conv::conv2d_norm(
-            weights,
-            &layer,
-            crate::conv::ConvMethod::Auto,
-            &Options::with_rtol(rtol),
-        )
-        .map_err(lib_error)?;
-        // SAFETY: `out` is non-null and the caller guarantees it is writable.
-        unsafe { out.write(LipBound::from(&result.bound)) };
-        Ok(())
-    })
+    let options = LipOptions {
+        rtol,
+        ..lip_options_default()
+    };
+    // SAFETY: the same contract, plus a valid options struct.
+    unsafe { lip_conv2d_norm_ex(weight_oihw, conv, &options, out) }
 }

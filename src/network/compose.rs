@@ -395,19 +395,14 @@ fn fold(
         }
         match &net.nodes[j].op {
             Op::Reshape(_) => pending.push(j),
-            Op::Affine { scale, .. } => {
-                let trial: Vec<f64> = d_out
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| d * scale.get(i))
-                    .collect();
-                if !fits_output(&node.op, &trial) {
-                    break;
+            Op::Affine { scale, .. } => match absorb(&d_out, scale, |d| fits_output(&node.op, d)) {
+                Some(d) => {
+                    d_out = d;
+                    pending.push(j);
+                    absorbed.append(&mut pending);
                 }
-                d_out = trial;
-                pending.push(j);
-                absorbed.append(&mut pending);
-            }
+                None => break,
+            },
             _ => break,
         }
         v = net.nodes[j].output;
@@ -426,25 +421,34 @@ fn fold(
         }
         match &net.nodes[j].op {
             Op::Reshape(_) => pending.push(j),
-            Op::Affine { scale, .. } => {
-                let trial: Vec<f64> = d_in
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| d * scale.get(i))
-                    .collect();
-                if !fits_input(&node.op, &trial) {
-                    break;
+            Op::Affine { scale, .. } => match absorb(&d_in, scale, |d| fits_input(&node.op, d)) {
+                Some(d) => {
+                    d_in = d;
+                    pending.push(j);
+                    absorbed.append(&mut pending);
                 }
-                d_in = trial;
-                pending.push(j);
-                absorbed.append(&mut pending);
-            }
+                None => break,
+            },
             _ => break,
         }
         u = net.nodes[j].inputs[0];
     }
     let weight = scaled_weights(&node.op, &d_in, &d_out);
     Folded { absorbed, weight }
+}
+
+/// The diagonal `d ⊙ scale`, if the layer can take it into its weights (`fits`).
+fn absorb(
+    d: &[f64],
+    scale: &super::graph::Broadcast,
+    fits: impl Fn(&[f64]) -> bool,
+) -> Option<Vec<f64>> {
+    let trial: Vec<f64> = d
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * scale.get(i))
+        .collect();
+    fits(&trial).then_some(trial)
 }
 
 /// Is the output-side diagonal constant over what one weight row produces?
