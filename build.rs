@@ -17,8 +17,7 @@ fn main() {
         .expect("cbindgen.toml is valid");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(crate_dir.join("src/capi/mod.rs"))
-        .with_src(crate_dir.join("src/capi/network.rs"))
+        .with_src(crate_dir.join("src/capi/mod.rs")) // follows `mod network;`
         .generate()
         .expect("cbindgen can parse src/capi/");
     bindings.write_to_file(out_dir.join("lipschitz.h"));
