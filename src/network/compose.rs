@@ -686,7 +686,6 @@ fn linear_runs(net: &Network, live: &[bool], consumers: &[Vec<usize>]) -> Vec<Ve
             in_run[k] = true;
         }
         if heavy >= 2 {
-            // Trim trivial nodes at both ends (they do not change the bound).
             runs.push(run);
         }
     }
