@@ -49,7 +49,7 @@ fn compile_and_run(source: &str, static_link: bool, args: &[&str]) -> String {
         ("CC", "cc", "-std=c11")
     };
     let mut cc = Command::new(std::env::var(compiler).unwrap_or_else(|_| default.into()));
-    cc.args([std, "-Wall", "-Wextra", "-Werror", "-I"])
+    cc.args([std, "-Wall", "-Wextra", "-Werror", "-pthread", "-I"])
         .arg(root.join("include"))
         .arg(root.join("c_examples").join(source));
     if static_link {
@@ -305,4 +305,13 @@ fn pkg_config_file_links_the_examples() {
     let _ = std::fs::remove_file(&exe);
     assert!(run.status.success());
     assert!(String::from_utf8_lossy(&run.stdout).contains("conv_circular"));
+}
+
+#[test]
+fn error_paths_and_eight_threads_from_c() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/cnn_bn.onnx");
+    for static_link in [false, true] {
+        let out = compile_and_run("error_paths.c", static_link, &[model.to_str().unwrap()]);
+        assert_eq!(out.trim(), "ok", "{out}");
+    }
 }
