@@ -173,23 +173,9 @@ pub unsafe extern "C" fn lip_dense_norm_ex(
         if out.is_null() {
             return Err(null("out"));
         }
-        if w.is_null() {
-            return Err(null("w"));
-        }
+        let weights = unsafe { dense_weights(w, rows, cols) }?;
         let o = unsafe { read_options(options) }?;
         let opts = o.to_options()?;
-        let len = rows.checked_mul(cols).ok_or((
-            LIP_ERR_TOO_LARGE,
-            format!("rows·cols = {rows}·{cols} overflows size_t"),
-        ))?;
-        if rows == 0 || cols == 0 {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!("rows and cols must be positive, got {rows}×{cols}"),
-            ));
-        }
-        // SAFETY: the caller guarantees `w` points to rows·cols floats.
-        let weights = unsafe { std::slice::from_raw_parts(w, len) };
         let bound = with_threads(o.threads, || {
             crate::dense_norm(weights, rows, cols, &opts).map_err(lib_error)
         })?;
@@ -472,6 +458,27 @@ unsafe fn floats<'a>(p: *const f32, n: usize, what: &str) -> Result<&'a [f32], (
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
+/// The `rows × cols` weights behind `w`, once the sizes (positive, no overflow) and the
+/// pointer are checked.
+unsafe fn dense_weights<'a>(
+    w: *const f32,
+    rows: usize,
+    cols: usize,
+) -> Result<&'a [f32], (i32, String)> {
+    let len = rows.checked_mul(cols).ok_or((
+        LIP_ERR_TOO_LARGE,
+        format!("rows·cols = {rows}·{cols} overflows size_t"),
+    ))?;
+    if rows == 0 || cols == 0 {
+        return Err((
+            LIP_ERR_INVALID_ARGUMENT,
+            format!("rows and cols must be positive, got {rows}×{cols}"),
+        ));
+    }
+    // SAFETY: the caller guarantees `w` points to rows·cols floats (or is NULL, refused).
+    unsafe { floats(w, len, "w") }
+}
+
 /// Appends a dense layer `y = W x + b` on the last axis: `w` is `rows × cols` row-major
 /// (rows = outputs), `bias` has `rows` entries or is NULL. The arrays are copied.
 ///
@@ -487,17 +494,7 @@ pub unsafe extern "C" fn lip_network_add_dense(
 ) -> i32 {
     guard("lip_network_add_dense", || {
         let n = unsafe { handle_mut(net) }?;
-        let len = rows.checked_mul(cols).ok_or((
-            LIP_ERR_TOO_LARGE,
-            format!("rows·cols = {rows}·{cols} overflows size_t"),
-        ))?;
-        if rows == 0 || cols == 0 {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!("rows and cols must be positive, got {rows}×{cols}"),
-            ));
-        }
-        let weight = unsafe { floats(w, len, "w") }?.to_vec();
+        let weight = unsafe { dense_weights(w, rows, cols) }?.to_vec();
         let bias = if bias.is_null() {
             None
         } else {

@@ -153,8 +153,8 @@ pub struct Progress<'a> {
 struct Folded {
     /// Node indices absorbed before (input side) and after (output side).
     absorbed: Vec<usize>,
-    /// Weights with the scales applied.
-    weight: Vec<f32>,
+    /// Weights with the scales applied (`None`: nothing absorbed, the node's own weights).
+    weight: Option<Vec<f32>>,
 }
 
 /// Analyses a network: per-layer intervals, the composed upper bound, and (unless disabled)
@@ -207,9 +207,10 @@ pub fn analyze(
         .zip(&folds)
         .map(|(&k, folded)| {
             let node = &net.nodes[k];
-            let (mut bound, method, circular) = layer_bound(node, &folded.weight, &per_layer)?;
-            if !folded.absorbed.is_empty() {
-                widen_for_rounding(&mut bound, node, &folded.weight);
+            let weight = folded.weight.as_deref().unwrap_or_else(|| weights_of(node));
+            let (mut bound, method, circular) = layer_bound(node, weight, &per_layer)?;
+            if folded.weight.is_some() {
+                widen_for_rounding(&mut bound, node, weight);
             }
             let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Ok(mut p) = progress_lock.lock() {
@@ -336,6 +337,14 @@ pub fn analyze(
     })
 }
 
+/// A conv or dense node's own weights.
+fn weights_of(node: &super::graph::Node) -> &[f32] {
+    match &node.op {
+        Op::Conv { weight, .. } | Op::Dense { weight, .. } => weight,
+        _ => &[],
+    }
+}
+
 /// The producing node of every value (`usize::MAX` for the input).
 fn producers(net: &Network) -> Vec<usize> {
     let mut p = vec![usize::MAX; net.shapes.len()];
@@ -433,7 +442,7 @@ fn fold(
         }
         u = net.nodes[j].inputs[0];
     }
-    let weight = scaled_weights(&node.op, &d_in, &d_out);
+    let weight = (!absorbed.is_empty()).then(|| scaled_weights(&node.op, &d_in, &d_out));
     Folded { absorbed, weight }
 }
 
