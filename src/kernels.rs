@@ -336,6 +336,68 @@ mod x86 {
     }
 }
 
+#[inline(always)]
+fn axpy_pair_body(c: f64, a: &[f64], z: &mut [f64], s: f64, b: &[f64], w: &mut [f64]) {
+    let n = a.len().min(z.len());
+    for (zi, ai) in z[..n].iter_mut().zip(&a[..n]) {
+        *zi += c * *ai;
+    }
+    let n = b.len().min(w.len());
+    for (wi, bi) in w[..n].iter_mut().zip(&b[..n]) {
+        *wi += s * *bi;
+    }
+}
+
+#[inline(always)]
+fn hermitian_column_body(
+    a: &[f64],
+    b: &[f64],
+    x: [&[f64]; 2],
+    xj: [f64; 2],
+    yr: &mut [f64],
+    yi: &mut [f64],
+) -> [f64; 2] {
+    let n = a.len();
+    let (b, xr, xi) = (&b[..n], &x[0][..n], &x[1][..n]);
+    let (yr, yi) = (&mut yr[..n], &mut yi[..n]);
+    let [xrj, xij] = xj;
+    let mut re = [0.0f64; LANES];
+    let mut im = [0.0f64; LANES];
+    let chunks = n / LANES;
+    for c in 0..chunks {
+        for l in 0..LANES {
+            let k = c * LANES + l;
+            let (ak, bk) = (a[k], b[k]);
+            yr[k] += ak * xrj - bk * xij;
+            yi[k] += ak * xij + bk * xrj;
+            re[l] += ak * xr[k] + bk * xi[k];
+            im[l] += ak * xi[k] - bk * xr[k];
+        }
+    }
+    let (mut tr, mut ti) = (0.0, 0.0);
+    for k in chunks * LANES..n {
+        let (ak, bk) = (a[k], b[k]);
+        yr[k] += ak * xrj - bk * xij;
+        yi[k] += ak * xij + bk * xrj;
+        tr += ak * xr[k] + bk * xi[k];
+        ti += ak * xi[k] - bk * xr[k];
+    }
+    let tree = |v: [f64; LANES]| ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+    [tree(re) + tr, tree(im) + ti]
+}
+
+dispatch!(
+    /// `z += c·a` and `w += s·b` in `f64` (two independent updates in one call).
+    axpy_pair, axpy_pair_body, (c: f64, a: &[f64], z: &mut [f64], s: f64, b: &[f64], w: &mut [f64]) -> ()
+);
+dispatch!(
+    /// One column of a Hermitian matrix-vector product from the strictly lower part of
+    /// column `j` (`a + i·b`, rows below the diagonal): `y[i] += (a + i·b)·x_j` below the
+    /// diagonal, and returns `Σ_i (a − i·b)·x[i]` (the row-`j` contribution of the upper
+    /// part). Complex vectors are split into real and imaginary slices.
+    hermitian_column, hermitian_column_body,
+    (a: &[f64], b: &[f64], x: [&[f64]; 2], xj: [f64; 2], yr: &mut [f64], yi: &mut [f64]) -> [f64; 2]
+);
 dispatch!(
     /// `Σ a[i]·x[i]` in `f64`.
     dot, dot_f64_body, (a: &[f64], x: &[f64]) -> f64

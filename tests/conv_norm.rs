@@ -25,6 +25,7 @@ fn every_option_is_contained_and_meets_rtol() {
             ConvMethod::Lanczos,
             ConvMethod::BoundsOnly,
             ConvMethod::Exact,
+            ConvMethod::Gram,
         ] {
             let r = conv2d_norm(&w, &conv, method, &opts).unwrap();
             let b = r.bound;
@@ -327,4 +328,45 @@ fn large_window_bound_contains_the_exact_norm() {
     );
     assert!(r.window_upper < r.circular_upper);
     assert!(r.bound.lower <= sigma * (1.0 + 1e-12) && sigma <= r.bound.upper * (1.0 + 1e-13));
+}
+
+/// Layers with ≥ 16 channels per group take the certified-maximum path (estimates, a few
+/// refined blocks, Cholesky certificates for the rest) and the tap-product Gram matrices.
+#[test]
+fn many_channel_circular_layers_equal_the_explicit_matrix() {
+    let cases = [
+        Conv2d::new(20, 16, [3, 3], [5, 6]).padding(1),
+        Conv2d::new(40, 40, [3, 3], [4, 5]).padding(1).groups(2),
+        Conv2d::new(16, 24, [3, 2], [6, 4])
+            .pads([1, 0, 1, 1])
+            .dilation([1, 2]),
+        Conv2d::new(18, 18, [3, 3], [6, 6])
+            .padding(1)
+            .stride([2, 2]),
+    ];
+    for (i, conv) in cases.into_iter().enumerate() {
+        let conv = conv.mode(PaddingMode::Circular);
+        let w = weights(&conv, 90 + i as u64);
+        let sigma = naive_sigma(&conv, &w);
+        for rtol in [1e-6, 1e-3] {
+            let r = conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::with_rtol(rtol)).unwrap();
+            let b = r.bound;
+            assert_eq!(b.certificate, Certificate::Exact, "{conv:?}");
+            assert!(
+                b.lower <= sigma * (1.0 + 1e-12) && sigma <= b.upper,
+                "{conv:?}"
+            );
+            assert!(
+                b.meets(rtol.min(1e-6)),
+                "{conv:?}: width {:e}",
+                b.relative_width()
+            );
+        }
+        let gram = conv2d_norm(&w, &conv, ConvMethod::Gram, &Options::default()).unwrap();
+        assert_eq!(gram.bound.certificate, Certificate::Deterministic);
+        assert!(
+            gram.bound.lower <= sigma && sigma <= gram.bound.upper,
+            "{conv:?}"
+        );
+    }
 }

@@ -1,46 +1,21 @@
-//! Arbitrary bytes as an ONNX model: the importer must return a network or an error, and a
-//! small imported network must bound cleanly. Run:
-//! `RUSTC_BOOTSTRAP=1 cargo fuzz run onnx_import fuzz/corpus/onnx_import -- -max_total_time=600`
+//! Arbitrary bytes as an ONNX model, import only (protobuf decoding, initializers, external
+//! data refusal, constant folding, shape inference, memory charging): the importer must return
+//! a network or an error — never panic, hang or allocate past its limit. Fast (no bounding), so
+//! it gets most of the executions; `onnx_analyze` also bounds what it imports. Run:
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run -O onnx_import corpus/onnx -- -max_total_time=600`
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lipschitz::network::{analyze, load_onnx_bytes, AnalysisOptions, ImportOptions, LowerOptions};
-use lipschitz::Options;
-use std::time::Duration;
+use lipschitz::network::{load_onnx_bytes, ImportOptions};
 
 fuzz_target!(|data: &[u8]| {
     let import = ImportOptions {
         memory_limit: 16 << 20,
         ..ImportOptions::default()
     };
-    let Ok(net) = load_onnx_bytes(data, "fuzz", None, &import) else {
-        return;
-    };
-    if net.activation_bytes() > 4 << 20 {
-        return;
-    }
-    let opts = AnalysisOptions {
-        layer: Options {
-            rtol: 1e-2,
-            max_iterations: 200,
-            memory_limit: 64 << 20,
-            time_limit: Some(Duration::from_millis(200)),
-            ..Options::default()
-        },
-        lower: Some(LowerOptions {
-            samples: 1,
-            power_iterations: 2,
-            ascent_steps: 1,
-            memory_limit: 64 << 20,
-            time_limit: Duration::from_millis(100),
-            ..LowerOptions::default()
-        }),
-        merge_linear_runs: true,
-    };
-    if let Ok(a) = analyze(&net, &opts, &mut |_| {}) {
-        let n = &a.network;
-        assert!(!n.upper.is_nan() && n.upper >= 0.0, "bad upper {}", n.upper);
-        if let Some(l) = n.lower {
-            assert!(l >= 0.0 && l <= n.upper, "lower {l} above upper {}", n.upper);
+    if let Ok(net) = load_onnx_bytes(data, "fuzz", None, &import) {
+        // Every value the evaluator will hold was checked against the limit.
+        for v in 0..net.shapes.len() {
+            assert!(net.len_of(v) * 8 <= 16 << 20, "value {v} past the import limit");
         }
     }
 });

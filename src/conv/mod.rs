@@ -10,6 +10,7 @@
 //! `f64`, the reference) and [`FftConv2d`] (real 2-D FFTs with a cached kernel spectrum,
 //! `f32`, fast for large kernels and blocks of vectors). [`ConvOperator::auto`] picks one.
 
+mod circular;
 mod classic;
 mod direct;
 mod fft;

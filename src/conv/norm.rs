@@ -12,6 +12,7 @@
 //!   started from the circular maximiser's plane wave; the final vector is re-evaluated with
 //!   the direct `f64` operator. Small layers are solved exactly by a dense SVD instead.
 
+use super::circular::{circular_norm, CircularNorm, Scan};
 use super::spectrum::{KernelSymbol, C64};
 use super::{Conv2d, ConvOperator, DirectConv2d, PaddingMode};
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
@@ -19,10 +20,7 @@ use crate::error::{Error, Result};
 use crate::kernels::UNIT_ROUNDOFF;
 use crate::operator::LinearOperator;
 use crate::spectral::{certified_ratio, spectral_norm_with_vector, Hints};
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd::{self, ComputeEigenvectors};
-use faer::{Mat, Par};
-use rayon::prelude::*;
+use faer::Mat;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -41,6 +39,11 @@ pub enum ConvMethod {
     Lanczos,
     /// Power iteration on the layer (the reference), with the circular-embedding upper bound.
     Power,
+    /// Gram iteration (Delattre et al. 2023) on every frequency block of the circular
+    /// embedding: a deterministic upper bound without eigenvalues or iterations on the layer,
+    /// and the plane-wave lower bound. The comparison method: never tighter than
+    /// exact-circular, which certifies the same quantity exactly.
+    Gram,
     /// Only the cheap proven bounds: the circular-embedding upper bound, and the plane-wave
     /// lower bound.
     BoundsOnly,
@@ -55,11 +58,12 @@ impl std::str::FromStr for ConvMethod {
             "exact" => Ok(ConvMethod::Exact),
             "lanczos" => Ok(ConvMethod::Lanczos),
             "power" => Ok(ConvMethod::Power),
+            "gram" => Ok(ConvMethod::Gram),
             "bounds-only" => Ok(ConvMethod::BoundsOnly),
             _ => Err(Error::invalid(
                 "conv method",
                 s,
-                "expected auto, exact-circular, exact, lanczos, power or bounds-only",
+                "expected auto, exact-circular, exact, lanczos, power, gram or bounds-only",
             )),
         }
     }
@@ -89,60 +93,6 @@ pub struct ConvBound {
     pub classic: super::ClassicBounds,
 }
 
-/// The circular norm on a grid: `max_f σ₁(M(f))`, with where it is attained.
-struct CircularNorm {
-    upper: f64,
-    /// Per half-grid frequency, an upper bound on `max_g σ₁(M_g(f))²` (exact where the
-    /// block was computed, the pruning bound elsewhere), without the rounding margin.
-    per_frequency: Vec<f64>,
-    /// The rounding margin on each `σ²`.
-    margin: f64,
-    frequency: usize,
-    group: usize,
-    visited: usize,
-    total: usize,
-}
-
-/// The smaller Gram matrix of `m` into `dst`: `MᴴM` when `M` is tall (or square), `MMᴴ` when
-/// wide; both have the nonzero eigenvalues `σᵢ²`. Sequential, for reproducible results.
-fn smaller_gram<T: faer::traits::ComplexField>(m: faer::MatRef<'_, T>, dst: faer::MatMut<'_, T>) {
-    let one = T::one_impl();
-    if m.ncols() <= m.nrows() {
-        faer::linalg::matmul::matmul(dst, faer::Accum::Replace, m.adjoint(), m, one, Par::Seq);
-    } else {
-        faer::linalg::matmul::matmul(dst, faer::Accum::Replace, m, m.adjoint(), one, Par::Seq);
-    }
-}
-
-/// σ₁² of a block `og × cg` (row-major) via the eigenvalues of its smaller Gram matrix.
-pub(crate) fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result<f64> {
-    let m = faer::MatRef::from_row_major_slice(block, og, cg);
-    let n = og.min(cg);
-    let mut gram = Mat::<C64>::zeros(n, n);
-    // The smaller Gram matrix: MᴴM (cg × cg) or MMᴴ (og × og), by faer's GEMM.
-    smaller_gram(m, gram.as_mut());
-    if n == 1 {
-        return Ok(gram[(0, 0)].re.max(0.0));
-    }
-    let mut s = faer::diag::Diag::<C64>::zeros(n);
-    let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<C64>(
-        n,
-        ComputeEigenvectors::No,
-        Par::Seq,
-        Default::default(),
-    ));
-    evd::self_adjoint_evd(
-        gram.as_ref(),
-        s.as_mut(),
-        None,
-        Par::Seq,
-        MemStack::new(&mut mem),
-        Default::default(),
-    )
-    .map_err(|e| Error::Numerical(format!("eigenvalues of a {n}×{n} frequency block: {e:?}")))?;
-    Ok(s.column_vector().iter().map(|v| v.re).fold(0.0, f64::max))
-}
-
 /// The window bound (see `conv::window`) from a circular norm's per-frequency values.
 fn window_of(symbol: &KernelSymbol, circ: &CircularNorm, window: [usize; 2]) -> Result<f64> {
     let s: Vec<f64> = circ.per_frequency.iter().map(|v| v + circ.margin).collect();
@@ -152,153 +102,8 @@ fn window_of(symbol: &KernelSymbol, circ: &CircularNorm, window: [usize; 2]) -> 
 /// Lanczos steps tried with the embedding bound before computing a large window bound.
 const LANCZOS_BEFORE_WINDOW: u32 = 40;
 
-/// Gram-iteration squarings used for pruning.
-const GRAM_SQUARINGS: usize = 3;
-
-/// A cheap upper bound on σ₁² of a block by Gram iteration (Delattre et al. 2023), used only
-/// to decide which frequencies need an exact eigen-decomposition:
-/// `σ₁² = λ_max(G) ≤ ‖G^{2^t}‖_F^{1/2^t}` with `G` the smaller Gram matrix, here `t = 3`.
-/// Computed in `f32` (twice the speed) with each iterate rescaled to unit Frobenius norm, then
-/// widened to cover `f32` rounding: `G`'s entries are off by at most `γ_k‖M‖_F²` (`k` terms),
-/// and the squarings' relative error is absorbed by a factor `1 + 1e-3`.
-fn gram_upper_squared(block: &[C64], og: usize, cg: usize) -> f64 {
-    type C32 = num_complex::Complex<f32>;
-    let small: Vec<C32> = block
-        .iter()
-        .map(|v| C32::new(v.re as f32, v.im as f32))
-        .collect();
-    let m = faer::MatRef::from_row_major_slice(&small, og, cg);
-    let (n, k) = (og.min(cg), og.max(cg));
-    let mut g = Mat::<C32>::zeros(n, n);
-    smaller_gram(m, g.as_mut());
-    let frob_m2: f64 = block.iter().map(|v| v.norm_sqr()).sum();
-    let mut log_scale = 0.0f64; // ln of the factor removed so far, in units of λ
-    let mut power = 1.0f64; // G's current exponent
-    let mut next = Mat::<C32>::zeros(n, n);
-    for _ in 0..GRAM_SQUARINGS {
-        let f = g.norm_l2() as f64;
-        if f == 0.0 || !f.is_finite() {
-            return frob_m2;
-        }
-        log_scale += f.ln() / power;
-        let inv = C32::new((1.0 / f) as f32, 0.0);
-        faer::linalg::matmul::matmul(
-            next.as_mut(),
-            faer::Accum::Replace,
-            g.as_ref(),
-            g.as_ref(),
-            inv * inv,
-            Par::Seq,
-        );
-        std::mem::swap(&mut g, &mut next);
-        power *= 2.0;
-    }
-    let f = g.norm_l2() as f64;
-    let bound = (log_scale + f.ln() / power).exp();
-    let u32_ = f32::EPSILON as f64 / 2.0;
-    let entry_error = 2.0 * (k + 4) as f64 * u32_ * frob_m2;
-    (bound * (1.0 + 1e-3) + entry_error).min(frob_m2 * (1.0 + 1e-6))
-}
-
-/// Absolute margin on a computed `σ₁(M(ω))²` covering rounding in the symbol (kH·kW terms),
-/// the Gram product (n terms) and the eigensolver's backward error, all relative to `S²` with
-/// `S = Σ_{p,q} ‖w[:,:,p,q]‖_F ≥ ‖M(ω)‖_F` for every ω.
-pub(crate) fn sigma_squared_margin(conv: &Conv2d, weights: &[f32]) -> f64 {
-    let taps = conv.kernel[0] * conv.kernel[1];
-    let (og, cg) = (conv.group_out(), conv.group_in());
-    let s_bound: f64 = (0..taps)
-        .map(|t| {
-            (0..conv.out_channels * cg)
-                .map(|pair| (weights[pair * taps + t] as f64).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .sum();
-    32.0 * (og.max(cg) + taps + 8) as f64 * UNIT_ROUNDOFF * s_bound * s_bound
-}
-
-/// `max_f σ₁(M(f))` over the half grid, pruning by Gram-iteration bounds.
-///
-/// With `prune = false` every block's σ₁ is computed exactly (for the window bound, which
-/// integrates over all frequencies and is only as good as the values it is given).
-fn circular_norm(
-    conv: &Conv2d,
-    weights: &[f32],
-    symbol: &KernelSymbol,
-    prune: bool,
-) -> Result<CircularNorm> {
-    let (groups, og, cg) = symbol.block_shape();
-    let block = og * cg;
-    let total = symbol.frequencies();
-    // Pass 1: a Gram-iteration upper bound on σ₁ of every (frequency, group) block (its
-    // Frobenius norm for blocks too small for squaring to pay).
-    let mut frob: Vec<(f64, usize, usize)> = (0..total)
-        .into_par_iter()
-        .flat_map_iter(|f| {
-            let mut blocks = vec![C64::default(); groups * block];
-            symbol.blocks(f, &mut blocks);
-            (0..groups)
-                .map(|g| {
-                    let b = &blocks[g * block..(g + 1) * block];
-                    let s2 = if og.min(cg) >= 8 {
-                        gram_upper_squared(b, og, cg)
-                    } else {
-                        b.iter().map(|v| v.norm_sqr()).sum()
-                    };
-                    // Widened by 1e-8 so that rounding in the bound cannot prune the maximiser.
-                    (s2.sqrt() * (1.0 + 1e-8), f, g)
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut per_block = vec![0.0f64; total * groups];
-    for &(b, f, g) in &frob {
-        per_block[f * groups + g] = b * b;
-    }
-    frob.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    // Pass 2: exact block norms in that order, in parallel batches, until pruned.
-    let mut best = (0.0f64, 0usize, 0usize);
-    let mut visited = 0;
-    // A fixed batch (not tied to the thread count) keeps `visited` reproducible.
-    let batch = 16;
-    let mut start = 0;
-    while start < frob.len() && (!prune || frob[start].0 > best.0.sqrt()) {
-        let end = (start + batch).min(frob.len());
-        let results: Vec<Result<(f64, usize, usize)>> = frob[start..end]
-            .par_iter()
-            .map(|&(_, f, g)| {
-                let mut blocks = vec![C64::default(); groups * block];
-                symbol.blocks(f, &mut blocks);
-                block_sigma_squared(&blocks[g * block..(g + 1) * block], og, cg)
-                    .map(|s2| (s2, f, g))
-            })
-            .collect();
-        for r in results {
-            let (s2, f, g) = r?;
-            visited += 1;
-            per_block[f * groups + g] = s2;
-            // Ties go to the lowest (frequency, group) so results do not depend on batching.
-            if s2 > best.0 || (s2 == best.0 && (f, g) < (best.1, best.2)) {
-                best = (s2, f, g);
-            }
-        }
-        start = end;
-    }
-    let margin = sigma_squared_margin(conv, weights);
-    let per_frequency = per_block
-        .chunks(groups)
-        .map(|c| c.iter().copied().fold(0.0, f64::max))
-        .collect();
-    Ok(CircularNorm {
-        upper: (best.0 + margin).sqrt(),
-        per_frequency,
-        margin,
-        frequency: best.1,
-        group: best.2,
-        visited,
-        total,
-    })
-}
+/// Squarings of the Gram-iteration method (Delattre et al. use 6 for conv layers).
+const GRAM_SQUARINGS: usize = 6;
 
 /// A real input at the maximising frequency: `x[c][h][w] = Re(u_c·e^{2πi(f_h·h/N_h + f_w·w/N_w)})`
 /// on the input channels of the maximising group, `u` the top right singular vector of `M(f)`
@@ -492,7 +297,12 @@ pub fn conv2d_norm(
         && method != ConvMethod::BoundsOnly
     {
         if let Some((equivalent, w)) = super::polyphase::polyphase(conv, weights) {
-            let mut r = conv2d_norm(&w, &equivalent, ConvMethod::ExactCircular, opts)?;
+            let inner = if method == ConvMethod::Gram {
+                ConvMethod::Gram
+            } else {
+                ConvMethod::ExactCircular
+            };
+            let mut r = conv2d_norm(&w, &equivalent, inner, opts)?;
             r.classic = super::classic_bounds(conv, weights)?;
             r.bound.seconds = started.elapsed().as_secs_f64();
             return Ok(r);
@@ -536,8 +346,19 @@ pub fn conv2d_norm(
     }
     let symbol = KernelSymbol::new(conv, weights, grid);
     let windowed = conv.padding_mode == PaddingMode::Zeros
-        && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW;
-    let mut circ = circular_norm(conv, weights, &symbol, !windowed)?;
+        && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW
+        && method != ConvMethod::Gram;
+    // The maximum is certified to a slack well inside rtol; the window bound needs every
+    // block; the Gram method replaces eigenvalues by Gram iteration.
+    let slack = (opts.rtol / 4.0).clamp(1e-13, 1e-8);
+    let scan = |every: bool| match method {
+        ConvMethod::Gram => Scan::Gram {
+            squarings: GRAM_SQUARINGS,
+        },
+        _ if every => Scan::Every,
+        _ => Scan::Maximum { slack },
+    };
+    let mut circ = circular_norm(conv, weights, &symbol, scan(windowed), opts.memory_limit)?;
     // Outputs that wrap onto the same input rows repeat rows of the circular conv.
     circ.upper *= repetition * (1.0 + 4.0 * UNIT_ROUNDOFF);
     // Zero padding on a small image: the window bound (x lives on the image only) is tighter.
@@ -560,8 +381,15 @@ pub fn conv2d_norm(
                 conv.input[0].div_ceil(conv.stride[0]),
                 conv.input[1].div_ceil(conv.stride[1]),
             ];
-            let eq_windowed = phase_window[0] * phase_window[1] <= super::window::MAX_WINDOW;
-            let eq_circ = circular_norm(&equivalent, &w, &eq_symbol, !eq_windowed)?;
+            let eq_windowed = phase_window[0] * phase_window[1] <= super::window::MAX_WINDOW
+                && method != ConvMethod::Gram;
+            let eq_circ = circular_norm(
+                &equivalent,
+                &w,
+                &eq_symbol,
+                scan(eq_windowed),
+                opts.memory_limit,
+            )?;
             circ.upper = circ.upper.min(eq_circ.upper * (1.0 + 4.0 * UNIT_ROUNDOFF));
             if eq_windowed {
                 cover_window = window_of(&eq_symbol, &eq_circ, phase_window)?;
@@ -581,14 +409,14 @@ pub fn conv2d_norm(
     let large_window = conv.padding_mode == PaddingMode::Zeros
         && !windowed
         && pixels <= super::window::MAX_LARGE_WINDOW
-        && method != ConvMethod::BoundsOnly;
+        && !matches!(method, ConvMethod::BoundsOnly | ConvMethod::Gram);
     let window = |all: &CircularNorm| window_of(&symbol, all, conv.input);
     let window_upper = if windowed {
         window(&circ)?.min(cover_window)
     } else {
         cover_window
     };
-    let upper_cert = if circular_exact {
+    let upper_cert = if circular_exact && method != ConvMethod::Gram {
         Certificate::Exact
     } else {
         Certificate::Deterministic
@@ -614,11 +442,11 @@ pub fn conv2d_norm(
         classic: super::classic_bounds(conv, weights)?,
     };
     match method {
-        ConvMethod::ExactCircular | ConvMethod::BoundsOnly => {
-            result.bound.method = if method == ConvMethod::BoundsOnly {
-                Method::Auto
-            } else {
+        ConvMethod::ExactCircular | ConvMethod::BoundsOnly | ConvMethod::Gram => {
+            result.bound.method = if method == ConvMethod::ExactCircular {
                 Method::Exact
+            } else {
+                Method::Auto
             };
         }
         ConvMethod::Exact => {
@@ -677,7 +505,7 @@ pub fn conv2d_norm(
                 run(&wave, result.bound.upper, opts.max_iterations)?
             };
             if large_window && b.upper.max(lower) > lower * (1.0 + opts.rtol) {
-                let all = circular_norm(conv, weights, &symbol, false)?;
+                let all = circular_norm(conv, weights, &symbol, Scan::Every, opts.memory_limit)?;
                 result.window_upper = window(&all)?.min(result.window_upper);
                 let upper = result.bound.upper.min(result.window_upper);
                 let start = if v.is_empty() { wave.clone() } else { v };

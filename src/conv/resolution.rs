@@ -11,7 +11,7 @@
 //! bound is within `rtol` of the best value found or the evaluation budget is spent. Real
 //! kernels give `σ₁(M(−ω)) = σ₁(M(ω))`, so `ω_w ∈ [0, π]` suffices.
 
-use super::norm::{block_sigma_squared, sigma_squared_margin};
+use super::circular::{block_sigma_squared, sigma_squared_margin};
 use super::spectrum::C64;
 use super::Conv2d;
 use crate::error::Result;

@@ -15,7 +15,7 @@
 //! with the interval reached. Results depend only on the seed, not on the thread count.
 
 mod block;
-mod dense_la;
+pub(crate) mod dense_la;
 mod exact;
 mod lanczos;
 mod power;
