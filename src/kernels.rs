@@ -493,6 +493,22 @@ mod tests {
             axpy_f32_f64_body(*alpha, row, &mut z6);
         }
         assert_eq!(z5, z6);
+        // The Hermitian-column kernel: dispatched = scalar body, and = the plain definition.
+        let (a, b) = (&a64[..1001], &a64[2..1003]);
+        let (xr, xi) = (&x[..1001], &x[1..1002]);
+        let (mut yr1, mut yi1) = (x[..1001].to_vec(), x[2..1003].to_vec());
+        let (mut yr2, mut yi2) = (yr1.clone(), yi1.clone());
+        let d1 = hermitian_column(a, b, [xr, xi], [0.7, -0.2], &mut yr1, &mut yi1);
+        let d2 = hermitian_column_body(a, b, [xr, xi], [0.7, -0.2], &mut yr2, &mut yi2);
+        assert_eq!((d1, &yr1, &yi1), (d2, &yr2, &yi2));
+        let plain: f64 = (0..1001).map(|k| a[k] * xr[k] + b[k] * xi[k]).sum();
+        assert!((d1[0] - plain).abs() <= 1e-12 * plain.abs().max(1.0));
+        assert_eq!(yr1[5], x[5] + (a[5] * 0.7 - b[5] * -0.2));
+        let (mut z7, mut w7) = (x.clone(), x.clone());
+        let (mut z8, mut w8) = (x.clone(), x.clone());
+        axpy_pair(0.3, &a64, &mut z7, -2.0, &x, &mut w7);
+        axpy_pair_body(0.3, &a64, &mut z8, -2.0, &x, &mut w8);
+        assert_eq!((z7, w7), (z8, w8));
         let naive: f64 = x.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!((norm2(&x) - naive).abs() <= 1e-12 * naive);
         assert_eq!(norm2(&[0.0; 4]), 0.0);
