@@ -28,12 +28,19 @@ fn cases(full: bool) -> Vec<(String, Conv2d, ConvMethod, f64)> {
             (PaddingMode::Circular, "circular"),
         ] {
             let conv = Conv2d::new(64, 64, [3, 3], [n, n]).padding(1).mode(mode);
-            out.push((
-                format!("c64_k3_n{n}_{tag}_auto_rtol1e-4"),
-                conv,
-                ConvMethod::Auto,
-                1e-4,
-            ));
+            let tolerances: &[(f64, &str)] = if full {
+                &[(1e-4, "1e-4"), (1e-6, "1e-6")]
+            } else {
+                &[(1e-4, "1e-4")]
+            };
+            for &(rtol, label) in tolerances {
+                out.push((
+                    format!("c64_k3_n{n}_{tag}_auto_rtol{label}"),
+                    conv.clone(),
+                    ConvMethod::Auto,
+                    rtol,
+                ));
+            }
         }
     }
     if full {
@@ -41,6 +48,7 @@ fn cases(full: bool) -> Vec<(String, Conv2d, ConvMethod, f64)> {
         for (method, tag) in [
             (ConvMethod::Lanczos, "lanczos"),
             (ConvMethod::Power, "power"),
+            (ConvMethod::Gram, "gram"),
             (ConvMethod::BoundsOnly, "bounds_only"),
         ] {
             out.push((
@@ -59,9 +67,55 @@ fn cases(full: bool) -> Vec<(String, Conv2d, ConvMethod, f64)> {
         ));
         out.push((
             "c64_k3_n56_circular_lanczos_rtol1e-4".into(),
-            c56,
+            c56.clone(),
             ConvMethod::Lanczos,
             1e-4,
+        ));
+        out.push((
+            "c64_k3_n56_circular_power_rtol1e-4".into(),
+            c56.clone(),
+            ConvMethod::Power,
+            1e-4,
+        ));
+        out.push((
+            "c64_k3_n56_circular_gram".into(),
+            c56,
+            ConvMethod::Gram,
+            1e-4,
+        ));
+        // The targets: many channels on small images, zero padding, width 1e-4; and
+        // the circular norm of 512 channels on 28×28 exactly.
+        for (name, conv) in [
+            (
+                "c512_k3_n7_zeros",
+                Conv2d::new(512, 512, [3, 3], [7, 7]).padding(1),
+            ),
+            (
+                "c256_k3_n14_zeros",
+                Conv2d::new(256, 256, [3, 3], [14, 14]).padding(1),
+            ),
+        ] {
+            out.push((
+                format!("{name}_auto_rtol1e-4"),
+                conv,
+                ConvMethod::Auto,
+                1e-4,
+            ));
+        }
+        let c512 = Conv2d::new(512, 512, [3, 3], [28, 28])
+            .padding(1)
+            .mode(PaddingMode::Circular);
+        out.push((
+            "c512_k3_n28_circular_exact".into(),
+            c512.clone(),
+            ConvMethod::ExactCircular,
+            1e-6,
+        ));
+        out.push((
+            "c512_k3_n28_circular_gram".into(),
+            c512,
+            ConvMethod::Gram,
+            1e-6,
         ));
         for (name, conv) in [
             (

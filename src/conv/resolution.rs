@@ -5,11 +5,20 @@
 //! repetition factor when circular outputs wrap, see [`Conv2d::circular_multiplicity`]).
 //!
 //! Certification: with taps centred (`P = (p − c_h)·d_h`, a unimodular factor that leaves σ₁
-//! alone), `‖M(ω) − M(ω₀)‖ ≤ Σ_{p,q} ‖w_pq‖₂·(|P|·|Δω_h| + |Q|·|Δω_w|)`. A cell of half-widths
-//! `(r_h, r_w)` around `ω₀` is therefore bounded by `σ₁(M(ω₀)) + a_h·r_h + a_w·r_w`. We start
-//! from a grid, then repeatedly split the cell with the largest bound (4 children) until the
-//! bound is within `rtol` of the best value found or the evaluation budget is spent. Real
-//! kernels give `σ₁(M(−ω)) = σ₁(M(ω))`, so `ω_w ∈ [0, π]` suffices.
+//! alone), σ₁ is bounded on a rectangular cell of widths `(H_h, H_w)` from its four corners:
+//!
+//! * first order: `‖M(ω) − M(ω₀)‖ ≤ Σ_{p,q} ‖w_pq‖₂·(|P|·|Δω_h| + |Q|·|Δω_w|)` and every point
+//!   is within half a width of a corner, so `σ₁ ≤ max_corners σ₁ + (a_h·H_h + a_w·H_w)/2`;
+//! * second order: for unit `u, v` the function `g(ω) = Re uᴴM(ω)v` has
+//!   `|∂²g/∂ω_h²| ≤ b_h = Σ‖w_pq‖₂·P²` (likewise `b_w`), so it is at most its bilinear
+//!   interpolant plus `(b_h·H_h² + b_w·H_w²)/8`; the interpolant is a convex combination of
+//!   corner values `g ≤ σ₁`, and σ₁ at any point is `g` for its own singular pair, so
+//!   `σ₁ ≤ max_corners σ₁ + (b_h·H_h² + b_w·H_w²)/8` — quadratic in the cell size.
+//!
+//! Each cell takes the smaller slack. We start from a grid, then repeatedly split the cell with
+//! the largest bound (4 children, 5 new corners, shared corners evaluated once) until the bound
+//! is within `rtol` of the best value found or the evaluation budget is spent. Real kernels
+//! give `σ₁(M(−ω)) = σ₁(M(ω))`, so `ω_w ∈ [0, π]` suffices.
 
 use super::circular::{block_sigma_squared, sigma_squared_margin};
 use super::spectrum::C64;
@@ -17,7 +26,7 @@ use super::Conv2d;
 use crate::error::Result;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::f64::consts::PI;
 
 /// The resolution-independent bound and how it was reached.
@@ -33,12 +42,13 @@ pub struct ResolutionBound {
     pub evaluations: usize,
 }
 
-/// A cell of the frequency domain with its certified bound.
+/// A cell of the frequency domain with its certified bound: corners `origin` and
+/// `origin + size` in lattice units (see [`Lattice`]).
 #[derive(Debug, Clone, Copy)]
 struct Cell {
     bound: f64,
-    centre: [f64; 2],
-    half: [f64; 2],
+    origin: [u64; 2],
+    size: u64,
 }
 
 impl PartialEq for Cell {
@@ -114,8 +124,10 @@ pub fn resolution_independent_bound(
         (kh - 1) as f64 * conv.dilation[0] as f64 / 2.0,
         (kw - 1) as f64 * conv.dilation[1] as f64 / 2.0,
     ];
-    // Lipschitz weights a_h = Σ ‖w_pq‖₂·|P|, a_w = Σ ‖w_pq‖₂·|Q| (max over groups per tap).
+    // Slack weights (max over groups per tap): first order a = Σ‖w_pq‖₂·|P|, second order
+    // b = Σ‖w_pq‖₂·P², per axis.
     let mut a = [0.0f64; 2];
+    let mut b = [0.0f64; 2];
     for p in 0..kh {
         for q in 0..kw {
             let mut tap_norm = 0.0f64;
@@ -126,8 +138,14 @@ pub fn resolution_independent_bound(
                 let opts = crate::Options::with_rtol(1e-6);
                 tap_norm = tap_norm.max(crate::dense_norm(&tap, og, cg, &opts)?.upper);
             }
-            a[0] += tap_norm * (p as f64 * conv.dilation[0] as f64 - centre[0]).abs();
-            a[1] += tap_norm * (q as f64 * conv.dilation[1] as f64 - centre[1]).abs();
+            let offset = [
+                p as f64 * conv.dilation[0] as f64 - centre[0],
+                q as f64 * conv.dilation[1] as f64 - centre[1],
+            ];
+            for axis in 0..2 {
+                a[axis] += tap_norm * offset[axis].abs();
+                b[axis] += tap_norm * offset[axis] * offset[axis];
+            }
         }
     }
     let [mh, mw] = conv.circular_multiplicity()?;
@@ -138,47 +156,91 @@ pub fn resolution_independent_bound(
         margin: sigma_squared_margin(conv, weights),
         centre,
     };
-    let n = initial.max(2);
-    let step = 2.0 * PI / n as f64;
-    let half = [step / 2.0, step / 2.0];
-    let centres: Vec<[f64; 2]> = (0..n)
-        .flat_map(|i| (0..=n / 2).map(move |j| [i as f64 * step, j as f64 * step]))
-        .collect();
-    let values: Vec<Result<(f64, f64)>> = centres.par_iter().map(|&c| eval.sigma(c)).collect();
+    // Lattice coordinates: the initial step is 2^DEPTH units, so corners of cells split
+    // up to DEPTH times are integers and shared corners are found in the cache.
+    const DEPTH: u32 = 30;
+    let n = initial.max(2).div_ceil(2) * 2;
+    let unit = 2.0 * PI / n as f64 / (1u64 << DEPTH) as f64;
+    let initial_size = 1u64 << DEPTH;
+    let slack = |size: u64| {
+        let width = size as f64 * unit;
+        let first = (a[0] + a[1]) * width / 2.0;
+        let second = (b[0] + b[1]) * width * width / 8.0;
+        first.min(second)
+    };
+    let mut cache: HashMap<[u64; 2], f64> = HashMap::new();
     let mut best = 0.0f64;
+    let evaluate =
+        |points: Vec<[u64; 2]>, cache: &mut HashMap<[u64; 2], f64>, best: &mut f64| -> Result<()> {
+            let fresh: Vec<[u64; 2]> = points
+                .into_iter()
+                .filter(|p| !cache.contains_key(p))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let values: Vec<Result<(f64, f64)>> = fresh
+                .par_iter()
+                .map(|&[h, w]| eval.sigma([h as f64 * unit, w as f64 * unit]))
+                .collect();
+            for (point, value) in fresh.into_iter().zip(values) {
+                let (lower, upper) = value?;
+                *best = best.max(lower);
+                cache.insert(point, upper);
+            }
+            Ok(())
+        };
+    let corners = |c: &Cell| {
+        let [h, w] = c.origin;
+        let s = c.size;
+        [[h, w], [h + s, w], [h, w + s], [h + s, w + s]]
+    };
+    let bound_of = |c: &Cell, cache: &HashMap<[u64; 2], f64>| {
+        corners(c).iter().map(|p| cache[p]).fold(0.0, f64::max) + slack(c.size)
+    };
+    // ω_h ∈ [0, 2π) in n cells, ω_w ∈ [0, π] in n/2 cells.
+    let mut cells: Vec<Cell> = (0..n as u64)
+        .flat_map(|i| (0..n as u64 / 2).map(move |j| (i, j)))
+        .map(|(i, j)| Cell {
+            bound: 0.0,
+            origin: [i * initial_size, j * initial_size],
+            size: initial_size,
+        })
+        .collect();
+    evaluate(
+        cells.iter().flat_map(corners).collect(),
+        &mut cache,
+        &mut best,
+    )?;
     let mut heap = BinaryHeap::new();
-    for (centre, value) in centres.iter().zip(values) {
-        let (lower, upper) = value?;
-        best = best.max(lower);
-        heap.push(Cell {
-            bound: upper + a[0] * half[0] + a[1] * half[1],
-            centre: *centre,
-            half,
-        });
+    for cell in cells.iter_mut() {
+        cell.bound = bound_of(cell, &cache);
+        heap.push(*cell);
     }
-    let mut evaluations = centres.len();
     while let Some(top) = heap.peek().copied() {
-        if top.bound <= best * (1.0 + rtol) || evaluations + 4 > max_evaluations {
+        if top.bound <= best * (1.0 + rtol) || cache.len() + 5 > max_evaluations || top.size < 2 {
             break;
         }
         heap.pop();
-        let h = [top.half[0] / 2.0, top.half[1] / 2.0];
-        let children: Vec<[f64; 2]> = [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)]
+        let half = top.size / 2;
+        let children: Vec<Cell> = [[0, 0], [half, 0], [0, half], [half, half]]
             .iter()
-            .map(|(dh, dw)| [top.centre[0] + dh * h[0], top.centre[1] + dw * h[1]])
+            .map(|&[dh, dw]| Cell {
+                bound: 0.0,
+                origin: [top.origin[0] + dh, top.origin[1] + dw],
+                size: half,
+            })
             .collect();
-        let values: Vec<Result<(f64, f64)>> = children.par_iter().map(|&c| eval.sigma(c)).collect();
-        for (centre, value) in children.iter().zip(values) {
-            let (lower, upper) = value?;
-            best = best.max(lower);
-            heap.push(Cell {
-                bound: upper + a[0] * h[0] + a[1] * h[1],
-                centre: *centre,
-                half: h,
-            });
+        evaluate(
+            children.iter().flat_map(corners).collect(),
+            &mut cache,
+            &mut best,
+        )?;
+        for mut child in children {
+            child.bound = bound_of(&child, &cache);
+            heap.push(child);
         }
-        evaluations += 4;
     }
+    let evaluations = cache.len();
     let upper = heap.peek().map_or(best, |c| c.bound.max(best));
     Ok(ResolutionBound {
         upper: upper * repetition,
