@@ -348,6 +348,16 @@ fn absurd_dilations_do_not_allocate_absurd_kernels() {
     }
 }
 
+/// Session 3's finding: a zero-padded 1×1 conv on a 1×1 image with top and left pads of
+/// 2³²−1 has 2⁶⁴ outputs; the product wrapped to 0, slipped past the memory check, and the
+/// 1×1 shortcut then scanned four billion rows (20 s). Output sizes are now validated.
+#[test]
+fn outputs_whose_count_overflows_are_refused() {
+    let started = std::time::Instant::now();
+    fuzzed_layer("layer_overflowing_output.bin");
+    assert!(started.elapsed().as_secs_f64() < 1.0);
+}
+
 /// Another fuzzer finding: pads of 2³²−1 rows made the frequency grid (and the kernel
 /// symbol) absurd; the symbol's memory is now estimated and refused first.
 fn fuzzed_layer(name: &str) {

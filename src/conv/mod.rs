@@ -177,6 +177,15 @@ impl Conv2d {
             }
             out[axis] = (padded[axis] - extent[axis]) / self.stride[axis] + 1;
         }
+        // Pads of 2³² on both axes give 2⁶⁴ outputs: refuse before anything multiplies them.
+        let total = self.out_channels as u128 * out[0] as u128 * out[1] as u128;
+        if total > 1 << 40 {
+            return Err(Error::invalid(
+                "conv output size C_out·H_out·W_out",
+                total,
+                "is absurdly large (over 2^40)",
+            ));
+        }
         Ok(out)
     }
 
