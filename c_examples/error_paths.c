@@ -105,6 +105,13 @@ int main(int argc, char **argv) {
     expect("dense NaN", lip_dense_norm(nan_w, 3, 4, 1e-4, &b), LIP_ERR_NON_FINITE);
     expect("builder NaN", lip_network_add_dense(built, nan_w, 3, 4, NULL), LIP_ERR_NON_FINITE);
     lip_network_free(built);
+    /* Use after free and double free: an error status, no crash. */
+    expect("use after free", lip_network_add_flatten(built), LIP_ERR_INVALID_ARGUMENT);
+    lip_network_free(built);
+    if (strstr(lip_last_error(), "not a live network handle") == NULL) {
+        fprintf(stderr, "FAIL double free: %s\n", lip_last_error());
+        failures++;
+    }
 
     /* A bad ONNX path. */
     if (lip_network_from_onnx("/no/such/dir/model.onnx", NULL, 0) != NULL ||

@@ -407,11 +407,13 @@ struct LipNetwork *lip_network_from_onnx(const char *path, const int64_t *input_
 struct LipNetwork *lip_network_new(const int64_t *input_shape, size_t ndim);
 
 /**
- * Frees a network. NULL is a no-op. The handle and every string obtained from it are
- * invalid afterwards.
+ * Frees a network. NULL is a no-op, and so is a handle that is not live (freed already):
+ * the second free of a double free is ignored, with a message in `lip_last_error()`. The
+ * handle and every string obtained from it are invalid afterwards.
  *
  * # Safety
- * `net` is NULL or a handle from `lip_network_from_onnx` / `lip_network_new` not yet freed.
+ * `net` is NULL or a pointer obtained from `lip_network_from_onnx` / `lip_network_new`, not
+ * in use by another thread.
  */
 void lip_network_free(struct LipNetwork *net);
 
@@ -513,7 +515,7 @@ int32_t lip_network_add_residual(struct LipNetwork *net, size_t id);
 
 /**
  * Number of linear layers (Conv, Gemm, MatMul) that `lip_network_layer_bound` can report;
- * 0 for NULL.
+ * 0 for NULL or a handle that is not live.
  *
  * # Safety
  * `net` is NULL or a live handle.

@@ -227,6 +227,34 @@ fn network_functions_refuse_bad_arguments() {
         assert_eq!(lip_network_bound(net, 1e-6, &mut out), LIP_OK);
         assert!(out.lower > 0.0 && out.lower <= out.upper);
         lip_network_free(net);
+        // Use after free and double free: errors, never a dereference of the freed pointer.
+        assert_eq!(
+            lip_network_bound(net, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("not a live network handle"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(lip_network_layer_count(net), 0);
+        assert!(lip_network_layer_name(net, 0).is_null());
+        assert_eq!(lip_network_add_flatten(net), LIP_ERR_INVALID_ARGUMENT);
+        lip_network_free(net);
+        assert!(
+            last_error().contains("lip_network_free"),
+            "{}",
+            last_error()
+        );
+        // A pointer that never was a handle.
+        let mut bogus = 0u64;
+        let fake = (&mut bogus as *mut u64).cast::<LipNetwork>();
+        assert_eq!(
+            lip_network_bound(fake, 1e-4, &mut out),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        lip_network_free(fake);
+        assert_eq!(bogus, 0);
 
         // The builder.
         let shape = [1i64, 4];

@@ -385,7 +385,7 @@ pub unsafe extern "C" fn lip_network_from_onnx(
             ..ImportOptions::default()
         };
         let net = load_onnx(&path, &opts).map_err(lib_error)?;
-        Ok(Box::into_raw(Box::new(LipNetwork::new(net))))
+        Ok(register(LipNetwork::new(net)))
     })
 }
 
@@ -421,32 +421,86 @@ pub unsafe extern "C" fn lip_network_new(input_shape: *const i64, ndim: usize) -
         }
         let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         let net = Network::new("network", &dims).map_err(lib_error)?;
-        Ok(Box::into_raw(Box::new(LipNetwork::new(net))))
+        Ok(register(LipNetwork::new(net)))
     })
 }
 
-/// Frees a network. NULL is a no-op. The handle and every string obtained from it are
-/// invalid afterwards.
+/// Addresses of the live network handles. Every entry point checks its handle here before
+/// dereferencing it, so a freed (or never allocated) pointer gets an error instead of a crash,
+/// and a second `lip_network_free` is a no-op. (A freed address that the allocator hands to a
+/// new network is live again: that case cannot be told apart.)
+static LIVE_HANDLES: Mutex<std::collections::BTreeSet<usize>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+fn register(net: LipNetwork) -> *mut LipNetwork {
+    let raw = Box::into_raw(Box::new(net));
+    if let Ok(mut live) = LIVE_HANDLES.lock() {
+        live.insert(raw as usize);
+    }
+    raw
+}
+
+fn is_live(net: *const LipNetwork) -> bool {
+    LIVE_HANDLES
+        .lock()
+        .map(|live| live.contains(&(net as usize)))
+        .unwrap_or(false)
+}
+
+fn not_live() -> (i32, String) {
+    (
+        LIP_ERR_INVALID_ARGUMENT,
+        "net is not a live network handle (already freed, or not from lip_network_new / \
+         lip_network_from_onnx)"
+            .to_string(),
+    )
+}
+
+/// Frees a network. NULL is a no-op, and so is a handle that is not live (freed already):
+/// the second free of a double free is ignored, with a message in `lip_last_error()`. The
+/// handle and every string obtained from it are invalid afterwards.
 ///
 /// # Safety
-/// `net` is NULL or a handle from `lip_network_from_onnx` / `lip_network_new` not yet freed.
+/// `net` is NULL or a pointer obtained from `lip_network_from_onnx` / `lip_network_new`, not
+/// in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn lip_network_free(net: *mut LipNetwork) {
-    if !net.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: a live handle from Box::into_raw, by contract.
-            drop(unsafe { Box::from_raw(net) });
-        }));
+    if net.is_null() {
+        return;
     }
+    let removed = LIVE_HANDLES
+        .lock()
+        .map(|mut live| live.remove(&(net as usize)))
+        .unwrap_or(false);
+    if !removed {
+        super::set_last_error(&format!("lip_network_free: {}", not_live().1));
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a live handle from Box::into_raw (it was registered, now removed).
+        drop(unsafe { Box::from_raw(net) });
+    }));
 }
 
 unsafe fn handle<'a>(net: *const LipNetwork) -> Result<&'a LipNetwork, (i32, String)> {
-    // SAFETY: non-null handles are live by contract.
+    if net.is_null() {
+        return Err(null("net"));
+    }
+    if !is_live(net) {
+        return Err(not_live());
+    }
+    // SAFETY: a registered handle is a live Box, by the registry.
     unsafe { net.as_ref() }.ok_or_else(|| null("net"))
 }
 
 unsafe fn handle_mut<'a>(net: *mut LipNetwork) -> Result<&'a mut LipNetwork, (i32, String)> {
-    // SAFETY: non-null handles are live and not shared during building, by contract.
+    if net.is_null() {
+        return Err(null("net"));
+    }
+    if !is_live(net) {
+        return Err(not_live());
+    }
+    // SAFETY: a registered handle is a live Box; not shared during building, by contract.
     unsafe { net.as_mut() }.ok_or_else(|| null("net"))
 }
 
@@ -781,14 +835,14 @@ pub unsafe extern "C" fn lip_network_add_residual(net: *mut LipNetwork, id: usiz
 }
 
 /// Number of linear layers (Conv, Gemm, MatMul) that `lip_network_layer_bound` can report;
-/// 0 for NULL.
+/// 0 for NULL or a handle that is not live.
 ///
 /// # Safety
 /// `net` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn lip_network_layer_count(net: *const LipNetwork) -> usize {
     catch_unwind(AssertUnwindSafe(|| {
-        unsafe { net.as_ref() }.map_or(0, |n| n.names.len())
+        unsafe { handle(net) }.map_or(0, |n| n.names.len())
     }))
     .unwrap_or(0)
 }
@@ -800,7 +854,8 @@ pub unsafe extern "C" fn lip_network_layer_count(net: *const LipNetwork) -> usiz
 /// `net` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn lip_network_layer_name(net: *const LipNetwork, i: usize) -> *const c_char {
-    unsafe { net.as_ref() }
+    unsafe { handle(net) }
+        .ok()
         .and_then(|n| n.names.get(i))
         .map_or(std::ptr::null(), |(name, _)| name.as_ptr())
 }
@@ -811,7 +866,8 @@ pub unsafe extern "C" fn lip_network_layer_name(net: *const LipNetwork, i: usize
 /// `net` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn lip_network_layer_op(net: *const LipNetwork, i: usize) -> *const c_char {
-    unsafe { net.as_ref() }
+    unsafe { handle(net) }
+        .ok()
         .and_then(|n| n.names.get(i))
         .map_or(std::ptr::null(), |(_, op)| op.as_ptr())
 }
