@@ -3,14 +3,20 @@
 //!
 //! Every (frequency, group) block is reduced to its smaller Gram matrix `G(f) = MᴴM` (or
 //! `MMᴴ`), whose largest eigenvalue is `σ₁²`. Exact eigenvalues of a 512×512 Hermitian matrix
-//! cost ~30 ms, a Cholesky factorisation ~3 ms, so the maximum is found like this:
+//! cost ~100 ms, a Cholesky factorisation ~3 ms, so the maximum is found like this:
 //!
-//! 1. a few power steps on every block give estimates; the best few blocks get exact
-//!    eigenvalues, and the largest, `λ*`, is a certified lower end;
+//! 1. six Lanczos steps on every block give Ritz values that rank the blocks; the best four
+//!    are refined (Lanczos until the residual is well inside the slack, then certified just
+//!    above their Ritz value as in 2.), and the largest Ritz value `λ*` is attained;
 //! 2. every other block is *certified* below `μ = λ*(1 + ρ)²` by a Cholesky factorisation of
 //!    `μI − G(f)` (it succeeds only for a positive definite matrix; Higham's backward error of
 //!    the computed factor `L` moves the eigenvalues by at most `4γ_{n+1}‖L‖_F²`, which is added);
-//! 3. a block whose factorisation fails is larger than `λ*` and gets exact eigenvalues.
+//! 3. a block whose factorisation fails may exceed `λ*`: it is refined like the candidates
+//!    (exact eigenvalues if even that certificate fails).
+//!
+//! The upper end is the largest certified bound plus the margin for forming `G(f)`; which
+//! block attains the maximum only matters for the plane wave that the caller turns into the
+//! certified lower end. Blocks below 16×16 simply get exact eigenvalues.
 //!
 //! `G(f)` itself is cheap for small kernels: `G(f) = Σ_Δ E_Δ·e^{iφ_Δ(f)}` where
 //! `E_Δ = Σ_{t'−t=Δ} W_tᵀW_{t'}` sums the real tap products at each tap offset `Δ`, so a 3×3
