@@ -2,8 +2,8 @@
 //! computed without an eigen-decomposition per frequency.
 //!
 //! Every (frequency, group) block is reduced to its smaller Gram matrix `G(f) = MᴴM` (or
-//! `MMᴴ`), whose largest eigenvalue is `σ₁²`. Exact eigenvalues of a 512×512 Hermitian matrix
-//! cost ~100 ms, a Cholesky factorisation ~3 ms, so the maximum is found like this:
+//! `MMᴴ`), whose largest eigenvalue is `σ₁²`. The eigenvalues of a 512×512 Hermitian matrix
+//! cost tens of times more than its Cholesky factorisation (~3 ms), so the maximum is found so:
 //!
 //! 1. six Lanczos steps on every block give Ritz values that rank the blocks; the best four
 //!    are refined (Lanczos until the residual is well inside the slack, then certified just
