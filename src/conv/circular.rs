@@ -27,6 +27,7 @@ use super::spectrum::{KernelSymbol, C64};
 use super::Conv2d;
 use crate::error::{Error, Result};
 use crate::kernels::{axpy_pair, gamma, hermitian_column, UNIT_ROUNDOFF};
+use crate::spectral::dense_la;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::evd::{self, ComputeEigenvectors};
@@ -400,21 +401,10 @@ fn top_ritz(
             // Only the value is wanted: bisection is far cheaper than a dense eigensolver.
             return Ok((tridiagonal_largest(&alpha, &beta), f64::INFINITY));
         }
-        if last && tol == 0.0 {
-            // Only the value is wanted: bisection is far cheaper than a dense eigensolver.
-            return Ok((tridiagonal_largest(&alpha, &beta), f64::INFINITY));
-        }
         if last || (k + 1) % 8 == 0 {
             let m = k + 1;
-            let mut t = vec![0.0; m * m];
-            for i in 0..m {
-                t[i * m + i] = alpha[i];
-                if i + 1 < m {
-                    t[i * m + i + 1] = beta[i];
-                    t[(i + 1) * m + i] = beta[i];
-                }
-            }
-            let (values, vector) = crate::spectral::dense_la::symmetric_top_eigen(&t, m)?;
+            let t = dense_la::tridiagonal(&alpha, &beta);
+            let (values, vector) = dense_la::symmetric_top_eigen(&t, m)?;
             let theta = values[m - 1];
             result = (theta, b * vector[m - 1].abs());
             if last || result.1 <= tol * theta {
@@ -878,15 +868,8 @@ mod tests {
         let alpha = [2.0, -1.0, 0.5, 3.0, 1.0];
         let beta = [0.7, -1.2, 0.3, 2.0];
         let m = alpha.len();
-        let mut t = vec![0.0; m * m];
-        for i in 0..m {
-            t[i * m + i] = alpha[i];
-            if i + 1 < m {
-                t[i * m + i + 1] = beta[i];
-                t[(i + 1) * m + i] = beta[i];
-            }
-        }
-        let (values, _) = crate::spectral::dense_la::symmetric_eigen(&t, m).unwrap();
+        let t = dense_la::tridiagonal(&alpha, &beta);
+        let (values, _) = dense_la::symmetric_eigen(&t, m).unwrap();
         let largest = tridiagonal_largest(&alpha, &beta);
         assert!((largest - values[m - 1]).abs() <= 1e-12 * values[m - 1].abs());
     }

@@ -197,14 +197,7 @@ fn done(
 /// The Ritz vector of the largest Ritz value: `V y` with `y` the top eigenvector of `T`.
 fn ritz_vector(alpha: &[f64], beta: &[f64], basis: &[f64], n: usize) -> Result<Vec<f64>> {
     let k = alpha.len();
-    let mut t = vec![0.0; k * k];
-    for i in 0..k {
-        t[i * k + i] = alpha[i];
-        if i + 1 < k {
-            t[i * k + i + 1] = beta[i];
-            t[(i + 1) * k + i] = beta[i];
-        }
-    }
+    let t = super::dense_la::tridiagonal(alpha, beta);
     let (_, y) = symmetric_top_eigen(&t, k)?;
     let mut x = vec![0.0; n];
     for (i, yi) in y.iter().enumerate() {
