@@ -36,6 +36,6 @@ fn main() {
     println!(
         "{c}ch {n}² k{k} {mode:?} rtol {rtol:e}: [{:.8}, {:.8}] width {:.2e} {} {:?} it {} matvecs {} circ {:.8} window {:.8} freqs {}/{} {:.3}s limited_by {:?} classic {:?}",
         r.bound.lower, r.bound.upper, r.bound.relative_width(), r.bound.certificate.label(), r.bound.stop,
-        r.bound.iterations, r.bound.matvecs, r.circular_upper, r.window_upper, r.frequencies_visited, r.frequencies_total, r.bound.seconds, r.limited_by, r.classic
+        r.bound.iterations, r.bound.matvecs, r.circular_upper, r.window_upper, r.frequencies_visited, r.frequencies_total, r.bound.seconds, r.limited_by, lipschitz::conv::classic_bounds(&conv, &w).unwrap()
     );
 }

@@ -54,8 +54,10 @@ pub(crate) struct CircularNorm {
 /// How [`circular_norm`] treats the blocks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Scan {
-    /// Every block's `σ₁²` exactly (the window bound integrates over all of them).
-    Every,
+    /// Every block's `σ₁²` to the slack (the window bound integrates over all of them):
+    /// blocks below 16×16 exactly, larger ones refined (Lanczos, then a Cholesky certificate
+    /// just above the Ritz value).
+    Every { slack: f64 },
     /// The maximum: exact for the largest block, every other certified below
     /// `λ*(1 + ρ)²` by Cholesky, `ρ` the slack given.
     Maximum { slack: f64 },
@@ -647,14 +649,32 @@ pub(crate) fn circular_norm(
         }
     };
     let all: Vec<usize> = (0..blocks_total).collect();
-    let scan = if n < SMALL_BLOCK && matches!(scan, Scan::Maximum { .. }) {
-        Scan::Every
-    } else {
-        scan
+    let s2 = tap_norm_sum(conv, weights).powi(2);
+    // A block refined: Lanczos to a residual well inside the slack, then a Cholesky
+    // certificate just above the Ritz value; exact eigenvalues if that fails (and for blocks
+    // too small for the rest to pay).
+    let refine = |s: &mut ScratchVectors, p: &Planes, slack: f64| -> Result<BlockValue> {
+        if n < SMALL_BLOCK {
+            return s.exact(n, p).map(BlockValue::exact);
+        }
+        let (theta, residual) = s.ritz(n, p, REFINE_STEPS, slack / 4.0)?;
+        let mu = (theta + residual) * (1.0 + slack);
+        if let Some(upper) = s.certify(n, p, mu, s2) {
+            return Ok(BlockValue {
+                lower: theta,
+                upper,
+                resolved: true,
+            });
+        }
+        s.exact(n, p).map(BlockValue::exact)
+    };
+    let scan = match scan {
+        Scan::Maximum { slack } if n < SMALL_BLOCK => Scan::Every { slack },
+        other => other,
     };
     match scan {
-        Scan::Every => {
-            let values = each(&all, &|s, p| s.exact(n, p).map(BlockValue::exact))?;
+        Scan::Every { slack } => {
+            let values = each(&all, &|s, p| refine(s, p, slack))?;
             record(&all, values);
         }
         Scan::Gram { squarings } => {
@@ -669,21 +689,6 @@ pub(crate) fn circular_norm(
             record(&all, values);
         }
         Scan::Maximum { slack } => {
-            let s2 = tap_norm_sum(conv, weights).powi(2);
-            // A block refined: Lanczos to a residual well inside the slack, then a Cholesky
-            // certificate just above the Ritz value; exact eigenvalues if that fails.
-            let refine = |s: &mut ScratchVectors, p: &Planes| -> Result<BlockValue> {
-                let (theta, residual) = s.ritz(n, p, REFINE_STEPS, slack / 4.0)?;
-                let mu = (theta + residual) * (1.0 + slack);
-                if let Some(upper) = s.certify(n, p, mu, s2) {
-                    return Ok(BlockValue {
-                        lower: theta,
-                        upper,
-                        resolved: true,
-                    });
-                }
-                s.exact(n, p).map(BlockValue::exact)
-            };
             // 1. Ritz values of every block after a few Lanczos steps, to rank them.
             let estimates = each(&all, &|s, p| {
                 s.ritz(n, p, ESTIMATE_STEPS, 0.0).map(|(t, _)| BlockValue {
@@ -700,7 +705,7 @@ pub(crate) fn circular_norm(
             });
             let (candidates, rest) = order.split_at(CANDIDATES.min(blocks_total));
             // 2. The best few refined: their largest θ is λ*.
-            let values = each(candidates, &|s, p| refine(s, p))?;
+            let values = each(candidates, &|s, p| refine(s, p, slack))?;
             let best = values.iter().map(|v| v.lower).fold(0.0, f64::max);
             record(candidates, values);
             // 3. Every other block certified below μ = λ*(1 + ρ)², refined where that fails.
@@ -712,7 +717,7 @@ pub(crate) fn circular_norm(
                     upper,
                     resolved: false,
                 }),
-                None => refine(s, p),
+                None => refine(s, p, slack),
             })?;
             record(rest, values);
         }
@@ -769,7 +774,7 @@ mod tests {
 
     fn every_block_exactly(conv: &Conv2d, w: &[f32], memory_limit: usize) -> Vec<f64> {
         let symbol = KernelSymbol::new(conv, w, conv.input);
-        circular_norm(conv, w, &symbol, Scan::Every, memory_limit)
+        circular_norm(conv, w, &symbol, Scan::Every { slack: 1e-12 }, memory_limit)
             .unwrap()
             .per_frequency
     }

@@ -89,8 +89,6 @@ pub struct ConvBound {
     pub frequencies_total: usize,
     /// When `rtol` was not met: which end limited the width ("upper" or "lower").
     pub limited_by: Option<String>,
-    /// Classical cheap upper bounds, for comparison (tap sum, Frobenius, Fantastic Four).
-    pub classic: super::ClassicBounds,
 }
 
 /// The window bound (see `conv::window`) from a circular norm's per-frequency values.
@@ -217,7 +215,6 @@ fn pointwise_norm(
         frequencies_visited: 0,
         frequencies_total: 0,
         limited_by: None,
-        classic: super::classic_bounds(conv, weights)?,
     }))
 }
 
@@ -303,7 +300,6 @@ pub fn conv2d_norm(
                 ConvMethod::ExactCircular
             };
             let mut r = conv2d_norm(&w, &equivalent, inner, opts)?;
-            r.classic = super::classic_bounds(conv, weights)?;
             r.bound.seconds = started.elapsed().as_secs_f64();
             return Ok(r);
         }
@@ -349,13 +345,17 @@ pub fn conv2d_norm(
         && conv.input[0] * conv.input[1] <= super::window::MAX_WINDOW
         && method != ConvMethod::Gram;
     // The maximum is certified to a slack well inside rtol; the window bound needs every
-    // block; the Gram method replaces eigenvalues by Gram iteration.
+    // block, each only to a fraction of rtol (the window itself is looser than that); the
+    // Gram method replaces eigenvalues by Gram iteration.
     let slack = (opts.rtol / 4.0).clamp(1e-13, 1e-8);
+    let window_slack = (opts.rtol / 8.0).clamp(1e-13, 1e-5);
     let scan = |every: bool| match method {
         ConvMethod::Gram => Scan::Gram {
             squarings: GRAM_SQUARINGS,
         },
-        _ if every => Scan::Every,
+        _ if every => Scan::Every {
+            slack: window_slack,
+        },
         _ => Scan::Maximum { slack },
     };
     let mut circ = circular_norm(conv, weights, &symbol, scan(windowed), opts.memory_limit)?;
@@ -439,7 +439,6 @@ pub fn conv2d_norm(
         frequencies_visited: circ.visited,
         frequencies_total: circ.total,
         limited_by: None,
-        classic: super::classic_bounds(conv, weights)?,
     };
     match method {
         ConvMethod::ExactCircular | ConvMethod::BoundsOnly | ConvMethod::Gram => {
@@ -505,7 +504,13 @@ pub fn conv2d_norm(
                 run(&wave, result.bound.upper, opts.max_iterations)?
             };
             if large_window && b.upper.max(lower) > lower * (1.0 + opts.rtol) {
-                let all = circular_norm(conv, weights, &symbol, Scan::Every, opts.memory_limit)?;
+                let all = circular_norm(
+                    conv,
+                    weights,
+                    &symbol,
+                    Scan::Every { slack },
+                    opts.memory_limit,
+                )?;
                 result.window_upper = window(&all)?.min(result.window_upper);
                 let upper = result.bound.upper.min(result.window_upper);
                 let start = if v.is_empty() { wave.clone() } else { v };
