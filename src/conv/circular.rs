@@ -45,7 +45,7 @@ pub(crate) struct CircularNorm {
     /// The frequency and group of the largest block found.
     pub frequency: usize,
     pub group: usize,
-    /// Blocks whose eigenvalues were computed exactly.
+    /// Blocks whose σ₁ was resolved (refined to the slack, or exact eigenvalues).
     pub visited: usize,
     /// Frequencies in the half grid.
     pub total: usize,

@@ -83,7 +83,8 @@ pub struct ConvBound {
     pub window_upper: f64,
     /// The grid the circular bound was computed on.
     pub grid: [usize; 2],
-    /// Frequencies whose block norm was computed exactly (the rest were pruned).
+    /// Frequency blocks whose σ₁ was resolved (refined to the slack, or exact eigenvalues);
+    /// every other block was certified below the maximum by a Cholesky factorisation.
     pub frequencies_visited: usize,
     /// Frequencies in the half grid.
     pub frequencies_total: usize,
