@@ -367,7 +367,7 @@ impl<'a> GramSource<'a> {
 /// reorthogonalisation from a fixed start, and the residual `‖Hy − θy‖` of its Ritz vector (an
 /// eigenvalue lies within it of `θ`). Stops after `max_steps`, at breakdown, or once the
 /// residual is below `tol·θ`. `apply(x, y)` writes `Hx` into `y`.
-fn top_ritz(
+pub(crate) fn top_ritz(
     n: usize,
     max_steps: usize,
     tol: f64,

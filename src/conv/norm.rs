@@ -93,9 +93,16 @@ pub struct ConvBound {
 }
 
 /// The window bound (see `conv::window`) from a circular norm's per-frequency values.
-fn window_of(symbol: &KernelSymbol, circ: &CircularNorm, window: [usize; 2]) -> Result<f64> {
+fn window_of(
+    symbol: &KernelSymbol,
+    circ: &CircularNorm,
+    window: [usize; 2],
+    slack: f64,
+    memory_limit: usize,
+) -> Result<f64> {
     let s: Vec<f64> = circ.per_frequency.iter().map(|v| v + circ.margin).collect();
-    Ok(super::window::window_bound_squared(symbol, &s, window)?.sqrt())
+    let bound = super::window::window_bound_squared(symbol, &s, window, slack, memory_limit)?;
+    Ok(bound.sqrt())
 }
 
 /// Lanczos steps tried with the embedding bound before computing a large window bound.
@@ -393,7 +400,13 @@ pub fn conv2d_norm(
             )?;
             circ.upper = circ.upper.min(eq_circ.upper * (1.0 + 4.0 * UNIT_ROUNDOFF));
             if eq_windowed {
-                cover_window = window_of(&eq_symbol, &eq_circ, phase_window)?;
+                cover_window = window_of(
+                    &eq_symbol,
+                    &eq_circ,
+                    phase_window,
+                    window_slack,
+                    opts.memory_limit,
+                )?;
             }
             let phase_wave = plane_wave(&equivalent, &eq_symbol, &eq_circ)?;
             let start = cover_wave_to_input(conv, &cover, &phase_wave);
@@ -410,8 +423,10 @@ pub fn conv2d_norm(
     let large_window = conv.padding_mode == PaddingMode::Zeros
         && !windowed
         && pixels <= super::window::MAX_LARGE_WINDOW
+        && super::window::fits(pixels, opts.memory_limit)
         && !matches!(method, ConvMethod::BoundsOnly | ConvMethod::Gram);
-    let window = |all: &CircularNorm| window_of(&symbol, all, conv.input);
+    let window =
+        |all: &CircularNorm| window_of(&symbol, all, conv.input, window_slack, opts.memory_limit);
     let window_upper = if windowed {
         window(&circ)?.min(cover_window)
     } else {

@@ -16,22 +16,42 @@
 
 use super::spectrum::KernelSymbol;
 use crate::error::{Error, Result};
-use crate::kernels::UNIT_ROUNDOFF;
+use crate::kernels::{gamma, UNIT_ROUNDOFF};
 use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::evd::{self, ComputeEigenvectors};
 use faer::{Mat, Par};
 
 /// Largest image (pixels) for which the bound is always computed: `T` is `hw × hw`.
 pub(crate) const MAX_WINDOW: usize = 1024;
 /// Largest image for which it is computed when the embedding bound is not tight enough
-/// (56×56: an eigenvalue problem of order 3136, about a second on two cores).
-pub(crate) const MAX_LARGE_WINDOW: usize = 3136;
+/// (112×112: `T` of order 12 544 takes 1.26 GB and a Cholesky factorisation of ~7 s on two
+/// cores; larger layers are close enough to their circular embedding anyway). The memory
+/// limit may refuse it earlier.
+pub(crate) const MAX_LARGE_WINDOW: usize = 12_544;
+/// Largest `T` whose dense eigenvalues are the fallback when the certificate fails.
+const MAX_DENSE_EIGEN: usize = 3136;
+/// Lanczos steps at most on `T` before the Cholesky certificate.
+const WINDOW_LANCZOS_STEPS: usize = 300;
 
-/// `λ_max(T)` plus its rounding margin, from `s` on the half grid of `symbol`.
+/// Whether the `n × n` window matrix (`n` pixels) fits in three quarters of `memory_limit`
+/// (it is the one large allocation of the bound; the factorisation works in place).
+pub(crate) fn fits(n: usize, memory_limit: usize) -> bool {
+    (n as u128).pow(2) * 8 <= memory_limit as u128 / 4 * 3
+}
+
+/// An upper bound on `λ_max(T)` including rounding, from `s` on the half grid of `symbol`,
+/// within about `slack` (relative) of `λ_max(T)`: Lanczos on `T` gives a Ritz value `θ` and its
+/// residual `ρ`, and a Cholesky factorisation of `μI − T` with `μ = (θ + ρ)(1 + slack)` proves
+/// `λ_max(T) ≤ μ` (plus Higham's backward error). Should that fail, the dense eigenvalues
+/// decide (small `T`) or `max s` is returned (always valid: `T` is a section of the circulant
+/// whose eigenvalues are the `s(f)`). `T` must [`fits`], else `max s` is returned.
 pub(crate) fn window_bound_squared(
     symbol: &KernelSymbol,
     s_half: &[f64],
     input: [usize; 2],
+    slack: f64,
+    memory_limit: usize,
 ) -> Result<f64> {
     let [nh, nw] = symbol.grid();
     let (h, w) = (input[0], input[1]);
@@ -78,18 +98,77 @@ pub(crate) fn window_bound_squared(
         r[dh as usize * lags_w + (dw + w as i64 - 1) as usize]
     };
     let n = h * w;
+    // Rounding: each r is a sum of N_h·N_w + 2w terms bounded by s_max (plus the cosines'
+    // own errors), so |Δr| ≤ 4(N_h N_w + h + w)·u·s_max; Weyl bounds the eigenvalue shift
+    // by n·max|Δr|.
+    let dr = 4.0 * (nh * nw + h + w) as f64 * UNIT_ROUNDOFF * s_max;
+    let formed = n as f64 * dr;
+    if !fits(n, memory_limit) {
+        return Ok(s_max + formed);
+    }
     let t = Mat::<f64>::from_fn(n, n, |i, j| {
         let (a, b) = ((i / w) as i64, (i % w) as i64);
         let (a2, b2) = ((j / w) as i64, (j % w) as i64);
         lag(a - a2, b - b2)
     });
-    let mut values = faer::diag::Diag::<f64>::zeros(n);
     // Sequential below 1024 (fast, and the layer may be one of several bounded at once).
     let par = if n > MAX_WINDOW {
         Par::rayon(0)
     } else {
         Par::Seq
     };
+    let frobenius = t.norm_l2();
+    let (theta, residual) = {
+        let mut x = vec![0.0f64; n];
+        let mut y = vec![0.0f64; n];
+        super::circular::top_ritz(n, WINDOW_LANCZOS_STEPS, slack / 4.0, |xc, yc| {
+            x.iter_mut().zip(xc).for_each(|(r, c)| *r = c.re);
+            faer::linalg::matmul::matmul(
+                faer::MatMut::from_column_major_slice_mut(&mut y, n, 1),
+                faer::Accum::Replace,
+                t.as_ref(),
+                faer::MatRef::from_column_major_slice(&x, n, 1),
+                1.0,
+                par,
+            );
+            yc.iter_mut().zip(&y).for_each(|(c, &r)| *c = r.into());
+        })?
+    };
+    let mu = (theta + residual).max(0.0) * (1.0 + slack) + f64::MIN_POSITIVE;
+    // μI − T in place of T (T is rebuilt if the dense eigenvalues are needed).
+    let mut a = t;
+    for j in 0..n {
+        for i in 0..n {
+            a[(i, j)] = -a[(i, j)];
+        }
+        a[(j, j)] += mu;
+    }
+    let mut mem = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
+    let factored = cholesky_in_place(
+        a.as_mut(),
+        Default::default(),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    );
+    if factored.is_ok() {
+        let factor_norm2: f64 = (0..n)
+            .map(|j| (j..n).map(|i| a[(i, j)] * a[(i, j)]).sum::<f64>())
+            .sum();
+        // Higham Thm 10.3 (constant 2 for safety), the shift's rounding, the sum's rounding.
+        let cholesky = 2.0 * gamma(n + 1) * factor_norm2 * (1.0 + 1e-10);
+        return Ok(mu + cholesky + UNIT_ROUNDOFF * (mu + s_max) + formed);
+    }
+    drop(a);
+    if n > MAX_DENSE_EIGEN {
+        return Ok(s_max + formed);
+    }
+    let t = Mat::<f64>::from_fn(n, n, |i, j| {
+        let (a, b) = ((i / w) as i64, (i % w) as i64);
+        let (a2, b2) = ((j / w) as i64, (j % w) as i64);
+        lag(a - a2, b - b2)
+    });
+    let mut values = faer::diag::Diag::<f64>::zeros(n);
     let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
         n,
         ComputeEigenvectors::No,
@@ -106,11 +185,6 @@ pub(crate) fn window_bound_squared(
     )
     .map_err(|e| Error::Numerical(format!("eigenvalues of the {n}×{n} window matrix: {e:?}")))?;
     let lambda = values.column_vector().iter().copied().fold(0.0, f64::max);
-    // Rounding: each r is a sum of N_h·N_w + 2w terms bounded by s_max (plus the cosines'
-    // own errors), so |Δr| ≤ 4(N_h N_w + h + w)·u·s_max; Weyl bounds the eigenvalue shift
-    // by n·max|Δr| plus the eigensolver's backward error, a few n·u·‖T‖_F.
-    let dr = 4.0 * (nh * nw + h + w) as f64 * UNIT_ROUNDOFF * s_max;
-    let frobenius = t.norm_l2();
-    let margin = n as f64 * dr + 16.0 * n as f64 * UNIT_ROUNDOFF * frobenius;
-    Ok(lambda + margin)
+    // The eigensolver's backward error: a few n·u·‖T‖_F.
+    Ok(lambda + formed + 16.0 * n as f64 * UNIT_ROUNDOFF * frobenius)
 }
