@@ -106,11 +106,14 @@ pub(crate) fn window_bound_squared(
     if !fits(n, memory_limit) {
         return Ok(s_max + formed);
     }
-    let t = Mat::<f64>::from_fn(n, n, |i, j| {
-        let (a, b) = ((i / w) as i64, (i % w) as i64);
-        let (a2, b2) = ((j / w) as i64, (j % w) as i64);
-        lag(a - a2, b - b2)
-    });
+    let window_matrix = || {
+        Mat::<f64>::from_fn(n, n, |i, j| {
+            let (a, b) = ((i / w) as i64, (i % w) as i64);
+            let (a2, b2) = ((j / w) as i64, (j % w) as i64);
+            lag(a - a2, b - b2)
+        })
+    };
+    let t = window_matrix();
     // Sequential below 1024 (fast, and the layer may be one of several bounded at once).
     let par = if n > MAX_WINDOW {
         Par::rayon(0)
@@ -163,11 +166,7 @@ pub(crate) fn window_bound_squared(
     if n > MAX_DENSE_EIGEN {
         return Ok(s_max + formed);
     }
-    let t = Mat::<f64>::from_fn(n, n, |i, j| {
-        let (a, b) = ((i / w) as i64, (i % w) as i64);
-        let (a2, b2) = ((j / w) as i64, (j % w) as i64);
-        lag(a - a2, b - b2)
-    });
+    let t = window_matrix();
     let mut values = faer::diag::Diag::<f64>::zeros(n);
     let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
         n,
