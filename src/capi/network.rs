@@ -854,10 +854,15 @@ pub unsafe extern "C" fn lip_network_layer_count(net: *const LipNetwork) -> usiz
 /// `net` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn lip_network_layer_name(net: *const LipNetwork, i: usize) -> *const c_char {
+    unsafe { layer_label(net, i, 0) }
+}
+
+/// Name (`which = 0`) or operator (`1`) of linear layer `i` of a live handle; NULL otherwise.
+unsafe fn layer_label(net: *const LipNetwork, i: usize, which: usize) -> *const c_char {
     unsafe { handle(net) }
         .ok()
         .and_then(|n| n.names.get(i))
-        .map_or(std::ptr::null(), |(name, _)| name.as_ptr())
+        .map_or(std::ptr::null(), |(name, op)| [name, op][which].as_ptr())
 }
 
 /// Operator of linear layer `i` ("Conv", "Gemm", "MatMul"); same lifetime as the name.
@@ -866,10 +871,7 @@ pub unsafe extern "C" fn lip_network_layer_name(net: *const LipNetwork, i: usize
 /// `net` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn lip_network_layer_op(net: *const LipNetwork, i: usize) -> *const c_char {
-    unsafe { handle(net) }
-        .ok()
-        .and_then(|n| n.names.get(i))
-        .map_or(std::ptr::null(), |(_, op)| op.as_ptr())
+    unsafe { layer_label(net, i, 1) }
 }
 
 /// The network's bounds: `upper` proven (composition along the graph, `certificate` says
