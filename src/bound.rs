@@ -151,6 +151,47 @@ impl Bound {
 }
 
 /// The stopping rule of DESIGN §2: `upper ≤ lower·(1 + rtol)` (a zero operator meets any rtol).
+impl Bound {
+    /// The interval of an operator within `e` (in ℓ2 operator norm) of the one bounded:
+    /// `‖A‖ ≤ ‖Ã‖ + ‖A − Ã‖`, so `[lower − e, upper + e]`, rounded outwards. Used when the
+    /// weights bounded are a rounded copy of the true ones (f64 weights stored as f32, scales
+    /// folded into a layer). An exact certificate becomes deterministic.
+    pub fn widen(&mut self, e: f64) {
+        if e <= 0.0 {
+            return;
+        }
+        let e = e.next_up();
+        self.lower = (self.lower - e).next_down().max(0.0);
+        self.upper = (self.upper + e).next_up();
+        if self.certificate == Certificate::Exact {
+            self.certificate = Certificate::Deterministic;
+        }
+    }
+}
+
+/// Rounds `f64` weights to the `f32` the operators use and returns, with them, an upper
+/// bound on `‖W − fl(W)‖_F`: each difference `w − fl(w)` is exact in `f64` (Sterbenz's lemma,
+/// or `w` itself when `fl(w)` underflows to 0), so only the sum's rounding is absorbed.
+/// A layer bounded on the rounded weights is widened by this (times the operator's
+/// Frobenius-to-ℓ2 factor) with [`Bound::widen`], so that the interval contains the norm of
+/// the weights as stored. Values beyond `f32`'s range become infinite, which the weight checks
+/// then refuse.
+pub fn round_to_f32(values: &[f64]) -> (Vec<f32>, f64) {
+    let rounded: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    let sq: f64 = values
+        .iter()
+        .zip(&rounded)
+        .map(|(&x, &y)| (x - y as f64) * (x - y as f64))
+        .sum();
+    let n = values.len() as f64;
+    let error = if sq > 0.0 {
+        (sq.sqrt() * (1.0 + (n + 2.0) * f64::EPSILON)).next_up()
+    } else {
+        0.0
+    };
+    (rounded, error)
+}
+
 pub(crate) fn meets_tolerance(lower: f64, upper: f64, rtol: f64) -> bool {
     upper <= lower * (1.0 + rtol) || upper == 0.0
 }

@@ -43,6 +43,7 @@ pub mod network;
 pub mod npy;
 pub mod operator;
 pub mod spectral;
+mod untrusted;
 mod util;
 
 pub use bound::{Bound, Certificate, Method, Options, Stop};

@@ -11,17 +11,27 @@ pub struct NpyMatrix {
     pub rows: usize,
     /// Number of columns.
     pub cols: usize,
-    /// Row-major entries (converted from `f64` when the file holds doubles).
+    /// Row-major entries (rounded from `f64` when the file holds doubles).
     pub data: Vec<f32>,
+    /// An upper bound on `‖W_file − W‖_F` where `W` is `data`: 0 for float32 files, the
+    /// rounding of the doubles otherwise. Widen a bound computed on `data` by it
+    /// ([`crate::Bound::widen`]) so that it contains the norm of the matrix as stored.
+    pub conversion_error: f64,
 }
+
+/// Largest `.npy` file read (2 GiB).
+pub const MAX_NPY_BYTES: u64 = 2 << 30;
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::invalid("npy file", path.display(), &reason.into())
 }
 
 /// Reads a 2-D `<f4` or `<f8` array (C or Fortran order). A 1-D array is read as one row.
+/// The path must name a regular file of at most [`MAX_NPY_BYTES`] (a FIFO or a device such as
+/// `/dev/zero` is refused, not read).
 pub fn read_npy_matrix(path: &Path) -> Result<NpyMatrix> {
-    let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    let bytes = crate::untrusted::read_user_file(path, MAX_NPY_BYTES)
+        .map_err(|e| bad(path, format!("cannot read: {e}")))?;
     parse_npy_matrix(&bytes).map_err(|reason| bad(path, reason))
 }
 
@@ -82,16 +92,18 @@ fn parse_npy_matrix(bytes: &[u8]) -> std::result::Result<NpyMatrix, String> {
             payload.len()
         ));
     }
-    let values: Vec<f32> = if width == 4 {
-        payload[..needed]
+    let (values, conversion_error): (Vec<f32>, f64) = if width == 4 {
+        let v = payload[..needed]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+            .collect();
+        (v, 0.0)
     } else {
-        payload[..needed]
+        let doubles: Vec<f64> = payload[..needed]
             .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect()
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        crate::bound::round_to_f32(&doubles)
     };
     let data = if fortran {
         let mut t = vec![0f32; count];
@@ -104,7 +116,12 @@ fn parse_npy_matrix(bytes: &[u8]) -> std::result::Result<NpyMatrix, String> {
     } else {
         values
     };
-    Ok(NpyMatrix { rows, cols, data })
+    Ok(NpyMatrix {
+        rows,
+        cols,
+        data,
+        conversion_error,
+    })
 }
 
 /// The text after `'key':` in a Python dict literal, up to the next top-level comma.

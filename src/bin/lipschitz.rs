@@ -217,8 +217,10 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         .map_err(|e: lipschitz::Error| e.to_string())?;
     let started = Instant::now();
     let m = lipschitz::npy::read_npy_matrix(path).map_err(|e| e.to_string())?;
-    let b = dense_norm(&m.data, m.rows, m.cols, &opts)
+    let mut b = dense_norm(&m.data, m.rows, m.cols, &opts)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // float64 files: the interval must contain the norm of the doubles, not of their f32 copy.
+    b.widen(m.conversion_error);
     let name = path
         .file_stem()
         .map_or("matrix".into(), |s| s.to_string_lossy().into_owned());
@@ -250,6 +252,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
             lower_search: None,
             merged_runs: Vec::new(),
             gap: Some(b.upper / b.lower),
+            underflow: false,
         },
         layers: vec![layer],
         seconds: started.elapsed().as_secs_f64(),

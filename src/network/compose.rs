@@ -121,6 +121,10 @@ pub struct NetworkResult {
     pub merged_runs: Vec<MergedRun>,
     /// `upper / lower`: how far the certificate can be from the truth.
     pub gap: Option<f64>,
+    /// The composed bound fell below f64's normal range: `upper` is still a valid bound
+    /// (every product is rounded up, so it never underflows to 0) but has lost relative
+    /// precision.
+    pub underflow: bool,
 }
 
 /// Everything an analysis produces.
@@ -155,6 +159,9 @@ struct Folded {
     absorbed: Vec<usize>,
     /// Weights with the scales applied (`None`: nothing absorbed, the node's own weights).
     weight: Option<Vec<f32>>,
+    /// `max |d_out|·max |d_in|`, the largest factor any weight was multiplied by (1 when
+    /// nothing was absorbed).
+    max_scale: f64,
 }
 
 /// Analyses a network: per-layer intervals, the composed upper bound, and (unless disabled)
@@ -209,9 +216,7 @@ pub fn analyze(
             let node = &net.nodes[k];
             let weight = folded.weight.as_deref().unwrap_or_else(|| weights_of(node));
             let (mut bound, method, circular) = layer_bound(node, weight, &per_layer)?;
-            if folded.weight.is_some() {
-                widen_for_rounding(&mut bound, node, weight);
-            }
+            widen_for_rounding(&mut bound, node, folded, weight);
             let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Ok(mut p) = progress_lock.lock() {
                 p(Progress {
@@ -272,10 +277,11 @@ pub fn analyze(
     }
     let mut merged_runs = Vec::new();
     let mut tightened = false;
+    let naive_product = compose(net, &live, &factor);
     if opts.merge_linear_runs {
         for run in linear_runs(net, &live, &consumers) {
-            let product: f64 = run.iter().map(|&k| factor[k]).product();
-            let b = merged_bound(net, &run, product, &opts.layer)?;
+            let product = run.iter().fold(1.0, |p, &k| mul_up(p, factor[k]));
+            let b = merged_bound(net, &run, &factor, &opts.layer)?;
             merged_runs.push(MergedRun {
                 nodes: run.iter().map(|&k| net.nodes[k].name.clone()).collect(),
                 product,
@@ -294,12 +300,21 @@ pub fn analyze(
             }
         }
     }
-    let naive_product = compose(net, &live, &factor);
     let upper = if tightened {
         compose(net, &live, &factor)
     } else {
         naive_product
     };
+    if !upper.is_finite() {
+        return Err(Error::model(
+            &net.source,
+            format!(
+                "the network's upper bound overflows f64: the composed layer bounds exceed {:e} \
+                 (no finite bound can be certified in double precision)",
+                f64::MAX
+            ),
+        ));
+    }
     let certificate = combine(&certificates);
     let lower_search = match &opts.lower {
         Some(lo) => {
@@ -317,7 +332,10 @@ pub fn analyze(
         total,
         what: "done",
     });
-    let lower = lower_search.as_ref().map(|l| l.value.min(upper));
+    // Never clipped to `upper`: an attained lower bound above a proven upper bound would be a
+    // bug, and the tests must be able to see it.
+    let lower = lower_search.as_ref().map(|l| l.value);
+    let underflow = upper < f64::MIN_POSITIVE && factor.iter().all(|&f| f != 0.0);
     let gap = lower.filter(|&l| l > 0.0).map(|l| upper / l);
     Ok(Analysis {
         model: net.source.clone(),
@@ -332,6 +350,7 @@ pub fn analyze(
             lower_search,
             merged_runs,
             gap,
+            underflow,
         },
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -443,7 +462,17 @@ fn fold(
         u = net.nodes[j].inputs[0];
     }
     let weight = (!absorbed.is_empty()).then(|| scaled_weights(&node.op, &d_in, &d_out));
-    Folded { absorbed, weight }
+    let max_abs = |d: &[f64]| d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let max_scale = if absorbed.is_empty() {
+        1.0
+    } else {
+        (max_abs(&d_in) * max_abs(&d_out)).next_up()
+    };
+    Folded {
+        absorbed,
+        weight,
+        max_scale,
+    }
 }
 
 /// The diagonal `d ⊙ scale`, if the layer can take it into its weights (`fits`).
@@ -520,30 +549,42 @@ fn scaled_weights(op: &Op, d_in: &[f64], d_out: &[f64]) -> Vec<f32> {
     }
 }
 
-/// Folded weights are rounded to `f32`: each entry is off by at most `u·|w|` (`u = 2⁻²⁴`),
-/// so the operator is off by at most `u·√(kH·kW)·‖W‖_F` (the Frobenius bound of a conv,
-/// `‖W‖_F` for a dense layer). The interval is widened by that, so it still contains the
-/// norm of the exactly folded layer.
-fn widen_for_rounding(bound: &mut Bound, node: &super::graph::Node, weight: &[f32]) {
-    let frobenius = weight
-        .iter()
-        .map(|&w| (w as f64) * (w as f64))
-        .sum::<f64>()
-        .sqrt();
-    let taps = match &node.op {
-        Op::Conv { conv, .. } => (conv.kernel[0] * conv.kernel[1]) as f64,
+/// The weights a layer is bounded with differ from the exact ones in two ways, and the
+/// interval is widened ([`Bound::widen`]) so that it contains the norm of the exact layer:
+/// * folded weights `fl(w·s)` are rounded to `f32`: each entry is off by at most `u·|w·s|`
+///   (`u = 2⁻²⁴`), at most `u·‖W_folded‖_F` in Frobenius norm;
+/// * the node's own `f32` weights are within `weight_error` (Frobenius) of the source's
+///   (f64 initializers), which folding multiplies by at most `max_scale`.
+///
+/// A Frobenius-norm perturbation `E` of the kernel moves the operator by at most
+/// `√(kH·kW·m)·‖E‖_F` (`m` = circular aliasing multiplicity), `‖E‖_F` for a dense layer.
+fn widen_for_rounding(bound: &mut Bound, node: &super::graph::Node, folded: &Folded, weight: &[f32]) {
+    let folding = if folded.weight.is_some() {
+        let frobenius = weight
+            .iter()
+            .map(|&w| (w as f64) * (w as f64))
+            .sum::<f64>()
+            .sqrt();
+        f64::from(f32::EPSILON) * 0.5 * frobenius * (1.0 + 1e-6)
+    } else {
+        0.0
+    };
+    let source = node.weight_error * folded.max_scale;
+    if folding == 0.0 && source == 0.0 {
+        return;
+    }
+    bound.widen(frobenius_to_operator(&node.op) * (folding + source) * (1.0 + 1e-12));
+}
+
+/// `c` with `‖layer(E)‖₂ ≤ c·‖E‖_F` for a weight perturbation `E`: `√(kH·kW·m)` for a conv
+/// (`m` = circular aliasing multiplicity), 1 for a dense layer.
+fn frobenius_to_operator(op: &Op) -> f64 {
+    match op {
+        Op::Conv { conv, .. } => {
+            let [mh, mw] = conv.circular_multiplicity().unwrap_or([1, 1]);
+            ((conv.kernel[0] * conv.kernel[1] * mh * mw) as f64).sqrt()
+        }
         _ => 1.0,
-    };
-    let [mh, mw] = match &node.op {
-        Op::Conv { conv, .. } => conv.circular_multiplicity().unwrap_or([1, 1]),
-        _ => [1, 1],
-    };
-    let e =
-        f64::from(f32::EPSILON) * 0.5 * (taps * (mh * mw) as f64).sqrt() * frobenius * (1.0 + 1e-6);
-    bound.lower = (bound.lower - e).max(0.0);
-    bound.upper += e;
-    if bound.certificate == Certificate::Exact {
-        bound.certificate = Certificate::Deterministic;
     }
 }
 
@@ -614,29 +655,58 @@ fn node_lipschitz(net: &Network, k: usize) -> Result<f64> {
 fn avg_pool_bound(pool: &super::graph::Pool2d, include_pad: bool, shape: &[usize]) -> Result<f64> {
     let mut row = 1.0;
     let mut col = 1.0;
+    // Each column sum adds at most min(kernel, out) terms: its rounding is below that many ε.
+    let mut terms = 8.0;
     for axis in 0..2 {
         let n = shape[2 + axis];
         let out = pool.output_len(axis, n)?;
+        terms += pool.kernel[axis].min(out) as f64;
         let mut col_sum = vec![0.0f64; n];
         let mut row_max = 0.0f64;
         for i in 0..out {
-            let (taps, padded) = pool.window(axis, n, i);
-            let divisor = if include_pad { padded } else { taps.len() };
-            if divisor == 0 || taps.is_empty() {
+            let taps = pool.window(axis, n, i);
+            let divisor = if include_pad { taps.padded } else { taps.count };
+            if divisor == 0 || taps.count == 0 {
                 continue;
             }
-            row_max = row_max.max(taps.len() as f64 / divisor as f64);
-            for p in taps {
+            row_max = row_max.max(taps.count as f64 / divisor as f64);
+            for p in taps.positions() {
                 col_sum[p] += 1.0 / divisor as f64;
             }
         }
         row *= row_max;
         col *= col_sum.into_iter().fold(0.0, f64::max);
     }
-    Ok((row * col).sqrt() * (1.0 + 16.0 * f64::EPSILON))
+    Ok((row * col).sqrt() * (1.0 + 4.0 * terms * f64::EPSILON))
 }
 
-/// AutoLip over the graph with per-node factors; the rules of the module docs.
+/// `a·b` rounded up (0 only when a factor is 0): products of bounds stay upper bounds
+/// through rounding, and never underflow to 0.
+fn mul_up(a: f64, b: f64) -> f64 {
+    if a == 0.0 || b == 0.0 {
+        0.0
+    } else {
+        (a * b).next_up()
+    }
+}
+
+/// `a + b` rounded up (for non-negative terms).
+fn add_up(a: f64, b: f64) -> f64 {
+    (a + b).next_up()
+}
+
+/// `√(Σ xᵢ²)` rounded up.
+fn norm_up(xs: impl IntoIterator<Item = f64>) -> f64 {
+    let sq = xs.into_iter().fold(0.0, |s, x| add_up(s, mul_up(x, x)));
+    if sq == 0.0 {
+        0.0
+    } else {
+        sq.sqrt().next_up()
+    }
+}
+
+/// AutoLip over the graph with per-node factors; the rules of the module docs, every
+/// operation rounded up.
 fn compose(net: &Network, live: &[bool], factor: &[f64]) -> f64 {
     let mut l = vec![0.0f64; net.shapes.len()];
     l[0] = 1.0;
@@ -644,20 +714,17 @@ fn compose(net: &Network, live: &[bool], factor: &[f64]) -> f64 {
         if !live[k] {
             continue;
         }
-        let ins: Vec<f64> = node.inputs.iter().map(|&v| l[v]).collect();
+        let ins = node.inputs.iter().map(|&v| l[v]);
         l[node.output] = match node.op {
-            Op::Add | Op::Sub => ins.iter().sum::<f64>() * factor[k],
-            Op::Concat(_) => ins.iter().map(|x| x * x).sum::<f64>().sqrt() * factor[k],
-            _ => factor[k] * ins[0],
+            Op::Add | Op::Sub => mul_up(ins.fold(0.0, add_up), factor[k]),
+            Op::Concat(_) => mul_up(norm_up(ins), factor[k]),
+            _ => mul_up(factor[k], l[node.inputs[0]]),
         };
     }
-    let outs: Vec<f64> = net.outputs.iter().map(|&o| l[o]).collect();
-    if outs.len() == 1 {
-        outs[0]
-    } else {
-        outs.iter().map(|x| x * x).sum::<f64>().sqrt()
+    match net.outputs.as_slice() {
+        [o] => l[*o],
+        outs => norm_up(outs.iter().map(|&o| l[o])),
     }
-    // Rounding in these few products is far below the margins already in each factor.
 }
 
 /// Maximal chains of single-input affine nodes (each feeding only the next) that contain at
@@ -739,7 +806,21 @@ impl LinearOperator for RunOperator<'_> {
     }
 }
 
-fn merged_bound(net: &Network, run: &[usize], product: f64, opts: &Options) -> Result<Bound> {
+/// The merged run's operator is evaluated with the nodes' `f32` weights; where those are
+/// within `e_i` of the source's (in operator norm), the exact run is within
+/// `Σ_i e_i·Π_{j≠i} u_j` of it (telescoping, `u_j` = each node's proven bound), and the
+/// interval is widened by that.
+fn merged_bound(net: &Network, run: &[usize], factor: &[f64], opts: &Options) -> Result<Bound> {
+    let product: f64 = run.iter().map(|&k| factor[k]).product();
+    let source_error: f64 = run
+        .iter()
+        .map(|&i| {
+            let node = &net.nodes[i];
+            let others: f64 = run.iter().filter(|&&j| j != i).map(|&j| factor[j]).product();
+            frobenius_to_operator(&node.op) * node.weight_error * others
+        })
+        .sum::<f64>()
+        * (1.0 + 1e-12);
     let eval = super::eval::Evaluator::for_nodes(net, run, true, opts.memory_limit)?;
     let mut lens = vec![net.len_of(net.nodes[run[0]].inputs[0])];
     lens.extend(run.iter().map(|&k| net.len_of(net.nodes[k].output)));
@@ -761,6 +842,7 @@ fn merged_bound(net: &Network, run: &[usize], product: f64, opts: &Options) -> R
         ..Hints::default()
     };
     let mut b = spectral_norm_with(&op, &inner_opts, &hints)?;
+    b.widen(source_error);
     if b.upper >= product {
         b.upper = product;
         b.certificate = Certificate::Deterministic;

@@ -6,7 +6,7 @@
 //! matrices); a [`Trace`] keeps every value of one forward pass plus what the backward pass
 //! needs (max-pooling winners).
 
-use super::graph::{Network, Op, Pool2d};
+use super::graph::{Network, Op, Pool2d, Taps};
 use crate::conv::{ConvOperator, DirectConv2d};
 use crate::dense::DenseMatrix;
 use crate::error::{Error, Result};
@@ -551,16 +551,16 @@ fn max_pool(pool: &Pool2d, shape: &[usize], x: &[f64], y: &mut [f64]) -> Vec<u32
         pool.output_len(0, h).unwrap_or(0),
         pool.output_len(1, w).unwrap_or(0),
     );
-    let rows: Vec<Vec<usize>> = (0..oh).map(|i| pool.window(0, h, i).0).collect();
-    let cols: Vec<Vec<usize>> = (0..ow).map(|j| pool.window(1, w, j).0).collect();
+    let rows: Vec<Taps> = (0..oh).map(|i| pool.window(0, h, i)).collect();
+    let cols: Vec<Taps> = (0..ow).map(|j| pool.window(1, w, j)).collect();
     let mut winners = vec![u32::MAX; c * oh * ow];
     for ch in 0..c {
         let plane = &x[ch * h * w..(ch + 1) * h * w];
         for (i, r) in rows.iter().enumerate() {
             for (j, cl) in cols.iter().enumerate() {
                 let (mut best, mut arg) = (f64::NEG_INFINITY, u32::MAX);
-                for &p in r {
-                    for &q in cl {
+                for p in r.positions() {
+                    for q in cl.positions() {
                         let v = plane[p * w + q];
                         if v > best || arg == u32::MAX {
                             best = v;
@@ -594,24 +594,24 @@ fn avg_pool(
         pool.output_len(0, h).unwrap_or(0),
         pool.output_len(1, w).unwrap_or(0),
     );
-    let rows: Vec<(Vec<usize>, usize)> = (0..oh).map(|i| pool.window(0, h, i)).collect();
-    let cols: Vec<(Vec<usize>, usize)> = (0..ow).map(|j| pool.window(1, w, j)).collect();
+    let rows: Vec<Taps> = (0..oh).map(|i| pool.window(0, h, i)).collect();
+    let cols: Vec<Taps> = (0..ow).map(|j| pool.window(1, w, j)).collect();
     y.fill(0.0);
     for ch in 0..c {
-        for (i, (r, rp)) in rows.iter().enumerate() {
-            for (j, (cl, cp)) in cols.iter().enumerate() {
+        for (i, r) in rows.iter().enumerate() {
+            for (j, cl) in cols.iter().enumerate() {
                 let divisor = if include_pad {
-                    rp * cp
+                    r.padded * cl.padded
                 } else {
-                    r.len() * cl.len()
+                    r.count * cl.count
                 };
-                if divisor == 0 || r.is_empty() || cl.is_empty() {
+                if divisor == 0 || r.count == 0 || cl.count == 0 {
                     continue;
                 }
                 let inv = 1.0 / divisor as f64;
                 let o = ch * oh * ow + i * ow + j;
-                for &p in r {
-                    for &q in cl {
+                for p in r.positions() {
+                    for q in cl.positions() {
                         let at = ch * h * w + p * w + q;
                         if adjoint {
                             y[at] += x[o] * inv;

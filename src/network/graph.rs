@@ -19,6 +19,10 @@ pub type ValueId = usize;
 /// tensors are refused before anything is allocated.
 pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
 
+/// Largest tensor rank accepted anywhere (numpy's own limit is 64): a shape of rank ten
+/// million would otherwise be copied into every node that reads it.
+pub const MAX_RANK: usize = 64;
+
 /// An elementwise nonlinearity with a global Lipschitz constant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
@@ -91,6 +95,36 @@ impl Activation {
                 }
             }
         }
+    }
+
+    /// Checks the parameters: every slope, scale and offset finite (NaN or ±inf would make
+    /// the constant or the outputs meaningless); Clip limits may be ±inf but not NaN.
+    pub fn validate(&self) -> Result<()> {
+        let (name, params): (&str, Vec<(&str, f64)>) = match *self {
+            Activation::LeakyRelu(a) => ("LeakyRelu", vec![("alpha", a)]),
+            Activation::Elu(a) => ("Elu", vec![("alpha", a)]),
+            Activation::Selu { alpha, gamma } => ("Selu", vec![("alpha", alpha), ("gamma", gamma)]),
+            Activation::HardSigmoid { alpha, beta } => {
+                ("HardSigmoid", vec![("alpha", alpha), ("beta", beta)])
+            }
+            Activation::Clip { min, max } => {
+                if min.is_nan() || max.is_nan() {
+                    return Err(Error::invalid("Clip limits", format!("{min}, {max}"), "NaN"));
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        for (p, v) in params {
+            if !v.is_finite() {
+                return Err(Error::invalid(
+                    &format!("{name} {p}"),
+                    v,
+                    "must be a finite number",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `f(x)`.
@@ -276,6 +310,20 @@ impl Broadcast {
         self.values.iter().fold(0.0f64, |m, v| m.max(v.abs()))
     }
 
+    /// How many values [`Broadcast::from_constant`] stores for these shapes: the constant's
+    /// own length, or the whole tensor's when its non-unit axes are not contiguous (so that
+    /// callers can charge the memory before it is allocated).
+    pub fn stored_len(dims: &[usize], target: &[usize]) -> usize {
+        let offset = target.len().saturating_sub(dims.len());
+        let axes: Vec<usize> = (0..dims.len()).filter(|&k| dims[k] != 1).collect();
+        match (axes.first(), axes.last()) {
+            (Some(&first), Some(&last)) if last - first + 1 != axes.len() => {
+                target[offset..].iter().product::<usize>()
+            }
+            _ => dims.iter().product::<usize>().max(1),
+        }
+    }
+
     /// Numpy broadcasting of a constant of shape `dims` against a tensor of shape `target`,
     /// in the compact form when the constant's non-unit axes are contiguous, else expanded.
     pub fn from_constant(dims: &[usize], data: &[f64], target: &[usize]) -> Result<Self> {
@@ -348,8 +396,32 @@ pub struct Pool2d {
     pub ceil_mode: bool,
 }
 
+/// The taps of one pooling window along one axis that land inside the input: positions
+/// `first, first + step, …` (`count` of them), and the number of taps inside the padded input
+/// (PyTorch's divisor with `count_include_pad`). Computed in O(1), whatever the kernel size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taps {
+    pub first: usize,
+    pub step: usize,
+    pub count: usize,
+    pub padded: usize,
+}
+
+impl Taps {
+    /// The input positions, in order.
+    pub fn positions(self) -> impl Iterator<Item = usize> {
+        (0..self.count).map(move |t| self.first + t * self.step)
+    }
+}
+
+/// Most elementary operations one pooling node may cost per evaluation (`C·H_out·W_out` times
+/// the taps of a window inside the input): a few seconds. A larger pool is refused, so that a
+/// small model file cannot make an evaluation run for hours.
+pub const MAX_POOL_WORK: u128 = 1 << 32;
+
 impl Pool2d {
-    /// Output length along `axis` (0 = H, 1 = W) for an input of length `n`.
+    /// Output length along `axis` (0 = H, 1 = W) for an input of length `n`. Every size is
+    /// checked: a kernel, stride, dilation or pad of any size gives a length or an error.
     pub fn output_len(&self, axis: usize, n: usize) -> Result<usize> {
         let (k, s, d) = (self.kernel[axis], self.stride[axis], self.dilation[axis]);
         let (p0, p1) = (self.pads[axis], self.pads[axis + 2]);
@@ -360,6 +432,10 @@ impl Pool2d {
                 "must be ≥ 1",
             ));
         }
+        // u128 holds every product and sum of two usizes.
+        let (k, s, d, n, p0, p1) = (
+            k as u128, s as u128, d as u128, n as u128, p0 as u128, p1 as u128,
+        );
         let extent = d * (k - 1) + 1;
         let padded = n + p0 + p1;
         if padded < extent {
@@ -378,28 +454,40 @@ impl Pool2d {
         if self.ceil_mode && (out - 1) * s >= n + p0 {
             out -= 1;
         }
-        Ok(out)
+        usize::try_from(out)
+            .map_err(|_| Error::invalid("pooling output length", out, "does not fit in memory"))
     }
 
-    /// Input positions (along `axis`) read by output position `i`, as `(first, step, count)`
-    /// of the taps that land inside the input, plus the window's size within the padded
-    /// region (PyTorch's divisor with `count_include_pad`).
-    pub(crate) fn window(&self, axis: usize, n: usize, i: usize) -> (Vec<usize>, usize) {
-        let (k, s, d) = (self.kernel[axis], self.stride[axis], self.dilation[axis]);
-        let (p0, p1) = (self.pads[axis] as isize, self.pads[axis + 2] as isize);
-        let start = (i * s) as isize - p0;
-        let mut taps = Vec::with_capacity(k);
-        let mut padded_count = 0;
-        for t in 0..k {
-            let pos = start + (t * d) as isize;
-            if pos < n as isize + p1 {
-                padded_count += 1;
-            }
-            if pos >= 0 && pos < n as isize {
-                taps.push(pos as usize);
-            }
+    /// The taps of output position `i` along `axis` for an input of length `n` (see
+    /// [`Taps`]); `i` must be below [`Pool2d::output_len`].
+    pub(crate) fn window(&self, axis: usize, n: usize, i: usize) -> Taps {
+        let (k, s, d) = (
+            self.kernel[axis] as i128,
+            self.stride[axis] as i128,
+            self.dilation[axis] as i128,
+        );
+        let (p0, p1, n) = (self.pads[axis] as i128, self.pads[axis + 2] as i128, n as i128);
+        let start = i as i128 * s - p0;
+        // Taps t ∈ [0, k) at start + t·d; inside the input when 0 ≤ pos < n.
+        let lo = if start >= 0 { 0 } else { (-start + d - 1) / d };
+        let hi = if n - 1 - start >= 0 {
+            ((n - 1 - start) / d).min(k - 1)
+        } else {
+            -1
+        };
+        let count = (hi - lo + 1).max(0);
+        // Inside the padded input when pos < n + p1 (pos ≥ −p0 always holds).
+        let padded = if n + p1 - 1 - start >= 0 {
+            ((n + p1 - 1 - start) / d + 1).min(k)
+        } else {
+            0
+        };
+        Taps {
+            first: if count > 0 { (start + lo * d) as usize } else { 0 },
+            step: d as usize,
+            count: count as usize,
+            padded: padded as usize,
         }
-        (taps, padded_count)
     }
 
     /// Per axis, the largest number of windows that contain one input position.
@@ -407,11 +495,24 @@ impl Pool2d {
         let out = self.output_len(axis, n)?;
         let mut count = vec![0usize; n];
         for i in 0..out {
-            for p in self.window(axis, n, i).0 {
+            for p in self.window(axis, n, i).positions() {
                 count[p] += 1;
             }
         }
         Ok(count.into_iter().max().unwrap_or(0))
+    }
+
+    /// Elementary operations of one evaluation on a `(N, C, H, W)` input: `C·H_out·W_out`
+    /// windows times the taps of the largest one inside the input.
+    pub(crate) fn work(&self, shape: &[usize]) -> Result<u128> {
+        let mut work = shape[1] as u128;
+        for axis in 0..2 {
+            let n = shape[2 + axis];
+            let out = self.output_len(axis, n)?;
+            let taps = self.kernel[axis].min(n) as u128;
+            work = work.saturating_mul(out as u128).saturating_mul(taps);
+        }
+        Ok(work)
     }
 }
 
@@ -529,6 +630,10 @@ pub struct Node {
     pub inputs: Vec<ValueId>,
     /// The value it produces.
     pub output: ValueId,
+    /// For Conv and Dense nodes: an upper bound on `‖W_source − W‖_F`, how far the `f32`
+    /// weights kept here are from the weights the source stored (f64 initializers, a Gemm's
+    /// `alpha`); 0 when they are exact. Layer bounds are widened by it.
+    pub weight_error: f64,
 }
 
 /// A network: an input, nodes in topological order, and one or more outputs.
@@ -565,6 +670,21 @@ impl Network {
             nodes: Vec::new(),
             outputs: vec![0],
         })
+    }
+
+    /// Records that the weights of the node producing `value` are within `error`
+    /// (Frobenius norm) of the source's; see [`Node::weight_error`].
+    pub fn set_weight_error(&mut self, value: ValueId, error: f64) -> Result<()> {
+        if !(error >= 0.0 && error.is_finite()) {
+            return Err(Error::invalid("weight error", error, "must be finite and ≥ 0"));
+        }
+        match self.nodes.iter_mut().find(|n| n.output == value) {
+            Some(n) => {
+                n.weight_error = error;
+                Ok(())
+            }
+            None => Err(Error::invalid("value", value, "is produced by no node")),
+        }
     }
 
     /// The input shape (batch 1).
@@ -607,6 +727,7 @@ impl Network {
             op,
             inputs: inputs.to_vec(),
             output,
+            weight_error: 0.0,
         });
         self.outputs = vec![output];
         Ok(output)
@@ -656,6 +777,15 @@ impl Network {
 }
 
 fn check_elements(source: &str, what: &str, shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(Error::model(
+            source,
+            format!(
+                "{what} has rank {}, over the limit of {MAX_RANK}",
+                shape.len()
+            ),
+        ));
+    }
     let mut n: usize = 1;
     for &d in shape {
         if d == 0 {
@@ -757,15 +887,7 @@ pub fn infer_shape(op: &Op, in_shapes: &[&[usize]]) -> Result<Vec<usize>> {
         }
         Op::Activation(a) => {
             expect_inputs(in_shapes, 1)?;
-            if let Activation::Clip { min, max } = a {
-                if min.is_nan() || max.is_nan() {
-                    return Err(Error::invalid(
-                        "Clip limits",
-                        format!("{min}, {max}"),
-                        "NaN",
-                    ));
-                }
-            }
+            a.validate()?;
             Ok(in_shapes[0].to_vec())
         }
         Op::PRelu(b) | Op::Affine { scale: b, .. } => {
@@ -779,6 +901,16 @@ pub fn infer_shape(op: &Op, in_shapes: &[&[usize]]) -> Result<Vec<usize>> {
         Op::MaxPool(p) | Op::AvgPool { pool: p, .. } => {
             expect_inputs(in_shapes, 1)?;
             let s = expect_rank4(in_shapes[0], "pooling")?;
+            let work = p.work(s)?;
+            if work > MAX_POOL_WORK {
+                return Err(Error::invalid(
+                    "pooling window",
+                    format!("{:?} on {s:?}", p.kernel),
+                    &format!(
+                        "costs {work} operations per evaluation, over the limit of {MAX_POOL_WORK}"
+                    ),
+                ));
+            }
             Ok(vec![
                 s[0],
                 s[1],

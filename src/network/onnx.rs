@@ -14,18 +14,21 @@
 //! pads. `Mul(x, Sigmoid(x))` becomes SiLU. Anything unsupported is an error naming the
 //! operator and the node; nothing is skipped silently.
 
-use super::graph::{conv_for, Activation, Broadcast, Network, Op, Pool2d, ValueId};
+use super::graph::{
+    conv_for, Activation, Broadcast, Network, Op, Pool2d, ValueId, MAX_RANK, MAX_TENSOR_ELEMENTS,
+};
 use super::onnx_proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
     type_proto, AttributeProto, ModelProto, NodeProto, TensorProto,
 };
+use crate::bound::round_to_f32;
 use crate::conv::PaddingMode;
 use crate::error::{Error, Result};
 use prost::Message;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Options for reading a model.
 #[derive(Debug, Clone)]
@@ -50,40 +53,28 @@ impl Default for ImportOptions {
 /// Largest model file read into memory (2 GiB, protobuf's own limit).
 const MAX_MODEL_BYTES: u64 = 2 << 30;
 
-/// Reads an ONNX model from a file. External data is looked up beside it.
+/// Reads an ONNX model from a file. External data is looked up beside it, and only there
+/// (see the crate's `untrusted` rules: real paths inside the model's real folder, no
+/// symbolic links, regular files with one link). The model must be a regular file no larger
+/// than protobuf's 2 GiB limit; it and its decoded form count against the memory limit.
 pub fn load_onnx(path: &Path, opts: &ImportOptions) -> Result<Network> {
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::model(&name, format!("cannot read the model file: {e}")))?;
-    if meta.is_dir() {
-        return Err(Error::model(&name, "is a directory, not an ONNX file"));
-    }
-    if meta.len() > MAX_MODEL_BYTES {
-        return Err(Error::model(
-            &name,
-            format!(
-                "the file has {} bytes, over protobuf's 2 GiB limit",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::model(&name, format!("cannot read the model file: {e}")))?;
-    let base = path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                p.to_path_buf()
-            }
-        })
-        .unwrap_or_else(|| PathBuf::from("."));
+    let cannot = |e: std::io::Error| Error::model(&name, format!("cannot read the model file: {e}"));
+    let (file, len) = crate::untrusted::open_user_file(path, MAX_MODEL_BYTES).map_err(cannot)?;
+    // Refused before reading when the bytes and their decoded form would not fit.
+    Budget::new(&name, opts.memory_limit)
+        .charge(len as u128 * 2, "the model file and its decoded form")?;
+    let bytes = crate::untrusted::read_opened(file, len, MAX_MODEL_BYTES).map_err(cannot)?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     load_onnx_bytes(&bytes, &name, Some(&base), opts)
 }
 
 /// Reads an ONNX model from bytes. `base_dir` is where external data files are looked up
-/// (`None`: external data is an error).
+/// (`None`: external data is an error); only regular files whose real path lies inside it
+/// are read. The bytes and their decoded form count against the memory limit.
 pub fn load_onnx_bytes(
     bytes: &[u8],
     name: &str,
@@ -93,6 +84,18 @@ pub fn load_onnx_bytes(
     if bytes.is_empty() {
         return Err(Error::model(name, "the file is empty"));
     }
+    let mut budget = Budget::new(name, opts.memory_limit);
+    // The bytes, and the decoded protobuf that copies every raw tensor out of them.
+    budget.charge(bytes.len() as u128 * 2, "the model's bytes and their decoded form")?;
+    let base_dir = match base_dir {
+        Some(b) => Some(b.canonicalize().map_err(|e| {
+            Error::model(
+                name,
+                format!("cannot resolve the model's folder '{}': {e}", b.display()),
+            )
+        })?),
+        None => None,
+    };
     let model = ModelProto::decode(bytes).map_err(|e| {
         Error::model(
             name,
@@ -101,7 +104,7 @@ pub fn load_onnx_bytes(
     })?;
     let mut importer = Importer {
         src: name.to_string(),
-        base_dir: base_dir.map(Path::to_path_buf),
+        base_dir,
         opset: 0,
         consts: HashMap::new(),
         values: HashMap::new(),
@@ -110,10 +113,39 @@ pub fn load_onnx_bytes(
         producer: HashMap::new(),
         pads: HashMap::new(),
         files: HashMap::new(),
-        memory_limit: opts.memory_limit,
-        budget_left: opts.memory_limit as u128,
+        budget,
     };
     importer.import(&model, opts)
+}
+
+/// Memory the importer may still allocate: every allocation proportional to a size read from
+/// the file is charged here before it is made, and refused past the limit.
+struct Budget {
+    source: String,
+    limit: usize,
+    left: u128,
+}
+
+impl Budget {
+    fn new(source: &str, limit: usize) -> Self {
+        Budget {
+            source: source.to_string(),
+            limit,
+            left: limit as u128,
+        }
+    }
+
+    fn charge(&mut self, bytes: u128, what: &str) -> Result<()> {
+        if bytes > self.left {
+            return Err(Error::TooLarge {
+                what: format!("{}: {what}", self.source),
+                needed: bytes,
+                limit: self.limit as u128,
+            });
+        }
+        self.left -= bytes;
+        Ok(())
+    }
 }
 
 /// A constant tensor (initializer, Constant node, or a folded shape computation).
@@ -123,30 +155,59 @@ struct Const {
     data: ConstData,
 }
 
+/// Values as stored in the file: floats of up to 32 bits as `f32` (exact), doubles as `f64`
+/// (so that the interval can contain the norm of the weights as stored), integers as `i64`.
 #[derive(Debug, Clone)]
 enum ConstData {
     F32(Vec<f32>),
+    F64(Vec<f64>),
     I64(Vec<i64>),
+}
+
+/// Layer weights as `f32` and `‖W_file − W‖_F` rounded up (0 when the conversion is exact).
+struct Weights {
+    values: Vec<f32>,
+    error: f64,
 }
 
 impl Const {
     fn len(&self) -> usize {
         match &self.data {
             ConstData::F32(v) => v.len(),
+            ConstData::F64(v) => v.len(),
             ConstData::I64(v) => v.len(),
         }
     }
 
+    /// The values as `f32` weights, with a bound on the Frobenius norm of what the
+    /// conversion changed (see [`crate::bound::round_to_f32`]).
+    fn weights(&self) -> Weights {
+        let (values, error) = match &self.data {
+            ConstData::F32(v) => (v.clone(), 0.0),
+            ConstData::F64(v) => round_to_f32(v),
+            ConstData::I64(v) => {
+                // Integers beyond 2⁵³ are not exact in f64: take the differences in i128.
+                let w: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                let sq: f64 = v
+                    .iter()
+                    .zip(&w)
+                    .map(|(&x, &y)| ((x as i128 - y as i128) as f64).powi(2))
+                    .sum();
+                let e = sq.sqrt() * (1.0 + (v.len() as f64 + 4.0) * f64::EPSILON);
+                (w, if sq > 0.0 { e.next_up() } else { 0.0 })
+            }
+        };
+        Weights { values, error }
+    }
+
     fn f32s(&self) -> Vec<f32> {
-        match &self.data {
-            ConstData::F32(v) => v.clone(),
-            ConstData::I64(v) => v.iter().map(|&x| x as f32).collect(),
-        }
+        self.weights().values
     }
 
     fn f64s(&self) -> Vec<f64> {
         match &self.data {
             ConstData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            ConstData::F64(v) => v.clone(),
             ConstData::I64(v) => v.iter().map(|&x| x as f64).collect(),
         }
     }
@@ -154,6 +215,7 @@ impl Const {
     fn i64s(&self) -> Vec<i64> {
         match &self.data {
             ConstData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            ConstData::F64(v) => v.iter().map(|&x| x as i64).collect(),
             ConstData::I64(v) => v.clone(),
         }
     }
@@ -185,8 +247,7 @@ struct Importer {
     producer: HashMap<ValueId, (String, ValueId)>,
     pads: HashMap<ValueId, PadInfo>,
     files: HashMap<PathBuf, File>,
-    memory_limit: usize,
-    budget_left: u128,
+    budget: Budget,
 }
 
 fn node_label(node: &NodeProto, index: usize) -> String {
@@ -234,6 +295,7 @@ impl Importer {
         if !graph.sparse_initializer.is_empty() {
             return Err(self.err("sparse initializers are not supported"));
         }
+        self.check_single_assignment(graph)?;
         for node in &graph.node {
             for i in &node.input {
                 *self.readers.entry(i.clone()).or_default() += 1;
@@ -300,6 +362,38 @@ impl Importer {
         Ok(net)
     }
 
+    /// ONNX graphs are in single static assignment form: every value name is defined once
+    /// (a graph input, an initializer — which may also be listed as an input — or a node
+    /// output). onnxruntime refuses a model that breaks it, and so do we: a second definition
+    /// would silently replace the first.
+    fn check_single_assignment(&self, graph: &super::onnx_proto::GraphProto) -> Result<()> {
+        use std::collections::HashSet;
+        let mut defined: HashSet<&str> = HashSet::new();
+        for t in &graph.initializer {
+            if !defined.insert(&t.name) {
+                return Err(self.err(format!("initializer '{}' is defined twice", t.name)));
+            }
+        }
+        let mut inputs: HashSet<&str> = HashSet::new();
+        for i in &graph.input {
+            if !inputs.insert(&i.name) {
+                return Err(self.err(format!("graph input '{}' is listed twice", i.name)));
+            }
+            defined.insert(&i.name);
+        }
+        for (index, node) in graph.node.iter().enumerate() {
+            for o in node.output.iter().filter(|o| !o.is_empty()) {
+                if !defined.insert(o) {
+                    return Err(self.err(format!(
+                        "node {}: output '{o}' is already defined (ONNX values are assigned once)",
+                        node_label(node, index)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The input shape from the model, overridden or completed by the user's.
     fn input_shape(
         &self,
@@ -315,15 +409,29 @@ impl Importer {
                 _ => None,
             })
             .map(|s| {
-                s.dim
+                if s.dim.len() > MAX_RANK {
+                    return Err(self.err(format!(
+                        "input '{}' has rank {}, over the limit of {MAX_RANK}",
+                        input.name,
+                        s.dim.len()
+                    )));
+                }
+                Ok(s.dim
                     .iter()
                     .map(|d| match d.value {
                         Some(dimension::Value::DimValue(v)) if v > 0 => Some(v),
                         _ => None,
                     })
-                    .collect()
-            });
+                    .collect())
+            })
+            .transpose()?;
         if let Some(user) = &opts.input_shape {
+            if user.len() > MAX_RANK {
+                return Err(self.err(format!(
+                    "--input-shape has rank {}, over the limit of {MAX_RANK}",
+                    user.len()
+                )));
+            }
             if user.iter().any(|&d| d <= 0) {
                 return Err(self.err(format!("--input-shape {user:?} has a dimension ≤ 0")));
             }
@@ -364,6 +472,12 @@ impl Importer {
 
     fn decode_tensor(&mut self, t: &TensorProto) -> Result<Const> {
         let what = format!("tensor '{}'", t.name);
+        if t.dims.len() > MAX_RANK {
+            return Err(self.err(format!(
+                "{what} has rank {}, over the limit of {MAX_RANK}",
+                t.dims.len()
+            )));
+        }
         let mut dims = Vec::with_capacity(t.dims.len());
         let mut count: u128 = 1;
         for &d in &t.dims {
@@ -374,11 +488,19 @@ impl Importer {
             count = count.saturating_mul(d as u128);
         }
         let dt = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
-        let size: u128 = match dt {
-            DataType::Float | DataType::Int32 => 4,
-            DataType::Double | DataType::Int64 => 8,
-            DataType::Float16 | DataType::Bfloat16 | DataType::Int16 => 2,
-            DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
+        let (size, kept): (u128, u128) = match dt {
+            DataType::Float | DataType::Float16 | DataType::Bfloat16 => (
+                match dt {
+                    DataType::Float => 4,
+                    _ => 2,
+                },
+                4,
+            ),
+            DataType::Double => (8, 8),
+            DataType::Int64 => (8, 8),
+            DataType::Int32 => (4, 8),
+            DataType::Int16 => (2, 8),
+            DataType::Int8 | DataType::Uint8 | DataType::Bool => (1, 8),
             _ => {
                 return Err(self.err(format!(
                     "{what} has data type {} ({:?}), which is not supported (float, double, float16, bfloat16 and integer types are)",
@@ -386,36 +508,35 @@ impl Importer {
                 )))
             }
         };
-        // We keep f32 or i64: up to 8 bytes per element, checked before allocating.
-        let needed = count.saturating_mul(8);
-        if needed > self.budget_left {
-            return Err(Error::TooLarge {
-                what: format!("{} in {} (shape {:?})", what, self.src, t.dims),
-                needed,
-                limit: self.memory_limit as u128,
-            });
-        }
-        self.budget_left -= needed;
+        // The decoded values, and the raw bytes of an external tensor while they are read.
+        let external = t.data_location == 1;
+        let needed = count
+            .saturating_mul(kept)
+            .saturating_add(if external { count.saturating_mul(size) } else { 0 });
+        self.budget
+            .charge(needed, &format!("{what} (shape {:?})", t.dims))?;
         let count = count as usize;
-        let raw: Option<Vec<u8>> = if t.data_location == 1 {
-            Some(self.read_external(t, count * size as usize)?)
+        let raw_len = count * size as usize;
+        let external_bytes;
+        let raw: Option<&[u8]> = if external {
+            external_bytes = self.read_external(t, raw_len)?;
+            Some(&external_bytes)
         } else if !t.raw_data.is_empty() {
-            Some(t.raw_data.clone())
+            Some(&t.raw_data)
         } else {
             None
         };
         let data = match raw {
             Some(bytes) => {
-                if bytes.len() != count * size as usize {
+                if bytes.len() != raw_len {
                     return Err(self.err(format!(
-                        "{what}: {} data bytes for shape {:?} of {:?} (expected {})",
+                        "{what}: {} data bytes for shape {:?} of {:?} (expected {raw_len})",
                         bytes.len(),
                         t.dims,
                         dt,
-                        count * size as usize
                     )));
                 }
-                from_raw(&bytes, dt)
+                from_raw(bytes, dt)
             }
             None => {
                 let typed_len = match dt {
@@ -432,9 +553,7 @@ impl Importer {
                 }
                 match dt {
                     DataType::Float => ConstData::F32(t.float_data.clone()),
-                    DataType::Double => {
-                        ConstData::F32(t.double_data.iter().map(|&v| v as f32).collect())
-                    }
+                    DataType::Double => ConstData::F64(t.double_data.clone()),
                     DataType::Int64 => ConstData::I64(t.int64_data.clone()),
                     DataType::Float16 => ConstData::F32(
                         t.int32_data
@@ -452,18 +571,19 @@ impl Importer {
                 }
             }
         };
-        if let ConstData::F32(v) = &data {
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(self.err(format!(
-                    "{what} has a non-finite value {} at index {i}",
-                    v[i]
-                )));
-            }
+        let bad = match &data {
+            ConstData::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+            ConstData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+            ConstData::I64(_) => None,
+        };
+        if let Some((i, v)) = bad {
+            return Err(self.err(format!("{what} has a non-finite value {v} at index {i}")));
         }
         Ok(Const { dims, data })
     }
 
-    /// Reads an external-data tensor's bytes, refusing locations outside the model's folder.
+    /// Reads an external-data tensor's bytes from a regular file inside the model's folder
+    /// (the rules of `crate::untrusted`).
     fn read_external(&mut self, t: &TensorProto, expected: usize) -> Result<Vec<u8>> {
         let what = format!("tensor '{}'", t.name);
         let mut location = None;
@@ -491,40 +611,21 @@ impl Importer {
                 "{what} is stored in external file '{location}', but the model was given as bytes"
             ))
         })?;
-        let rel = Path::new(&location);
-        if rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(self.err(format!(
-                "{what}: external data location '{location}' leaves the model's folder; refused"
-            )));
-        }
-        let path = base.join(rel);
         if let Some(l) = length {
-            if l as usize != expected {
+            if l != expected as u64 {
                 return Err(self.err(format!(
                     "{what}: external data length {l} does not match its shape ({expected} bytes)"
                 )));
             }
         }
-        if !self.files.contains_key(&path) {
-            let f = File::open(&path).map_err(|e| {
-                self.err(format!(
-                    "{what}: cannot open external data file '{}': {e}",
-                    path.display()
-                ))
-            })?;
-            self.files.insert(path.clone(), f);
-        }
-        let file = self.files.get_mut(&path).expect("just inserted");
+        let (file, real) = crate::untrusted::open_inside(&base, &location, &self.src, &what)?;
+        let file = self.files.entry(real.clone()).or_insert(file);
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if offset.saturating_add(expected as u64) > file_len {
             return Err(Error::model(
                 &self.src,
                 format!(
-                    "{what}: external data [{offset}, +{expected}) lies beyond the end of '{}' ({file_len} bytes)",
-                    path.display()
+                    "{what}: external data [{offset}, +{expected}) lies beyond the end of '{location}' ({file_len} bytes)"
                 ),
             ));
         }
@@ -597,12 +698,12 @@ impl Importer {
         let v = self.net().push(&name, kind, op, inputs)?;
         // Every value becomes an f64 activation when the network is evaluated.
         let bytes = self.net().len_of(v) as u128 * 8;
-        if bytes > self.memory_limit as u128 {
+        if bytes > self.budget.limit as u128 {
             let shape = self.net().shapes[v].clone();
             return Err(Error::TooLarge {
                 what: format!("{}: output {shape:?} of node {label}", self.src),
                 needed: bytes,
-                limit: self.memory_limit as u128,
+                limit: self.budget.limit as u128,
             });
         }
         let out = node
@@ -625,10 +726,17 @@ impl Importer {
         Ok(())
     }
 
-    fn add_const(&mut self, node: &NodeProto, c: Const) {
+    /// Keeps a folded constant; its memory is charged (repeated Concat could otherwise double
+    /// a constant at every node).
+    fn add_const(&mut self, node: &NodeProto, c: Const) -> Result<()> {
+        self.budget.charge(
+            c.len() as u128 * 8,
+            &format!("constant '{}'", node.output.first().map_or("", String::as_str)),
+        )?;
         if let Some(out) = node.output.first() {
             self.consts.insert(out.clone(), c);
         }
+        Ok(())
     }
 
     fn import_node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
@@ -644,8 +752,7 @@ impl Importer {
         let any_var = inputs.iter().any(|i| self.values.contains_key(*i));
         if op == "Constant" {
             let c = self.constant_node(node, &label)?;
-            self.add_const(node, c);
-            return Ok(());
+            return self.add_const(node, c);
         }
         if op == "Shape" {
             let v = self.var(inputs.first().copied().unwrap_or(""), &label)?;
@@ -655,19 +762,23 @@ impl Importer {
             let start = norm(attr_int(node, "start", 0));
             let end = norm(attr_int(node, "end", r));
             let data = shape[start..end.max(start)].to_vec();
-            self.add_const(
+            return self.add_const(
                 node,
                 Const {
                     dims: vec![data.len()],
                     data: ConstData::I64(data),
                 },
             );
-            return Ok(());
         }
         if !any_var {
             let c = self.fold_constant(node, &label)?;
-            self.add_const(node, c);
-            return Ok(());
+            return self.add_const(node, c);
+        }
+        // Binary elementwise ops take the activation on either side (`Add(bias, MatMul(…))`).
+        match op {
+            "Add" | "Sub" => return self.add_sub(node, &label, op == "Sub"),
+            "Mul" | "Div" => return self.mul_div(node, &label, op == "Div"),
+            _ => {}
         }
         let x = self.var(inputs[0], &label)?;
         let xs = self.shape_of(x);
@@ -683,30 +794,33 @@ impl Importer {
                     )));
                 }
                 let (k, n) = (b.dims[0], b.dims[1]);
-                let w = transpose(&b.f32s(), k, n);
-                let op = Op::Dense { weight: w, rows: n, cols: k, bias: None };
-                self.push(node, &label, "MatMul", op, &[x])
+                let copies = b.len() as u128 * 8;
+                let name = inputs[1].to_string();
+                self.budget.charge(copies, &format!("node {label}: copy of weight '{name}'"))?;
+                let b = self.constant(&name, &label, "weight B")?;
+                let w = b.weights();
+                let op = Op::Dense { weight: transpose(&w.values, k, n), rows: n, cols: k, bias: None };
+                self.push(node, &label, "MatMul", op, &[x])?;
+                self.record_weight_error(node, w.error)
             }
-            "Add" | "Sub" => self.add_sub(node, &label, op == "Sub"),
-            "Mul" | "Div" => self.mul_div(node, &label, op == "Div"),
             "Relu" => self.push(node, &label, op, Op::Activation(Activation::Relu), &[x]),
             "LeakyRelu" => {
-                let a = attr_float(node, "alpha", 0.01);
+                let a = self.finite_attr(node, &label, "alpha", 0.01)?;
                 self.push(node, &label, op, Op::Activation(Activation::LeakyRelu(a)), &[x])
             }
             "Elu" => {
-                let a = attr_float(node, "alpha", 1.0);
+                let a = self.finite_attr(node, &label, "alpha", 1.0)?;
                 self.push(node, &label, op, Op::Activation(Activation::Elu(a)), &[x])
             }
             "Selu" => {
-                let alpha = attr_float(node, "alpha", 1.673_263_192_176_818_8);
-                let gamma = attr_float(node, "gamma", 1.050_701_022_148_132_3);
+                let alpha = self.finite_attr(node, &label, "alpha", 1.673_263_192_176_818_8)?;
+                let gamma = self.finite_attr(node, &label, "gamma", 1.050_701_022_148_132_3)?;
                 self.push(node, &label, op, Op::Activation(Activation::Selu { alpha, gamma }), &[x])
             }
             "Sigmoid" => self.push(node, &label, op, Op::Activation(Activation::Sigmoid), &[x]),
             "HardSigmoid" => {
-                let alpha = attr_float(node, "alpha", 0.2);
-                let beta = attr_float(node, "beta", 0.5);
+                let alpha = self.finite_attr(node, &label, "alpha", 0.2)?;
+                let beta = self.finite_attr(node, &label, "beta", 0.5)?;
                 self.push(node, &label, op, Op::Activation(Activation::HardSigmoid { alpha, beta }), &[x])
             }
             "Tanh" => self.push(node, &label, op, Op::Activation(Activation::Tanh), &[x]),
@@ -735,8 +849,8 @@ impl Importer {
             }
             "PRelu" => {
                 let s = self.constant(inputs.get(1).copied().unwrap_or(""), &label, "slope")?;
-                let b = Broadcast::from_constant(&s.dims, &s.f64s(), &xs)
-                    .map_err(|e| self.err(format!("node {label}: {e}")))?;
+                let (dims, vals) = (s.dims.clone(), s.f64s());
+                let b = self.broadcast(&dims, &vals, &xs, &label)?;
                 self.push(node, &label, op, Op::PRelu(b), &[x])
             }
             "Softmax" => {
@@ -962,30 +1076,25 @@ impl Importer {
     }
 
     fn conv(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
-        let w = self
-            .constant(
-                node.input.get(1).map(String::as_str).unwrap_or(""),
-                label,
-                "weight",
-            )?
-            .clone();
+        let w_name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let w_dims = self.constant(w_name, label, "weight")?.dims.clone();
         if xs.len() != 4 {
             return Err(self.err(format!(
                 "node {label}: only 2-D convolutions on (N, C, H, W) inputs are supported; input shape is {xs:?}"
             )));
         }
-        if w.dims.len() != 4 {
+        if w_dims.len() != 4 {
             return Err(self.err(format!(
                 "node {label}: weight has shape {:?}; OIHW expected",
-                w.dims
+                w_dims
             )));
         }
-        let kernel = [w.dims[2], w.dims[3]];
+        let kernel = [w_dims[2], w_dims[3]];
         if let Some(ks) = attr_ints(node, "kernel_shape") {
             if ks.len() != 2 || ks[0] as usize != kernel[0] || ks[1] as usize != kernel[1] {
                 return Err(self.err(format!(
                     "node {label}: kernel_shape {ks:?} does not match the weight shape {:?}",
-                    w.dims
+                    w_dims
                 )));
             }
         }
@@ -996,11 +1105,11 @@ impl Importer {
             return Err(self.err(format!("node {label}: group = {groups} must be ≥ 1")));
         }
         let groups = groups as usize;
-        if w.dims[1] * groups != xs[1] {
+        if w_dims[1] * groups != xs[1] {
             return Err(self.err(format!(
                 "node {label}: weight {:?} with group {groups} expects {} input channels, but the input {xs:?} has {}",
-                w.dims,
-                w.dims[1] * groups,
+                w_dims,
+                w_dims[1] * groups,
                 xs[1]
             )));
         }
@@ -1026,24 +1135,29 @@ impl Importer {
         }
         let in_shape = self.shape_of(input);
         let conv = conv_for(
-            &in_shape, w.dims[0], kernel, stride, dilation, groups, pads, mode,
+            &in_shape, w_dims[0], kernel, stride, dilation, groups, pads, mode,
         )
         .map_err(|e| self.err(format!("node {label}: {e}")))?;
         let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
             Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
             None => None,
         };
+        let weight_count = w_dims.iter().product::<usize>() as u128;
+        self.budget
+            .charge(weight_count * 4, &format!("node {label}: copy of weight '{w_name}'"))?;
+        let weights = self.constant(w_name, label, "weight")?.weights();
         self.push(
             node,
             label,
             "Conv",
             Op::Conv {
                 conv,
-                weight: w.f32s(),
+                weight: weights.values,
                 bias,
             },
             &[input],
-        )
+        )?;
+        self.record_weight_error(node, weights.error)
     }
 
     /// Conv/pool pads `[top, left, bottom, right]` from `pads` or `auto_pad`.
@@ -1096,33 +1210,37 @@ impl Importer {
         if xs.len() != 2 {
             return Err(self.err(format!("node {label}: Gemm needs a 2-D input, got {xs:?}")));
         }
-        let alpha = attr_float(node, "alpha", 1.0) as f32;
-        let beta = attr_float(node, "beta", 1.0) as f32;
-        let b = self
-            .constant(
-                node.input.get(1).map(String::as_str).unwrap_or(""),
-                label,
-                "weight B",
-            )?
-            .clone();
+        let alpha = self.finite_attr(node, label, "alpha", 1.0)?;
+        let beta = self.finite_attr(node, label, "beta", 1.0)? as f32;
+        let b_name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let b = self.constant(b_name, label, "weight B")?;
         if b.dims.len() != 2 {
             return Err(self.err(format!(
                 "node {label}: weight B has shape {:?}; 2-D expected",
                 b.dims
             )));
         }
-        let (rows, cols, mut w) = if attr_int(node, "transB", 0) != 0 {
-            (b.dims[0], b.dims[1], b.f32s())
-        } else {
-            (
-                b.dims[1],
-                b.dims[0],
-                transpose(&b.f32s(), b.dims[0], b.dims[1]),
-            )
-        };
+        let (dims, len) = ([b.dims[0], b.dims[1]], b.len());
+        // The f32 copy and, without transB, its transpose.
+        self.budget
+            .charge(len as u128 * 8, &format!("node {label}: copy of weight '{b_name}'"))?;
+        let b = self.constant(b_name, label, "weight B")?;
+        let mut w = b.weights();
         if alpha != 1.0 {
-            w.iter_mut().for_each(|v| *v *= alpha);
+            // alpha·w is exact in f64 (two f32 factors): round it once and add what that changed.
+            let exact: Vec<f64> = w.values.iter().map(|&v| v as f64 * alpha).collect();
+            let (values, error) = round_to_f32(&exact);
+            w = Weights {
+                values,
+                error: (w.error * alpha.abs()).next_up() + error,
+            };
         }
+        let (rows, cols, w_values) = if attr_int(node, "transB", 0) != 0 {
+            (dims[0], dims[1], w.values)
+        } else {
+            (dims[1], dims[0], transpose(&w.values, dims[0], dims[1]))
+        };
+        let weight_error = w.error;
         let bias = match self.optional_const(node, 2) {
             Some(c) if c.len() == rows || c.len() == 1 => {
                 let v = c.f32s();
@@ -1145,13 +1263,52 @@ impl Importer {
             label,
             "Gemm",
             Op::Dense {
-                weight: w,
+                weight: w_values,
                 rows,
                 cols,
                 bias,
             },
             &[x],
-        )
+        )?;
+        self.record_weight_error(node, weight_error)
+    }
+
+    /// A constant broadcast against a tensor of shape `shape`, its memory charged first (a
+    /// constant whose axes are not contiguous expands to the whole tensor).
+    fn broadcast(
+        &mut self,
+        dims: &[usize],
+        values: &[f64],
+        shape: &[usize],
+        label: &str,
+    ) -> Result<Broadcast> {
+        self.budget.charge(
+            Broadcast::stored_len(dims, shape) as u128 * 8,
+            &format!("node {label}: constant operand broadcast to {shape:?}"),
+        )?;
+        Broadcast::from_constant(dims, values, shape)
+            .map_err(|e| self.err(format!("node {label}: {e}")))
+    }
+
+    /// Records the weight rounding of the layer `node` just produced.
+    fn record_weight_error(&mut self, node: &NodeProto, error: f64) -> Result<()> {
+        if error > 0.0 {
+            let v = self.values[&node.output[0]];
+            self.net().set_weight_error(v, error)?;
+        }
+        Ok(())
+    }
+
+    /// A float attribute that must be finite (activation parameters, Gemm's alpha/beta): NaN
+    /// or ±inf is an error naming the node and the attribute.
+    fn finite_attr(&self, node: &NodeProto, label: &str, name: &str, default: f64) -> Result<f64> {
+        let v = attr_float(node, name, default);
+        if !v.is_finite() {
+            return Err(self.err(format!(
+                "node {label}: attribute {name} = {v} is not a finite number"
+            )));
+        }
+        Ok(v)
     }
 
     fn add_sub(&mut self, node: &NodeProto, label: &str, sub: bool) -> Result<()> {
@@ -1171,8 +1328,7 @@ impl Importer {
                     .constant(if var_first { b } else { a }, label, "operand")?
                     .clone();
                 let shape = self.shape_of(v);
-                let mut shift = Broadcast::from_constant(&c.dims, &c.f64s(), &shape)
-                    .map_err(|e| self.err(format!("node {label}: {e}")))?;
+                let mut shift = self.broadcast(&c.dims, &c.f64s(), &shape, label)?;
                 let mut scale = 1.0;
                 if sub && var_first {
                     shift.values.iter_mut().for_each(|s| *s = -*s);
@@ -1253,8 +1409,7 @@ impl Importer {
             }
             vals.iter_mut().for_each(|d| *d = 1.0 / *d);
         }
-        let scale = Broadcast::from_constant(&c.dims, &vals, &shape)
-            .map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let scale = self.broadcast(&c.dims, &vals, &shape, label)?;
         self.push(
             node,
             label,
@@ -1398,8 +1553,17 @@ impl Importer {
             )));
         }
         let out: Vec<i64> = (0..r)
-            .map(|k| xs[k] as i64 + pads[k] + pads[k + r])
-            .collect();
+            .map(|k| {
+                (xs[k] as i64)
+                    .checked_add(pads[k])
+                    .and_then(|d| d.checked_add(pads[k + r]))
+                    .ok_or_else(|| {
+                        self.err(format!(
+                            "node {label}: pads {pads:?} overflow the shape {xs:?}"
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
         if out.iter().any(|&d| d <= 0) {
             return Err(self.err(format!(
                 "node {label}: pads {pads:?} leave an empty tensor from {xs:?}"
@@ -1409,21 +1573,13 @@ impl Importer {
         let total = out
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|&t| t <= super::graph::MAX_TENSOR_ELEMENTS)
+            .filter(|&t| t <= MAX_TENSOR_ELEMENTS)
             .ok_or_else(|| self.err(format!("node {label}: padded shape {out:?} is too large")))?;
         // The gather index (4 bytes per output element) is allocated now: charge it.
-        let needed = total as u128 * 4;
-        if needed > self.budget_left {
-            return Err(Error::TooLarge {
-                what: format!(
-                    "{}: node {label}: index of the padded shape {out:?}",
-                    self.src
-                ),
-                needed,
-                limit: self.memory_limit as u128,
-            });
-        }
-        self.budget_left -= needed;
+        self.budget.charge(
+            total as u128 * 4,
+            &format!("node {label}: index of the padded shape {out:?}"),
+        )?;
         if mode == "reflect" && (0..r).any(|k| pads[k].max(pads[k + r]) >= xs[k] as i64) {
             return Err(self.err(format!(
                 "node {label}: reflect pads {pads:?} must be smaller than the input {xs:?}"
@@ -1514,10 +1670,10 @@ fn from_raw(bytes: &[u8], dt: DataType) -> ConstData {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         ),
-        DataType::Double => ConstData::F32(
+        DataType::Double => ConstData::F64(
             bytes
                 .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
                 .collect(),
         ),
         DataType::Float16 => ConstData::F32(
@@ -1608,6 +1764,12 @@ fn resolve_reshape(
     target: &[i64],
     allowzero: bool,
 ) -> std::result::Result<Vec<usize>, String> {
+    if target.len() > MAX_RANK {
+        return Err(format!(
+            "reshape target has rank {}, over the limit of {MAX_RANK}",
+            target.len()
+        ));
+    }
     let n: usize = xs.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -1651,6 +1813,12 @@ fn squeeze_shape(
 ) -> std::result::Result<Vec<usize>, String> {
     if unsqueeze {
         let axes = axes.ok_or("Unsqueeze needs axes")?;
+        if xs.len() + axes.len() > MAX_RANK {
+            return Err(format!(
+                "Unsqueeze to rank {} is over the limit of {MAX_RANK}",
+                xs.len() + axes.len()
+            ));
+        }
         let r = (xs.len() + axes.len()) as i64;
         let mut ax: Vec<usize> = axes
             .iter()
