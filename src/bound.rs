@@ -196,6 +196,36 @@ pub(crate) fn meets_tolerance(lower: f64, upper: f64, rtol: f64) -> bool {
     upper <= lower * (1.0 + rtol) || upper == 0.0
 }
 
+/// Most worker threads a caller may ask for (CLI `--threads`, C `LipOptions::threads`):
+/// thousands of threads on a small problem only cost time (5000 took 75 s on a 3×4 matrix).
+pub const MAX_THREADS: usize = 256;
+
+/// A time limit given in seconds: `Ok(Some(_))` for a positive finite number, `Ok(None)` for
+/// one too large to represent (no limit in practice: 10³⁰⁰ s), an error for NaN, ±inf, 0 or
+/// a negative number.
+pub fn time_limit_from_secs(seconds: f64) -> Result<Option<Duration>> {
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(Error::invalid(
+            "time limit",
+            seconds,
+            "must be a positive, finite number of seconds",
+        ));
+    }
+    Ok(Duration::try_from_secs_f64(seconds).ok())
+}
+
+/// Checks a requested number of worker threads (1 to [`MAX_THREADS`]).
+pub fn check_threads(threads: usize) -> Result<()> {
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(Error::invalid(
+            "threads",
+            threads,
+            &format!("must lie between 1 and {MAX_THREADS}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Options shared by every estimator. `Options::default()` is what the CLI and C ABI use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {

@@ -115,8 +115,12 @@ pub(crate) fn open_inside(
     source: &str,
     what: &str,
 ) -> Result<(File, PathBuf)> {
-    let refuse =
-        |why: String| Error::model(source, format!("{what}: external data location {why}; refused"));
+    let refuse = |why: String| {
+        Error::model(
+            source,
+            format!("{what}: external data location {why}; refused"),
+        )
+    };
     if location.is_empty() || location.contains('\0') {
         return Err(refuse(format!("'{location}' is empty or contains NUL")));
     }
@@ -190,7 +194,11 @@ pub(crate) fn open_inside(
 }
 
 #[cfg(unix)]
-fn check_single_link(meta: &Metadata, location: &str, refuse: &dyn Fn(String) -> Error) -> Result<()> {
+fn check_single_link(
+    meta: &Metadata,
+    location: &str,
+    refuse: &dyn Fn(String) -> Error,
+) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if meta.nlink() > 1 {
         return Err(refuse(format!(

@@ -9,7 +9,7 @@ use lipschitz::network::{
 };
 use lipschitz::{dense_norm, Options};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +98,10 @@ const DEMO_ONNX: &[u8] = include_bytes!("demo.onnx");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = check_stdout_open() {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     let default_common = Common {
         rtol: 1e-4,
         json: false,
@@ -132,9 +136,7 @@ fn main() -> ExitCode {
 
 fn options(common: &Common) -> Result<Options, String> {
     if let Some(threads) = common.threads {
-        if threads == 0 {
-            return Err("--threads must be at least 1".into());
-        }
+        lipschitz::bound::check_threads(threads).map_err(|e| format!("--threads: {e}"))?;
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
@@ -162,12 +164,8 @@ fn run_network(
         .ok_or_else(|| format!("--memory-limit-mb {} is not valid", args.memory_limit_mb))?;
     layer.memory_limit = memory_limit;
     if let Some(t) = args.time_limit {
-        if !(t > 0.0 && t.is_finite()) {
-            return Err(format!(
-                "--time-limit {t} must be a positive number of seconds"
-            ));
-        }
-        layer.time_limit = Some(Duration::from_secs_f64(t));
+        layer.time_limit =
+            lipschitz::bound::time_limit_from_secs(t).map_err(|e| format!("--time-limit: {e}"))?;
     }
     let import = ImportOptions {
         input_shape: args.input_shape.clone(),
@@ -260,11 +258,18 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
     print_report(&report, common.json)
 }
 
+/// Renders the report (table or JSON) and writes it to stdout in one piece.
 fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
     if json {
         let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-        println!("{text}");
-        return Ok(());
+        return write_stdout(&(text + "\n"));
+    }
+    let mut buf = String::new();
+    macro_rules! println {
+        ($($t:tt)*) => {{
+            use std::fmt::Write as _;
+            let _ = writeln!(buf, $($t)*);
+        }};
     }
     println!("{}", report.model);
     println!("input shape {:?}\n", report.input_shape);
@@ -315,6 +320,12 @@ fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
     }
     println!("\nnetwork Lipschitz constant (ℓ2):");
     println!("  upper bound      {:.8}  [{}]", n.upper, n.certificate);
+    if n.underflow {
+        println!(
+            "                   ({:e}: below f64's normal range; valid, rounded up, imprecise)",
+            n.upper
+        );
+    }
     println!(
         "  naive product    {:.8}  (the same composition without merged linear runs)",
         n.naive_product
@@ -331,6 +342,44 @@ fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
         _ => println!("  lower bound      not computed"),
     }
     println!("total time {:.3}s", report.seconds);
+    write_stdout(&buf)
+}
+
+/// Writes to stdout, reporting failure (a closed pipe, a full disk) as an error instead of
+/// panicking.
+fn write_stdout(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the report to standard output: {e}"))
+}
+
+/// Whether file descriptor 1 was closed when the process started. Rust's runtime reopens a
+/// closed stdout on `/dev/null` before `main` runs (so that output silently vanishes); this
+/// constructor runs earlier, from `.init_array`, and sees the descriptor as the shell left it.
+#[cfg(target_os = "linux")]
+static STDOUT_WAS_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+extern "C" fn record_stdout_state() {
+    // SAFETY: F_GETFD only queries the descriptor's flags.
+    if unsafe { libc::fcntl(1, libc::F_GETFD) } == -1 {
+        STDOUT_WAS_CLOSED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static RECORD_STDOUT_STATE: extern "C" fn() = record_stdout_state;
+
+/// A closed stdout is an error rather than a silent success.
+fn check_stdout_open() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    if STDOUT_WAS_CLOSED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("standard output is closed; the report could not be written".into());
+    }
     Ok(())
 }
 

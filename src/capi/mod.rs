@@ -9,6 +9,8 @@ use crate::error::Error;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
 
 mod network;
 pub use network::*;
@@ -173,17 +175,53 @@ fn status_of(error: &Error) -> i32 {
     }
 }
 
+/// How many C calls are running now, on any thread. While one is, a panic (always caught at
+/// the boundary and reported through `lip_last_error`) prints nothing on the host's stderr.
+static ACTIVE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs, once, a panic hook that stays silent while a C call is running and defers to
+/// the previous hook otherwise (the host's own panics, if it is a Rust program, still print).
+fn install_quiet_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if ACTIVE_CALLS.load(Ordering::SeqCst) == 0 {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `body` at the C boundary: a panic becomes `LIP_ERR_INTERNAL` with its message, and is
+/// not printed.
+pub(crate) fn catch<T>(
+    body: impl FnOnce() -> Result<T, (i32, String)>,
+) -> Result<T, (i32, String)> {
+    install_quiet_panic_hook();
+    ACTIVE_CALLS.fetch_add(1, Ordering::SeqCst);
+    let outcome = catch_unwind(AssertUnwindSafe(body));
+    ACTIVE_CALLS.fetch_sub(1, Ordering::SeqCst);
+    outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err((
+            LIP_ERR_INTERNAL,
+            format!("internal error (caught panic: {message}); please report it"),
+        ))
+    })
+}
+
 /// Runs `body`, turning errors and panics into a status code and a last-error message.
 pub(crate) fn guard(function: &str, body: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => LIP_OK,
-        Ok(Err((code, message))) => {
+    match catch(body) {
+        Ok(()) => LIP_OK,
+        Err((code, message)) => {
             set_last_error(&format!("{function}: {message}"));
             code
-        }
-        Err(_) => {
-            set_last_error(&format!("{function}: internal error (caught panic)"));
-            LIP_ERR_INTERNAL
         }
     }
 }

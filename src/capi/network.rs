@@ -2,7 +2,7 @@
 //! read from ONNX or built in code, their bounds, per-layer results and names.
 
 use super::{
-    guard, lib_error, null, set_last_error, LipBound, LipConv2d, LIP_ERR_INTERNAL,
+    catch, guard, lib_error, null, set_last_error, LipBound, LipConv2d, LIP_ERR_INTERNAL,
     LIP_ERR_INVALID_ARGUMENT, LIP_ERR_TOO_LARGE,
 };
 use crate::bound::{Method, Options};
@@ -13,7 +13,6 @@ use crate::network::{
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// `LipOptions::method`: pick the best method for each layer.
 pub const LIP_METHOD_AUTO: i32 = 0;
@@ -47,7 +46,7 @@ pub const LIP_ACT_SOFTPLUS: i32 = 8;
 
 /// Options for the `_ex` functions. Start from `lip_options_default()` and change fields.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LipOptions {
     /// Relative tolerance: stop once `upper ≤ lower·(1 + rtol)` (> 0; default 1e-4).
     pub rtol: f64,
@@ -102,17 +101,12 @@ impl LipOptions {
         };
         let time_limit = if self.time_limit_seconds == 0.0 {
             None
-        } else if self.time_limit_seconds > 0.0 && self.time_limit_seconds.is_finite() {
-            Some(Duration::from_secs_f64(self.time_limit_seconds))
         } else {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!(
-                    "time_limit_seconds = {}: must be ≥ 0",
-                    self.time_limit_seconds
-                ),
-            ));
+            crate::bound::time_limit_from_secs(self.time_limit_seconds).map_err(lib_error)?
         };
+        if self.threads != 0 {
+            crate::bound::check_threads(self.threads as usize).map_err(lib_error)?;
+        }
         let opts = Options {
             rtol: self.rtol,
             max_iterations: self.max_iterations,
@@ -173,9 +167,9 @@ pub unsafe extern "C" fn lip_dense_norm_ex(
         if out.is_null() {
             return Err(null("out"));
         }
-        let weights = unsafe { dense_weights(w, rows, cols) }?;
         let o = unsafe { read_options(options) }?;
         let opts = o.to_options()?;
+        let weights = unsafe { dense_weights(w, rows, cols, opts.memory_limit) }?;
         let bound = with_threads(o.threads, || {
             crate::dense_norm(weights, rows, cols, &opts).map_err(lib_error)
         })?;
@@ -211,7 +205,14 @@ pub unsafe extern "C" fn lip_conv2d_norm_ex(
         // SAFETY: non-null; points to a LipConv2d by contract.
         let layer = unsafe { conv.read() }.to_conv()?;
         // SAFETY: weight_len() readable floats by contract.
-        let weights = unsafe { std::slice::from_raw_parts(weight_oihw, layer.weight_len()) };
+        let weights = unsafe {
+            floats(
+                weight_oihw,
+                layer.weight_len(),
+                "weight_oihw",
+                opts.memory_limit,
+            )
+        }?;
         let result = with_threads(o.threads, || {
             crate::conv::conv2d_norm(weights, &layer, crate::conv::ConvMethod::Auto, &opts)
                 .map_err(lib_error)
@@ -234,16 +235,7 @@ pub struct LipNetwork {
     /// Names and op types of the linear layers, NUL-terminated for C.
     names: Vec<(CString, CString)>,
     /// The last analysis and the options it was made with.
-    cache: Mutex<Option<(CacheKey, Analysis)>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct CacheKey {
-    rtol: f64,
-    seed: u64,
-    samples: u32,
-    method: i32,
-    max_iterations: u32,
+    cache: Mutex<Option<(LipOptions, Analysis)>>,
 }
 
 impl LipNetwork {
@@ -276,23 +268,18 @@ impl LipNetwork {
     }
 
     fn analysis(&self, o: &LipOptions) -> Result<Analysis, (i32, String)> {
-        let key = CacheKey {
-            rtol: o.rtol,
-            seed: o.seed,
-            samples: o.lower_samples,
-            method: o.method,
-            max_iterations: o.max_iterations,
-        };
+        // Validated first: invalid options are an error even when an analysis is cached.
+        let opts = o.to_options()?;
         let mut cache = self
             .cache
             .lock()
             .map_err(|_| (LIP_ERR_INTERNAL, "network lock poisoned".to_string()))?;
+        // Reused only for exactly the same options (every field: limits change results).
         if let Some((k, a)) = cache.as_ref() {
-            if *k == key {
+            if k == o {
                 return Ok(a.clone());
             }
         }
-        let opts = o.to_options()?;
         let lower = (o.lower_samples > 0).then(|| LowerOptions {
             samples: o.lower_samples as usize,
             seed: o.seed,
@@ -307,7 +294,7 @@ impl LipNetwork {
         let a = with_threads(o.threads, || {
             analyze(&self.net, &analysis, &mut |_| {}).map_err(lib_error)
         })?;
-        *cache = Some((key, a.clone()));
+        *cache = Some((*o, a.clone()));
         Ok(a)
     }
 
@@ -325,14 +312,10 @@ fn c_string(s: &str) -> CString {
 
 /// Runs `body` for functions that return a pointer: NULL (and a message) on failure.
 fn guard_ptr<T>(function: &str, body: impl FnOnce() -> Result<*mut T, (i32, String)>) -> *mut T {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(p)) => p,
-        Ok(Err((_, message))) => {
+    match catch(body) {
+        Ok(p) => p,
+        Err((_, message)) => {
             set_last_error(&format!("{function}: {message}"));
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            set_last_error(&format!("{function}: internal error (caught panic)"));
             std::ptr::null_mut()
         }
     }
@@ -504,12 +487,35 @@ unsafe fn handle_mut<'a>(net: *mut LipNetwork) -> Result<&'a mut LipNetwork, (i3
     unsafe { net.as_mut() }.ok_or_else(|| null("net"))
 }
 
-unsafe fn floats<'a>(p: *const f32, n: usize, what: &str) -> Result<&'a [f32], (i32, String)> {
+/// The `n` floats behind `p`. A count no real buffer can have is refused before anything is
+/// read: more bytes than `isize::MAX` (no allocation is that large; a `size_t` of −1 lands
+/// here) or than `memory_limit` (the array is copied or analysed under that limit).
+unsafe fn floats<'a>(
+    p: *const f32,
+    n: usize,
+    what: &str,
+    memory_limit: usize,
+) -> Result<&'a [f32], (i32, String)> {
     if p.is_null() {
         return Err(null(what));
     }
-    // SAFETY: `n` readable floats by contract.
+    let bytes = n as u128 * 4;
+    if bytes > isize::MAX as u128 || bytes > memory_limit as u128 {
+        return Err((
+            LIP_ERR_TOO_LARGE,
+            format!(
+                "{what}: {n} floats ({bytes} bytes) exceed the memory limit of {memory_limit} \
+                 bytes; refused before reading"
+            ),
+        ));
+    }
+    // SAFETY: `n` readable floats by contract, and n·4 ≤ isize::MAX as from_raw_parts needs.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// The memory limit of the builder functions, which take no options: the default's.
+fn builder_memory_limit() -> usize {
+    Options::default().memory_limit
 }
 
 /// The `rows × cols` weights behind `w`, once the sizes (positive, no overflow) and the
@@ -518,6 +524,7 @@ unsafe fn dense_weights<'a>(
     w: *const f32,
     rows: usize,
     cols: usize,
+    memory_limit: usize,
 ) -> Result<&'a [f32], (i32, String)> {
     let len = rows.checked_mul(cols).ok_or((
         LIP_ERR_TOO_LARGE,
@@ -530,7 +537,7 @@ unsafe fn dense_weights<'a>(
         ));
     }
     // SAFETY: the caller guarantees `w` points to rows·cols floats (or is NULL, refused).
-    unsafe { floats(w, len, "w") }
+    unsafe { floats(w, len, "w", memory_limit) }
 }
 
 /// Appends a dense layer `y = W x + b` on the last axis: `w` is `rows × cols` row-major
@@ -548,11 +555,11 @@ pub unsafe extern "C" fn lip_network_add_dense(
 ) -> i32 {
     guard("lip_network_add_dense", || {
         let n = unsafe { handle_mut(net) }?;
-        let weight = unsafe { dense_weights(w, rows, cols) }?.to_vec();
+        let weight = unsafe { dense_weights(w, rows, cols, builder_memory_limit()) }?.to_vec();
         let bias = if bias.is_null() {
             None
         } else {
-            Some(unsafe { floats(bias, rows, "bias") }?.to_vec())
+            Some(unsafe { floats(bias, rows, "bias", builder_memory_limit()) }?.to_vec())
         };
         let current = n.current;
         n.push(
@@ -586,11 +593,22 @@ pub unsafe extern "C" fn lip_network_add_conv2d(
             return Err(null("conv"));
         }
         let layer = unsafe { conv.read() }.to_conv()?;
-        let weight = unsafe { floats(weight_oihw, layer.weight_len(), "weight_oihw") }?.to_vec();
+        let weight = unsafe {
+            floats(
+                weight_oihw,
+                layer.weight_len(),
+                "weight_oihw",
+                builder_memory_limit(),
+            )
+        }?
+        .to_vec();
         let bias = if bias.is_null() {
             None
         } else {
-            Some(unsafe { floats(bias, layer.out_channels, "bias") }?.to_vec())
+            Some(
+                unsafe { floats(bias, layer.out_channels, "bias", builder_memory_limit()) }?
+                    .to_vec(),
+            )
         };
         let current = n.current;
         n.push(
@@ -677,7 +695,7 @@ pub unsafe extern "C" fn lip_network_add_batch_norm(
             (mean, "mean"),
             (var, "var"),
         ]
-        .map(|(p, name)| unsafe { floats(p, channels, name) });
+        .map(|(p, name)| unsafe { floats(p, channels, name, builder_memory_limit()) });
         let (g, b, m, v) = (g?, b?, m?, v?);
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err((

@@ -558,7 +558,12 @@ fn scaled_weights(op: &Op, d_in: &[f64], d_out: &[f64]) -> Vec<f32> {
 ///
 /// A Frobenius-norm perturbation `E` of the kernel moves the operator by at most
 /// `√(kH·kW·m)·‖E‖_F` (`m` = circular aliasing multiplicity), `‖E‖_F` for a dense layer.
-fn widen_for_rounding(bound: &mut Bound, node: &super::graph::Node, folded: &Folded, weight: &[f32]) {
+fn widen_for_rounding(
+    bound: &mut Bound,
+    node: &super::graph::Node,
+    folded: &Folded,
+    weight: &[f32],
+) {
     let folding = if folded.weight.is_some() {
         let frobenius = weight
             .iter()
@@ -816,7 +821,11 @@ fn merged_bound(net: &Network, run: &[usize], factor: &[f64], opts: &Options) ->
         .iter()
         .map(|&i| {
             let node = &net.nodes[i];
-            let others: f64 = run.iter().filter(|&&j| j != i).map(|&j| factor[j]).product();
+            let others: f64 = run
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| factor[j])
+                .product();
             frobenius_to_operator(&node.op) * node.weight_error * others
         })
         .sum::<f64>()

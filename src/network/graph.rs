@@ -109,7 +109,11 @@ impl Activation {
             }
             Activation::Clip { min, max } => {
                 if min.is_nan() || max.is_nan() {
-                    return Err(Error::invalid("Clip limits", format!("{min}, {max}"), "NaN"));
+                    return Err(Error::invalid(
+                        "Clip limits",
+                        format!("{min}, {max}"),
+                        "NaN",
+                    ));
                 }
                 return Ok(());
             }
@@ -466,7 +470,11 @@ impl Pool2d {
             self.stride[axis] as i128,
             self.dilation[axis] as i128,
         );
-        let (p0, p1, n) = (self.pads[axis] as i128, self.pads[axis + 2] as i128, n as i128);
+        let (p0, p1, n) = (
+            self.pads[axis] as i128,
+            self.pads[axis + 2] as i128,
+            n as i128,
+        );
         let start = i as i128 * s - p0;
         // Taps t ∈ [0, k) at start + t·d; inside the input when 0 ≤ pos < n.
         let lo = if start >= 0 { 0 } else { (-start + d - 1) / d };
@@ -483,7 +491,11 @@ impl Pool2d {
             0
         };
         Taps {
-            first: if count > 0 { (start + lo * d) as usize } else { 0 },
+            first: if count > 0 {
+                (start + lo * d) as usize
+            } else {
+                0
+            },
             step: d as usize,
             count: count as usize,
             padded: padded as usize,
@@ -676,7 +688,11 @@ impl Network {
     /// (Frobenius norm) of the source's; see [`Node::weight_error`].
     pub fn set_weight_error(&mut self, value: ValueId, error: f64) -> Result<()> {
         if !(error >= 0.0 && error.is_finite()) {
-            return Err(Error::invalid("weight error", error, "must be finite and ≥ 0"));
+            return Err(Error::invalid(
+                "weight error",
+                error,
+                "must be finite and ≥ 0",
+            ));
         }
         match self.nodes.iter_mut().find(|n| n.output == value) {
             Some(n) => {

@@ -59,7 +59,8 @@ const MAX_MODEL_BYTES: u64 = 2 << 30;
 /// than protobuf's 2 GiB limit; it and its decoded form count against the memory limit.
 pub fn load_onnx(path: &Path, opts: &ImportOptions) -> Result<Network> {
     let name = path.display().to_string();
-    let cannot = |e: std::io::Error| Error::model(&name, format!("cannot read the model file: {e}"));
+    let cannot =
+        |e: std::io::Error| Error::model(&name, format!("cannot read the model file: {e}"));
     let (file, len) = crate::untrusted::open_user_file(path, MAX_MODEL_BYTES).map_err(cannot)?;
     // Refused before reading when the bytes and their decoded form would not fit.
     Budget::new(&name, opts.memory_limit)
@@ -86,7 +87,10 @@ pub fn load_onnx_bytes(
     }
     let mut budget = Budget::new(name, opts.memory_limit);
     // The bytes, and the decoded protobuf that copies every raw tensor out of them.
-    budget.charge(bytes.len() as u128 * 2, "the model's bytes and their decoded form")?;
+    budget.charge(
+        bytes.len() as u128 * 2,
+        "the model's bytes and their decoded form",
+    )?;
     let base_dir = match base_dir {
         Some(b) => Some(b.canonicalize().map_err(|e| {
             Error::model(
@@ -332,7 +336,7 @@ impl Importer {
 
         for (index, node) in graph.node.iter().enumerate() {
             self.import_node(node, index).map_err(|e| match e {
-                Error::Model { .. } => e,
+                Error::Model { .. } | Error::TooLarge { .. } => e,
                 other => self.err(format!("node {}: {other}", node_label(node, index))),
             })?;
         }
@@ -510,9 +514,11 @@ impl Importer {
         };
         // The decoded values, and the raw bytes of an external tensor while they are read.
         let external = t.data_location == 1;
-        let needed = count
-            .saturating_mul(kept)
-            .saturating_add(if external { count.saturating_mul(size) } else { 0 });
+        let needed = count.saturating_mul(kept).saturating_add(if external {
+            count.saturating_mul(size)
+        } else {
+            0
+        });
         self.budget
             .charge(needed, &format!("{what} (shape {:?})", t.dims))?;
         let count = count as usize;
@@ -572,7 +578,10 @@ impl Importer {
             }
         };
         let bad = match &data {
-            ConstData::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+            ConstData::F32(v) => v
+                .iter()
+                .position(|x| !x.is_finite())
+                .map(|i| (i, v[i] as f64)),
             ConstData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
             ConstData::I64(_) => None,
         };
@@ -731,7 +740,10 @@ impl Importer {
     fn add_const(&mut self, node: &NodeProto, c: Const) -> Result<()> {
         self.budget.charge(
             c.len() as u128 * 8,
-            &format!("constant '{}'", node.output.first().map_or("", String::as_str)),
+            &format!(
+                "constant '{}'",
+                node.output.first().map_or("", String::as_str)
+            ),
         )?;
         if let Some(out) = node.output.first() {
             self.consts.insert(out.clone(), c);
@@ -1143,8 +1155,10 @@ impl Importer {
             None => None,
         };
         let weight_count = w_dims.iter().product::<usize>() as u128;
-        self.budget
-            .charge(weight_count * 4, &format!("node {label}: copy of weight '{w_name}'"))?;
+        self.budget.charge(
+            weight_count * 4,
+            &format!("node {label}: copy of weight '{w_name}'"),
+        )?;
         let weights = self.constant(w_name, label, "weight")?.weights();
         self.push(
             node,
@@ -1222,8 +1236,10 @@ impl Importer {
         }
         let (dims, len) = ([b.dims[0], b.dims[1]], b.len());
         // The f32 copy and, without transB, its transpose.
-        self.budget
-            .charge(len as u128 * 8, &format!("node {label}: copy of weight '{b_name}'"))?;
+        self.budget.charge(
+            len as u128 * 8,
+            &format!("node {label}: copy of weight '{b_name}'"),
+        )?;
         let b = self.constant(b_name, label, "weight B")?;
         let mut w = b.weights();
         if alpha != 1.0 {
