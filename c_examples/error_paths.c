@@ -86,6 +86,31 @@ int main(int argc, char **argv) {
     z = c; z.stride_w = 0;
     expect("conv zero stride", lip_conv2d_norm(weights, &z, 1e-4, &b), LIP_ERR_INVALID_ARGUMENT);
 
+    /* Sizes no buffer can have: refused before anything is read (a size_t of -1). */
+    expect("dense size -1", lip_dense_norm(weights, (size_t)-1, 1, 1e-4, &b), LIP_ERR_TOO_LARGE);
+    expect("dense 2^40 rows", lip_dense_norm(weights, (size_t)1 << 40, 1, 1e-4, &b), LIP_ERR_TOO_LARGE);
+
+    /* Hostile options: thousands of threads are refused, an absurd time limit means none. */
+    LipOptions hostile = lip_options_default();
+    hostile.threads = 5000;
+    expect("threads 5000", lip_dense_norm_ex(weights, 3, 4, &hostile, &b), LIP_ERR_INVALID_ARGUMENT);
+    hostile.threads = 0;
+    hostile.time_limit_seconds = 1e300;
+    expect("time limit 1e300", lip_dense_norm_ex(weights, 3, 4, &hostile, &b), LIP_OK);
+    hostile.time_limit_seconds = NAN;
+    expect("time limit NaN", lip_dense_norm_ex(weights, 3, 4, &hostile, &b), LIP_ERR_INVALID_ARGUMENT);
+
+    /* A pooling window of 2^32-1 with matching pads must not take the host down. */
+    {
+        int64_t shape[4] = {1, 1, 4, 4};
+        LipNetwork *p = lip_network_new(shape, 4);
+        if (p && lip_network_add_pool(p, 1, 0xFFFFFFFFu, 1, 0x7FFFFFFFu) == LIP_OK) {
+            int32_t s = lip_network_bound(p, 1e-3, &b);
+            if (s != LIP_OK && s >= 0) { fprintf(stderr, "FAIL huge pool status %d\n", s); failures++; }
+        }
+        lip_network_free(p);
+    }
+
     /* Bad enum values and options. */
     z = c; z.padding_mode = 9;
     expect("conv bad padding_mode", lip_conv2d_norm(weights, &z, 1e-4, &b), LIP_ERR_INVALID_ARGUMENT);

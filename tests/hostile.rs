@@ -341,7 +341,8 @@ fn pool_model(kernel: i64, pad: i64) -> Vec<u8> {
 
 #[test]
 fn huge_pooling_windows_give_an_error_or_a_bound_quickly() {
-    for (kernel, pad) in [(1 << 40, 1 << 40), (1 << 62, 1 << 62), (1 << 30, 1 << 30)] {
+    // Pads of half the kernel: the padded input just holds the window, the output is 5×5.
+    for (kernel, pad) in [(1 << 40, 1 << 39), (1 << 62, 1 << 61), (1 << 30, 1 << 29)] {
         let started = Instant::now();
         let bytes = pool_model(kernel, pad);
         let outcome = within(Duration::from_secs(30), move || {

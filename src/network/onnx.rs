@@ -36,8 +36,9 @@ pub struct ImportOptions {
     /// The input shape to use (`[N, C, H, W]` or `[N, F]`), required when the model's input
     /// has dynamic dimensions; it overrides the declared shape otherwise.
     pub input_shape: Option<Vec<i64>>,
-    /// Largest tensor (bytes) the importer will allocate; larger declared tensors are refused
-    /// before reading them.
+    /// Memory (bytes) the importer may allocate in all: the model's bytes and their decoded
+    /// form, every tensor, weight copy and folded constant is charged before it is allocated,
+    /// and the model is refused past the limit (default 2 GiB).
     pub memory_limit: usize,
 }
 
@@ -45,7 +46,8 @@ impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
             input_shape: None,
-            memory_limit: 4 << 30,
+            // The same default as every other memory limit (2 GiB).
+            memory_limit: crate::Options::default().memory_limit,
         }
     }
 }
