@@ -133,21 +133,22 @@ pub(crate) fn open_inside(
             "'{location}' is absolute or leaves the model's folder"
         )));
     }
+    let cannot_open = |path: &Path, e: std::io::Error| {
+        Error::model(
+            source,
+            format!(
+                "{what}: cannot open external data file '{}': {e}",
+                path.display()
+            ),
+        )
+    };
     // Walk from the real folder: no component may be a symbolic link.
     let mut path = folder.to_path_buf();
     let mut last = None;
     for c in rel.components() {
         if let Component::Normal(name) = c {
             path.push(name);
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| {
-                Error::model(
-                    source,
-                    format!(
-                        "{what}: cannot open external data file '{}': {e}",
-                        path.display()
-                    ),
-                )
-            })?;
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| cannot_open(&path, e))?;
             if meta.file_type().is_symlink() {
                 return Err(refuse(format!(
                     "'{location}' passes through the symbolic link '{}'",
@@ -162,15 +163,7 @@ pub(crate) fn open_inside(
         return Err(refuse(format!("'{location}' is {}", kind_of(&meta))));
     }
     check_single_link(&meta, location, &refuse)?;
-    let file = open_no_block(&path, false).map_err(|e| {
-        Error::model(
-            source,
-            format!(
-                "{what}: cannot open external data file '{}': {e}",
-                path.display()
-            ),
-        )
-    })?;
+    let file = open_no_block(&path, false).map_err(|e| cannot_open(&path, e))?;
     let opened = file
         .metadata()
         .map_err(|e| Error::model(source, format!("{what}: cannot inspect '{location}': {e}")))?;

@@ -251,6 +251,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
             merged_runs: Vec::new(),
             gap: Some(b.upper / b.lower),
             underflow: false,
+            notes: Vec::new(),
         },
         layers: vec![layer],
         seconds: started.elapsed().as_secs_f64(),
@@ -320,12 +321,6 @@ fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
     }
     println!("\nnetwork Lipschitz constant (ℓ2):");
     println!("  upper bound      {:.8}  [{}]", n.upper, n.certificate);
-    if n.underflow {
-        println!(
-            "                   ({:e}: below f64's normal range; valid, rounded up, imprecise)",
-            n.upper
-        );
-    }
     println!(
         "  naive product    {:.8}  (the same composition without merged linear runs)",
         n.naive_product
@@ -340,6 +335,9 @@ fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
         ),
         (Some(l), None) => println!("  lower bound      {l:.8}"),
         _ => println!("  lower bound      not computed"),
+    }
+    for note in &n.notes {
+        println!("  note: {note}");
     }
     println!("total time {:.3}s", report.seconds);
     write_stdout(&buf)

@@ -125,6 +125,9 @@ pub struct NetworkResult {
     /// (every product is rounded up, so it never underflows to 0) but has lost relative
     /// precision.
     pub underflow: bool,
+    /// What the numbers do not say by themselves (a skipped lower bound and why, an
+    /// underflow), for people reading the report.
+    pub notes: Vec<String>,
 }
 
 /// Everything an analysis produces.
@@ -316,8 +319,26 @@ pub fn analyze(
         ));
     }
     let certificate = combine(&certificates);
+    // The search evaluates the network with the f32 weights the operators hold. Where those
+    // differ from the stored weights (f64 initializers), the pairs it finds are not pairs of
+    // the stored network, and no perturbation bound carries a lower bound through the
+    // nonlinearities: rather than report an unattained value, the search is skipped.
+    let mut notes = Vec::new();
+    let rounded = (0..net.nodes.len()).any(|k| live[k] && net.nodes[k].weight_error > 0.0);
+    if rounded && opts.lower.is_some() {
+        notes.push(
+            "no network lower bound: some weights are stored in float64 and evaluated in f32, \
+             so an input pair found on the f32 network would not be attained by the stored one"
+                .to_string(),
+        );
+    }
+    if underflow_of(upper, &factor) {
+        notes.push(format!(
+            "the upper bound {upper:e} lies below f64's normal range: valid (rounded up) but imprecise"
+        ));
+    }
     let lower_search = match &opts.lower {
-        Some(lo) => {
+        Some(lo) if !rounded => {
             progress(Progress {
                 done: layer_nodes.len() + 1,
                 total,
@@ -325,7 +346,7 @@ pub fn analyze(
             });
             Some(empirical_lower_bound(net, lo)?)
         }
-        None => None,
+        _ => None,
     };
     progress(Progress {
         done: total,
@@ -335,7 +356,7 @@ pub fn analyze(
     // Never clipped to `upper`: an attained lower bound above a proven upper bound would be a
     // bug, and the tests must be able to see it.
     let lower = lower_search.as_ref().map(|l| l.value);
-    let underflow = upper < f64::MIN_POSITIVE && factor.iter().all(|&f| f != 0.0);
+    let underflow = underflow_of(upper, &factor);
     let gap = lower.filter(|&l| l > 0.0).map(|l| upper / l);
     Ok(Analysis {
         model: net.source.clone(),
@@ -351,6 +372,7 @@ pub fn analyze(
             merged_runs,
             gap,
             underflow,
+            notes,
         },
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -683,6 +705,11 @@ fn avg_pool_bound(pool: &super::graph::Pool2d, include_pad: bool, shape: &[usize
         col *= col_sum.into_iter().fold(0.0, f64::max);
     }
     Ok((row * col).sqrt() * (1.0 + 4.0 * terms * f64::EPSILON))
+}
+
+/// True when the composed bound is below f64's normal range though no factor is 0.
+fn underflow_of(upper: f64, factor: &[f64]) -> bool {
+    upper < f64::MIN_POSITIVE && factor.iter().all(|&f| f != 0.0)
 }
 
 /// `a·b` rounded up (0 only when a factor is 0): products of bounds stay upper bounds
