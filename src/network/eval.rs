@@ -6,7 +6,7 @@
 //! matrices); a [`Trace`] keeps every value of one forward pass plus what the backward pass
 //! needs (max-pooling winners).
 
-use super::graph::{Network, Op, Pool2d};
+use super::graph::{Network, Op, Pool2d, Taps};
 use crate::conv::{ConvOperator, DirectConv2d};
 use crate::dense::DenseMatrix;
 use crate::error::{Error, Result};
@@ -551,15 +551,15 @@ fn max_pool(pool: &Pool2d, shape: &[usize], x: &[f64], y: &mut [f64]) -> Vec<u32
         pool.output_len(0, h).unwrap_or(0),
         pool.output_len(1, w).unwrap_or(0),
     );
-    // Windows are computed where they are used (O(1) each): a table of them would cost
-    // memory proportional to the output's side, which the file chooses.
+    // The column windows are tabulated (one entry per output column: less memory than the
+    // output itself), the row windows computed as they come.
+    let cols: Vec<Taps> = (0..ow).map(|j| pool.window(1, w, j)).collect();
     let mut winners = vec![u32::MAX; c * oh * ow];
     for ch in 0..c {
         let plane = &x[ch * h * w..(ch + 1) * h * w];
         for i in 0..oh {
             let r = pool.window(0, h, i);
-            for j in 0..ow {
-                let cl = pool.window(1, w, j);
+            for (j, cl) in cols.iter().enumerate() {
                 let (mut best, mut arg) = (f64::NEG_INFINITY, u32::MAX);
                 for p in r.positions() {
                     for q in cl.positions() {
@@ -596,12 +596,12 @@ fn avg_pool(
         pool.output_len(0, h).unwrap_or(0),
         pool.output_len(1, w).unwrap_or(0),
     );
+    let cols: Vec<Taps> = (0..ow).map(|j| pool.window(1, w, j)).collect();
     y.fill(0.0);
     for ch in 0..c {
         for i in 0..oh {
             let r = pool.window(0, h, i);
-            for j in 0..ow {
-                let cl = pool.window(1, w, j);
+            for (j, cl) in cols.iter().enumerate() {
                 let divisor = if include_pad {
                     r.padded * cl.padded
                 } else {
