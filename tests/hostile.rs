@@ -528,6 +528,33 @@ fn double_weights_are_certified_as_stored_not_as_rounded_to_f32() {
 }
 
 #[test]
+fn gemm_alpha_is_applied_exactly_or_widened() {
+    // alpha·w rounds in f32 for alpha = 0.1: the interval holds the exact product.
+    let alpha = 0.1f32;
+    let w = 3.000_000_2f32;
+    let norm = alpha as f64 * w as f64;
+    let bytes = model(
+        &[1, 1],
+        vec![node(
+            "Gemm",
+            &["x", "W"],
+            "y",
+            vec![attr_i("transB", 1), attr_f("alpha", alpha)],
+        )],
+        vec![f32_tensor("W", &[1, 1], &[w])],
+    );
+    let net = load_onnx_bytes(&bytes, "alpha", None, &ImportOptions::default()).unwrap();
+    let a = analyze(&net, &quick(), &mut |_| {}).unwrap();
+    let l = &a.layers[0];
+    assert!(
+        l.lower <= norm && norm <= l.upper,
+        "[{}, {}] ∌ {norm}",
+        l.lower,
+        l.upper
+    );
+}
+
+#[test]
 fn double_npy_matrices_are_certified_as_stored() {
     let dir = folder("npy64");
     let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1), }";

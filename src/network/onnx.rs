@@ -737,16 +737,9 @@ impl Importer {
         Ok(())
     }
 
-    /// Keeps a folded constant; its memory is charged (repeated Concat could otherwise double
-    /// a constant at every node).
+    /// Keeps a constant under the node's output name (its memory was charged where it was
+    /// made: `decode_tensor`, `constant_node`, `fold_constant`).
     fn add_const(&mut self, node: &NodeProto, c: Const) -> Result<()> {
-        self.budget.charge(
-            c.len() as u128 * 8,
-            &format!(
-                "constant '{}'",
-                node.output.first().map_or("", String::as_str)
-            ),
-        )?;
         if let Some(out) = node.output.first() {
             self.consts.insert(out.clone(), c);
         }
@@ -982,18 +975,30 @@ impl Importer {
                 dims: vec![],
                 data: ConstData::F32(vec![a.f]),
             }),
-            "value_floats" => Ok(Const {
-                dims: vec![a.floats.len()],
-                data: ConstData::F32(a.floats.clone()),
-            }),
+            "value_floats" => {
+                self.budget.charge(
+                    a.floats.len() as u128 * 4,
+                    &format!("node {label}: value_floats"),
+                )?;
+                Ok(Const {
+                    dims: vec![a.floats.len()],
+                    data: ConstData::F32(a.floats.clone()),
+                })
+            }
             "value_int" => Ok(Const {
                 dims: vec![],
                 data: ConstData::I64(vec![a.i]),
             }),
-            "value_ints" => Ok(Const {
-                dims: vec![a.ints.len()],
-                data: ConstData::I64(a.ints.clone()),
-            }),
+            "value_ints" => {
+                self.budget.charge(
+                    a.ints.len() as u128 * 8,
+                    &format!("node {label}: value_ints"),
+                )?;
+                Ok(Const {
+                    dims: vec![a.ints.len()],
+                    data: ConstData::I64(a.ints.clone()),
+                })
+            }
             other => Err(self.err(format!(
                 "node {label}: Constant attribute '{other}' is not supported"
             ))),
@@ -1002,6 +1007,17 @@ impl Importer {
 
     /// Evaluates a node whose inputs are all constants (shape arithmetic).
     fn fold_constant(&mut self, node: &NodeProto, label: &str) -> Result<Const> {
+        // Every folded op makes copies of its inputs and an output no larger than all of them
+        // together (Concat: their sum; a chain of Concats doubles a constant per node): charge
+        // both before anything is copied.
+        let inputs: u128 = node
+            .input
+            .iter()
+            .filter_map(|n| self.consts.get(n))
+            .map(|c| c.len() as u128)
+            .sum();
+        self.budget
+            .charge(inputs * 16, &format!("node {label}: folding constants"))?;
         let get = |i: usize| -> Result<Const> {
             let n = node.input.get(i).map(String::as_str).unwrap_or("");
             self.constant(n, label, "input").cloned()
@@ -1250,7 +1266,11 @@ impl Importer {
             let (values, error) = round_to_f32(&exact);
             w = Weights {
                 values,
-                error: (w.error * alpha.abs()).next_up() + error,
+                error: if w.error > 0.0 {
+                    (w.error * alpha.abs()).next_up() + error
+                } else {
+                    error
+                },
             };
         }
         let (rows, cols, w_values) = if attr_int(node, "transB", 0) != 0 {
@@ -1862,6 +1882,9 @@ fn squeeze_shape(
                 .collect::<std::result::Result<_, _>>()?,
             None => (0..xs.len()).filter(|&k| xs[k] == 1).collect(),
         };
+        let mut ax = ax;
+        ax.sort_unstable();
+        ax.dedup();
         if let Some(&k) = ax.iter().find(|&&k| xs[k] != 1) {
             return Err(format!("cannot squeeze axis {k} of size {}", xs[k]));
         }
