@@ -800,3 +800,44 @@ fn constants_may_come_first_in_add_sub_and_mul() {
     );
     let _ = Options::default();
 }
+
+// ---- found by fuzzing (c_builder) -------------------------------------------------------
+
+#[test]
+fn pads_and_strides_out_of_proportion_do_not_scan_billions_of_frequencies() {
+    use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod};
+    // A 6×6 image padded by 40 000 on each side and read with stride 40 000: a 3×3 output,
+    // and a padded grid of 6.4 billion frequencies that the embedding bound would scan.
+    let conv = Conv2d::new(2, 2, [3, 3], [6, 6])
+        .pads([40_000; 4])
+        .stride([40_000, 40_000]);
+    let w: Vec<f32> = (0..conv.weight_len())
+        .map(|i| (i % 5) as f32 - 2.0)
+        .collect();
+    let started = Instant::now();
+    let r = within(Duration::from_secs(30), move || {
+        conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::default())
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.bound.lower <= r.bound.upper && r.bound.meets(1e-4),
+        "{:?}",
+        r.bound
+    );
+    // The same geometry on a layer too large for a dense SVD is refused, not scanned.
+    let conv = Conv2d::new(64, 64, [3, 3], [64, 64])
+        .pads([1 << 20; 4])
+        .stride([1 << 20, 1 << 20]);
+    let w = vec![0.01f32; conv.weight_len()];
+    let e = within(Duration::from_secs(30), move || {
+        conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::default()).map(|r| r.bound.upper)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("out of proportion"), "{e}");
+}

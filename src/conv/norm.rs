@@ -105,6 +105,67 @@ fn window_of(
     Ok(bound.sqrt())
 }
 
+/// Frequencies a circular scan may visit regardless of the layer's size (a 4096² image has
+/// 8.4 million); beyond this the grid must also be in proportion to the layer.
+const MAX_SCAN_FREQUENCIES: u128 = 1 << 24;
+
+/// True when the frequency grid is far larger than the layer itself: pads of tens of
+/// thousands with a stride as large make a padded grid of billions of frequencies around a
+/// layer of a few values, and scanning it would take hours that no time limit interrupts.
+fn out_of_proportion(conv: &Conv2d, grid: [usize; 2]) -> bool {
+    let frequencies = grid[0] as u128 * (grid[1] / 2 + 1) as u128;
+    let layer = conv.input_len() as u128 + conv.output_len() as u128;
+    frequencies > MAX_SCAN_FREQUENCIES && frequencies > 16 * layer
+}
+
+/// A layer whose grid is [`out_of_proportion`]: bounded by the dense SVD of its explicit
+/// matrix when that is small enough, refused otherwise.
+fn exact_without_scan(
+    conv: &Conv2d,
+    weights: &[f32],
+    grid: [usize; 2],
+    method: ConvMethod,
+    small: bool,
+    opts: &Options,
+    started: Instant,
+) -> Result<ConvBound> {
+    let scans = matches!(
+        method,
+        ConvMethod::ExactCircular | ConvMethod::BoundsOnly | ConvMethod::Gram
+    );
+    if !small || scans {
+        return Err(Error::invalid(
+            "conv frequency grid",
+            format!("{}×{}", grid[0], grid[1]),
+            &format!(
+                "is out of proportion to the layer (input {:?}, pads {:?}, stride {:?}): over \
+                 {MAX_SCAN_FREQUENCIES} frequencies to scan for a layer of {} values; refused",
+                conv.input,
+                conv.pads,
+                conv.stride,
+                conv.input_len() + conv.output_len()
+            ),
+        ));
+    }
+    let direct = DirectConv2d::new(conv, weights)?;
+    let inner = Options {
+        method: Method::Exact,
+        ..opts.clone()
+    };
+    let (mut bound, _) = spectral_norm_with_vector(&direct, &inner, &Hints::default())?;
+    bound.seconds = started.elapsed().as_secs_f64();
+    Ok(ConvBound {
+        bound,
+        method: ConvMethod::Exact,
+        circular_upper: f64::INFINITY,
+        window_upper: f64::INFINITY,
+        grid,
+        frequencies_visited: 0,
+        frequencies_total: 0,
+        limited_by: None,
+    })
+}
+
 /// Lanczos steps tried with the embedding bound before computing a large window bound.
 const LANCZOS_BEFORE_WINDOW: u32 = 40;
 
@@ -337,6 +398,9 @@ pub fn conv2d_norm(
         PaddingMode::Circular => conv.input,
         PaddingMode::Zeros => conv.padded_size(),
     };
+    if out_of_proportion(conv, grid) {
+        return exact_without_scan(conv, weights, grid, method, small, opts, started);
+    }
     let needed = KernelSymbol::estimate_memory(conv, grid);
     if needed > opts.memory_limit as u128 {
         return Err(Error::TooLarge {
