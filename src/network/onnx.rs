@@ -64,35 +64,56 @@ pub fn load_onnx(path: &Path, opts: &ImportOptions) -> Result<Network> {
     let cannot =
         |e: std::io::Error| Error::model(&name, format!("cannot read the model file: {e}"));
     let (file, len) = crate::untrusted::open_user_file(path, MAX_MODEL_BYTES).map_err(cannot)?;
-    // Refused before reading when the bytes and their decoded form would not fit.
-    Budget::new(&name, opts.memory_limit)
-        .charge(len as u128 * 2, "the model file and its decoded form")?;
+    // The bytes and their decoded protobuf are both held while decoding: refused before
+    // reading when they would not fit. The bytes are dropped once decoded.
+    let mut budget = Budget::new(&name, opts.memory_limit);
+    budget.charge(len as u128 * 2, "the model file and its decoded form")?;
     let bytes = crate::untrusted::read_opened(file, len, MAX_MODEL_BYTES).map_err(cannot)?;
+    let model = decode_model(&bytes, &name)?;
+    drop(bytes);
+    budget.refund(len as u128);
     let base = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    load_onnx_bytes(&bytes, &name, Some(&base), opts)
+    import_model(&model, &name, Some(&base), opts, budget)
 }
 
 /// Reads an ONNX model from bytes. `base_dir` is where external data files are looked up
 /// (`None`: external data is an error); only regular files whose real path lies inside it
-/// are read. The bytes and their decoded form count against the memory limit.
+/// are read. The decoded form of the bytes counts against the memory limit.
 pub fn load_onnx_bytes(
     bytes: &[u8],
     name: &str,
     base_dir: Option<&Path>,
     opts: &ImportOptions,
 ) -> Result<Network> {
+    let mut budget = Budget::new(name, opts.memory_limit);
+    // The decoded protobuf copies every raw tensor out of the bytes.
+    budget.charge(bytes.len() as u128, "the decoded model")?;
+    let model = decode_model(bytes, name)?;
+    import_model(&model, name, base_dir, opts, budget)
+}
+
+fn decode_model(bytes: &[u8], name: &str) -> Result<ModelProto> {
     if bytes.is_empty() {
         return Err(Error::model(name, "the file is empty"));
     }
-    let mut budget = Budget::new(name, opts.memory_limit);
-    // The bytes, and the decoded protobuf that copies every raw tensor out of them.
-    budget.charge(
-        bytes.len() as u128 * 2,
-        "the model's bytes and their decoded form",
-    )?;
+    ModelProto::decode(bytes).map_err(|e| {
+        Error::model(
+            name,
+            format!("not a valid ONNX protobuf (truncated or not a model): {e}"),
+        )
+    })
+}
+
+fn import_model(
+    model: &ModelProto,
+    name: &str,
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+    budget: Budget,
+) -> Result<Network> {
     let base_dir = match base_dir {
         Some(b) => Some(b.canonicalize().map_err(|e| {
             Error::model(
@@ -102,12 +123,6 @@ pub fn load_onnx_bytes(
         })?),
         None => None,
     };
-    let model = ModelProto::decode(bytes).map_err(|e| {
-        Error::model(
-            name,
-            format!("not a valid ONNX protobuf (truncated or not a model): {e}"),
-        )
-    })?;
     let mut importer = Importer {
         src: name.to_string(),
         base_dir,
@@ -121,7 +136,7 @@ pub fn load_onnx_bytes(
         files: HashMap::new(),
         budget,
     };
-    importer.import(&model, opts)
+    importer.import(model, opts)
 }
 
 /// Memory the importer may still allocate: every allocation proportional to a size read from
@@ -151,6 +166,11 @@ impl Budget {
         }
         self.left -= bytes;
         Ok(())
+    }
+
+    /// Returns memory charged for something now freed.
+    fn refund(&mut self, bytes: u128) {
+        self.left = (self.left + bytes).min(self.limit as u128);
     }
 }
 
@@ -525,6 +545,7 @@ impl Importer {
             .charge(needed, &format!("{what} (shape {:?})", t.dims))?;
         let count = count as usize;
         let raw_len = count * size as usize;
+        let temporary = if external { raw_len as u128 } else { 0 };
         let external_bytes;
         let raw: Option<&[u8]> = if external {
             external_bytes = self.read_external(t, raw_len)?;
@@ -579,6 +600,8 @@ impl Importer {
                 }
             }
         };
+        // The raw bytes of an external tensor are dropped here.
+        self.budget.refund(temporary);
         let bad = match &data {
             ConstData::F32(v) => v
                 .iter()
@@ -1254,8 +1277,10 @@ impl Importer {
         }
         let (dims, len) = ([b.dims[0], b.dims[1]], b.len());
         // The f32 copy and, without transB, its transpose.
+        let trans_b = attr_int(node, "transB", 0) != 0;
+        let copies = if trans_b { 1 } else { 2 };
         self.budget.charge(
-            len as u128 * 8,
+            len as u128 * 4 * copies,
             &format!("node {label}: copy of weight '{b_name}'"),
         )?;
         let b = self.constant(b_name, label, "weight B")?;
@@ -1273,7 +1298,7 @@ impl Importer {
                 },
             };
         }
-        let (rows, cols, w_values) = if attr_int(node, "transB", 0) != 0 {
+        let (rows, cols, w_values) = if trans_b {
             (dims[0], dims[1], w.values)
         } else {
             (dims[1], dims[0], transpose(&w.values, dims[0], dims[1]))
