@@ -841,3 +841,43 @@ fn pads_and_strides_out_of_proportion_do_not_scan_billions_of_frequencies() {
     .to_string();
     assert!(e.contains("out of proportion"), "{e}");
 }
+
+#[test]
+fn a_scale_folded_into_a_layer_that_underflows_f32_is_not_certified_as_zero() {
+    // Gemm then BatchNorm with scale 1e-60: the folded weights 3e-60 and 1e-60 flush to 0 in
+    // f32, and a relative rounding bound would certify the zero layer exactly (the c_builder
+    // fuzz target found a network certified at 0 with an attained lower bound of 1.8e79).
+    let bytes = model(
+        &[1, 2],
+        vec![
+            gemm("x", "g", "W"),
+            node(
+                "BatchNormalization",
+                &["g", "scale", "bias", "mean", "var"],
+                "y",
+                vec![attr_f("epsilon", 0.0)],
+            ),
+        ],
+        vec![
+            f32_tensor("W", &[2, 2], &[3.0, 0.0, 0.0, 1.0]),
+            f64_tensor("scale", &[2], &[1e-60, 1e-60]),
+            f64_tensor("bias", &[2], &[0.0, 0.0]),
+            f64_tensor("mean", &[2], &[0.0, 0.0]),
+            f64_tensor("var", &[2], &[1.0, 1.0]),
+        ],
+    );
+    let net = load_onnx_bytes(&bytes, "flush", None, &ImportOptions::default()).unwrap();
+    let a = analyze(&net, &AnalysisOptions::default(), &mut |_| {}).unwrap();
+    let l = &a.layers[0];
+    assert_eq!(l.folded.len(), 1, "the BatchNorm is folded into the Gemm");
+    assert!(
+        l.lower <= 3e-60 && 3e-60 <= l.upper,
+        "[{}, {}]",
+        l.lower,
+        l.upper
+    );
+    assert!(a.network.upper >= 3e-60);
+    if let Some(lower) = a.network.lower {
+        assert!(lower <= a.network.upper, "[{lower}, {}]", a.network.upper);
+    }
+}

@@ -162,6 +162,8 @@ struct Folded {
     absorbed: Vec<usize>,
     /// Weights with the scales applied (`None`: nothing absorbed, the node's own weights).
     weight: Option<Vec<f32>>,
+    /// An upper bound on `‖weight − W∘S‖_F`, what rounding the folded weights to f32 changed.
+    rounding: f64,
     /// `max |d_out|·max |d_in|`, the largest factor any weight was multiplied by (1 when
     /// nothing was absorbed).
     max_scale: f64,
@@ -219,7 +221,7 @@ pub fn analyze(
             let node = &net.nodes[k];
             let weight = folded.weight.as_deref().unwrap_or_else(|| weights_of(node));
             let (mut bound, method, circular) = layer_bound(node, weight, &per_layer)?;
-            widen_for_rounding(&mut bound, node, folded, weight);
+            widen_for_rounding(&mut bound, node, folded);
             let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Ok(mut p) = progress_lock.lock() {
                 p(Progress {
@@ -483,7 +485,12 @@ fn fold(
         }
         u = net.nodes[j].inputs[0];
     }
-    let weight = (!absorbed.is_empty()).then(|| scaled_weights(&node.op, &d_in, &d_out));
+    let (weight, rounding) = if absorbed.is_empty() {
+        (None, 0.0)
+    } else {
+        let (w, e) = scaled_weights(&node.op, &d_in, &d_out);
+        (Some(w), e)
+    };
     let max_abs = |d: &[f64]| d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let max_scale = if absorbed.is_empty() {
         1.0
@@ -493,6 +500,7 @@ fn fold(
     Folded {
         absorbed,
         weight,
+        rounding,
         max_scale,
     }
 }
@@ -534,8 +542,14 @@ fn fits_input(op: &Op, d: &[f64]) -> bool {
     }
 }
 
-fn scaled_weights(op: &Op, d_in: &[f64], d_out: &[f64]) -> Vec<f32> {
-    match op {
+/// The layer's weights times the folded scales, rounded to `f32`, and an upper bound on
+/// `‖fl(W∘S) − W∘S‖_F`. The products are formed in f64 (two roundings, relative `2u₆₄`
+/// each) and the difference to the `f32` result is taken exactly, so the bound also holds
+/// where `f32` underflows (a tiny BatchNorm scale can flush a whole layer to 0, where a
+/// relative `u·|w|` bound would claim the zero layer is exact).
+fn scaled_weights(op: &Op, d_in: &[f64], d_out: &[f64]) -> (Vec<f32>, f64) {
+    // Each weight with the scale it is multiplied by.
+    let products: Vec<f64> = match op {
         Op::Conv { conv, weight, .. } => {
             let taps = conv.kernel[0] * conv.kernel[1];
             let (cg, og) = (conv.group_in(), conv.group_out());
@@ -543,64 +557,40 @@ fn scaled_weights(op: &Op, d_in: &[f64], d_out: &[f64]) -> Vec<f32> {
                 d_out.len() / conv.out_channels,
                 conv.input[0] * conv.input[1],
             );
-            let mut w = weight.clone();
+            let mut p = Vec::with_capacity(weight.len());
             for o in 0..conv.out_channels {
                 let g = o / og;
                 for c in 0..cg {
                     let s = d_out[o * plane_out] * d_in[(g * cg + c) * plane_in];
-                    for t in &mut w[(o * cg + c) * taps..(o * cg + c + 1) * taps] {
-                        *t = (*t as f64 * s) as f32;
-                    }
+                    let row = &weight[(o * cg + c) * taps..(o * cg + c + 1) * taps];
+                    p.extend(row.iter().map(|&t| t as f64 * s));
                 }
             }
-            w
+            p
         }
         Op::Dense {
             weight, rows, cols, ..
-        } => {
-            let mut w = weight.clone();
-            for r in 0..*rows {
-                for c in 0..*cols {
-                    let t = &mut w[r * cols + c];
-                    *t = (*t as f64 * d_out[r] * d_in[c]) as f32;
-                }
-            }
-            w
-        }
+        } => (0..rows * cols)
+            .map(|i| weight[i] as f64 * (d_out[i / cols] * d_in[i % cols]))
+            .collect(),
         _ => Vec::new(),
-    }
+    };
+    let (rounded, error) = crate::bound::round_to_f32(&products);
+    let norm = products.iter().map(|p| p * p).sum::<f64>().sqrt();
+    let product_error = 4.0 * f64::EPSILON * norm * (1.0 + 1e-6);
+    (rounded, error + product_error)
 }
 
 /// The weights a layer is bounded with differ from the exact ones in two ways, and the
 /// interval is widened ([`Bound::widen`]) so that it contains the norm of the exact layer:
-/// * folded weights `fl(w·s)` are rounded to `f32`: each entry is off by at most `u·|w·s|`
-///   (`u = 2⁻²⁴`), at most `u·‖W_folded‖_F` in Frobenius norm;
+/// * folded weights are rounded to `f32`, within `Folded::rounding` (Frobenius);
 /// * the node's own `f32` weights are within `weight_error` (Frobenius) of the source's
 ///   (f64 initializers), which folding multiplies by at most `max_scale`.
-///
-/// A Frobenius-norm perturbation `E` of the kernel moves the operator by at most
-/// `√(kH·kW·m)·‖E‖_F` (`m` = circular aliasing multiplicity), `‖E‖_F` for a dense layer.
-fn widen_for_rounding(
-    bound: &mut Bound,
-    node: &super::graph::Node,
-    folded: &Folded,
-    weight: &[f32],
-) {
-    let folding = if folded.weight.is_some() {
-        let frobenius = weight
-            .iter()
-            .map(|&w| (w as f64) * (w as f64))
-            .sum::<f64>()
-            .sqrt();
-        f64::from(f32::EPSILON) * 0.5 * frobenius * (1.0 + 1e-6)
-    } else {
-        0.0
-    };
-    let source = node.weight_error * folded.max_scale;
-    if folding == 0.0 && source == 0.0 {
-        return;
+fn widen_for_rounding(bound: &mut Bound, node: &super::graph::Node, folded: &Folded) {
+    let error = folded.rounding + node.weight_error * folded.max_scale;
+    if error > 0.0 {
+        bound.widen(frobenius_to_operator(&node.op) * error * (1.0 + 1e-12));
     }
-    bound.widen(frobenius_to_operator(&node.op) * (folding + source) * (1.0 + 1e-12));
 }
 
 /// `c` with `‖layer(E)‖₂ ≤ c·‖E‖_F` for a weight perturbation `E`: `√(kH·kW·m)` for a conv
