@@ -533,7 +533,13 @@ pub fn conv2d_norm(
                 method: Method::Exact,
                 ..opts.clone()
             };
-            let (b, _) = spectral_norm_with_vector(&direct, &inner, &Hints::default())?;
+            // A failed dense SVD (faer can return NaN on extreme values) leaves the proven
+            // embedding interval in place.
+            let (b, _) = match spectral_norm_with_vector(&direct, &inner, &Hints::default()) {
+                Ok(r) => r,
+                Err(Error::Numerical(_)) => return Ok(result),
+                Err(e) => return Err(e),
+            };
             result.bound = Bound {
                 upper: b.upper.min(result.bound.upper),
                 lower: b.lower.max(result.bound.lower),
