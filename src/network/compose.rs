@@ -285,7 +285,7 @@ pub fn analyze(
     let naive_product = compose(net, &live, &factor);
     if opts.merge_linear_runs {
         for run in linear_runs(net, &live, &consumers) {
-            let product = run.iter().fold(1.0, |p, &k| mul_up(p, factor[k]));
+            let product = run_product(run.as_slice(), &factor);
             let b = merged_bound(net, &run, &factor, &opts.layer)?;
             merged_runs.push(MergedRun {
                 nodes: run.iter().map(|&k| net.nodes[k].name.clone()).collect(),
@@ -702,6 +702,11 @@ fn underflow_of(upper: f64, factor: &[f64]) -> bool {
     upper < f64::MIN_POSITIVE && factor.iter().all(|&f| f != 0.0)
 }
 
+/// The product of a run's factors, rounded up: the cap a merged bound is compared with.
+fn run_product(run: &[usize], factor: &[f64]) -> f64 {
+    run.iter().fold(1.0, |p, &k| mul_up(p, factor[k]))
+}
+
 /// `a·b` rounded up (0 only when a factor is 0): products of bounds stay upper bounds
 /// through rounding, and never underflow to 0.
 fn mul_up(a: f64, b: f64) -> f64 {
@@ -833,7 +838,7 @@ impl LinearOperator for RunOperator<'_> {
 /// `Σ_i e_i·Π_{j≠i} u_j` of it (telescoping, `u_j` = each node's proven bound), and the
 /// interval is widened by that.
 fn merged_bound(net: &Network, run: &[usize], factor: &[f64], opts: &Options) -> Result<Bound> {
-    let product: f64 = run.iter().map(|&k| factor[k]).product();
+    let product = run_product(run, factor);
     let source_error: f64 = run
         .iter()
         .map(|&i| {
