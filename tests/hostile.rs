@@ -798,7 +798,6 @@ fn constants_may_come_first_in_add_sub_and_mul() {
         lower >= 6.0 * (1.0 - 1e-6),
         "a linear network's lower bound is its norm: {lower}"
     );
-    let _ = Options::default();
 }
 
 // ---- found by fuzzing (c_builder) -------------------------------------------------------

@@ -7,7 +7,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use lipschitz::network::onnx_proto::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
+    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
@@ -158,7 +158,6 @@ fuzz_target!(|bytes: &[u8]| {
         }
         .encode_to_vec()
     };
-    let _ = DataType::Float;
     let opts = ImportOptions {
         memory_limit: 16 << 20,
         ..ImportOptions::default()

@@ -762,11 +762,10 @@ impl Importer {
 
     /// Keeps a constant under the node's output name (its memory was charged where it was
     /// made: `decode_tensor`, `constant_node`, `fold_constant`).
-    fn add_const(&mut self, node: &NodeProto, c: Const) -> Result<()> {
+    fn add_const(&mut self, node: &NodeProto, c: Const) {
         if let Some(out) = node.output.first() {
             self.consts.insert(out.clone(), c);
         }
-        Ok(())
     }
 
     fn import_node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
@@ -782,7 +781,8 @@ impl Importer {
         let any_var = inputs.iter().any(|i| self.values.contains_key(*i));
         if op == "Constant" {
             let c = self.constant_node(node, &label)?;
-            return self.add_const(node, c);
+            self.add_const(node, c);
+            return Ok(());
         }
         if op == "Shape" {
             let v = self.var(inputs.first().copied().unwrap_or(""), &label)?;
@@ -792,17 +792,19 @@ impl Importer {
             let start = norm(attr_int(node, "start", 0));
             let end = norm(attr_int(node, "end", r));
             let data = shape[start..end.max(start)].to_vec();
-            return self.add_const(
+            self.add_const(
                 node,
                 Const {
                     dims: vec![data.len()],
                     data: ConstData::I64(data),
                 },
             );
+            return Ok(());
         }
         if !any_var {
             let c = self.fold_constant(node, &label)?;
-            return self.add_const(node, c);
+            self.add_const(node, c);
+            return Ok(());
         }
         // Binary elementwise ops take the activation on either side (`Add(bias, MatMul(…))`).
         match op {
