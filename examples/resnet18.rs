@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "load {:.1} MB: {:.3} s ({} nodes)",
         bytes.len() as f64 / 1e6,
         t.elapsed().as_secs_f64(),
-        net.nodes.len()
+        net.nodes().len()
     );
     if std::env::var("TIME_FORWARD").is_ok() {
         time_forward(&net);

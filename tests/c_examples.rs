@@ -4,8 +4,8 @@
 
 use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod, PaddingMode};
 use lipschitz::network::{
-    analyze, load_onnx, Activation, AnalysisOptions, Broadcast, ImportOptions, LowerOptions,
-    Network, Op,
+    analyze, load_onnx, Activation, AnalysisOptions, ImportOptions, LowerOptions, Network,
+    NetworkBuilder,
 };
 use lipschitz::{dense_norm, Options};
 use std::path::{Path, PathBuf};
@@ -199,49 +199,20 @@ fn cpp_network() -> Network {
             .collect()
     };
     let conv = |cin| Conv2d::new(4, cin, [3, 3], [8, 8]).padding(1);
-    let mut net = Network::new("network", &[1, 3, 8, 8]).unwrap();
-    let conv_op = |cin, salt| Op::Conv {
-        conv: conv(cin),
-        weight: w(4 * cin * 9, salt),
-        bias: None,
-    };
-    let mut v = net.push("conv0", "Conv", conv_op(3, 0), &[0]).unwrap();
-    let bn = Op::Affine {
-        scale: Broadcast {
-            values: vec![1.5 / (2.0f64 + 1e-5).sqrt(); 4],
-            inner: 64,
-        },
-        shift: Broadcast {
-            values: vec![0.1f32 as f64; 4],
-            inner: 64,
-        },
-    };
-    v = net.push("bn", "BatchNormalization", bn, &[v]).unwrap();
-    let skip = net
-        .push("relu", "Relu", Op::Activation(Activation::Relu), &[v])
+    let mut net = NetworkBuilder::new("network", &[1, 3, 8, 8]).unwrap();
+    net.conv(conv(3), w(4 * 3 * 9, 0), None).unwrap();
+    let f = |x: f32| vec![x as f64; 4];
+    net.batch_norm(&f(1.5), &f(0.1), &f(0.0), &f(2.0), 1e-5)
         .unwrap();
-    v = net.push("conv3", "Conv", conv_op(4, 1), &[skip]).unwrap();
-    v = net
-        .push("relu", "Relu", Op::Activation(Activation::Relu), &[v])
-        .unwrap();
-    v = net.push("conv5", "Conv", conv_op(4, 2), &[v]).unwrap();
-    v = net.push("add", "Add", Op::Add, &[v, skip]).unwrap();
-    v = net
-        .push("relu", "Relu", Op::Activation(Activation::Relu), &[v])
-        .unwrap();
-    let gap = Op::ReduceMean {
-        axes: vec![2, 3],
-        keepdims: false,
-    };
-    v = net.push("gap", "GlobalAveragePool", gap, &[v]).unwrap();
-    let dense = Op::Dense {
-        weight: w(12, 3),
-        rows: 3,
-        cols: 4,
-        bias: None,
-    };
-    net.push("gemm9", "Gemm", dense, &[v]).unwrap();
-    net
+    let skip = net.activation(Activation::Relu).unwrap();
+    net.conv(conv(4), w(4 * 4 * 9, 1), None).unwrap();
+    net.activation(Activation::Relu).unwrap();
+    net.conv(conv(4), w(4 * 4 * 9, 2), None).unwrap();
+    net.add(skip).unwrap();
+    net.activation(Activation::Relu).unwrap();
+    net.global_avg_pool().unwrap();
+    net.dense(w(12, 3), 3, 4, None).unwrap();
+    net.finish()
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! scripts/make_onnx_fixtures.py (NumPy convolution, explicit matrices, NumPy SVD).
 
 use lipschitz::conv::{conv2d_norm, ConvMethod};
-use lipschitz::network::Op;
+use lipschitz::network::ops::{Affine, Conv};
 use lipschitz::network::{
     analyze, empirical_lower_bound, eval::Evaluator, load_onnx, load_onnx_bytes, Analysis,
     AnalysisOptions, ImportOptions, LowerOptions, Network,
@@ -179,14 +179,14 @@ fn batch_norm_is_folded_into_the_conv_it_follows() {
     assert!(report.layers[2].folded.is_empty());
     // Folding is tighter than bounding the conv and the BatchNorm separately.
     let net = load("cnn_bn.onnx");
-    let (conv, weight) = match &net.nodes[0].op {
-        Op::Conv { conv, weight, .. } => (conv.clone(), weight.clone()),
-        other => panic!("first node is {other:?}"),
+    let (conv, weight) = match net.nodes()[0].op.downcast_ref::<Conv>() {
+        Some(c) => (c.conv.clone(), c.weight.clone()),
+        None => panic!("first node is {:?}", net.nodes()[0].op),
     };
     let alone = conv2d_norm(&weight, &conv, ConvMethod::Auto, &Options::with_rtol(1e-6)).unwrap();
-    let bn = match &net.nodes[1].op {
-        Op::Affine { scale, .. } => scale.max_abs(),
-        other => panic!("second node is {other:?}"),
+    let bn = match net.nodes()[1].op.downcast_ref::<Affine>() {
+        Some(a) => a.scale.max_abs(),
+        None => panic!("second node is {:?}", net.nodes()[1].op),
     };
     assert!(
         report.layers[0].upper < 0.99 * alone.bound.lower * bn,

@@ -59,7 +59,7 @@ fn check(name: &str, layers: usize, ops: &[&str]) {
     let net = load_onnx(&path, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     for op in ops {
         assert!(
-            net.nodes.iter().any(|n| n.kind == *op),
+            net.nodes().iter().any(|n| n.kind == *op),
             "{name}: no {op} node"
         );
     }

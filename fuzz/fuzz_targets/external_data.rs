@@ -163,7 +163,7 @@ fuzz_target!(|bytes: &[u8]| {
         ..ImportOptions::default()
     };
     if let Ok(net) = load_onnx_bytes(&model, "fuzz", Some(dir), &opts) {
-        for node in &net.nodes {
+        for node in net.nodes() {
             if let Op::Dense { weight, .. } | Op::Conv { weight, .. } = &node.op {
                 assert!(
                     !weight.contains(&MARKER),

@@ -6,9 +6,10 @@ use super::{
     LIP_ERR_INVALID_ARGUMENT, LIP_ERR_TOO_LARGE,
 };
 use crate::bound::{Method, Options};
+use crate::network::ops::Role;
 use crate::network::{
-    analyze, load_onnx, Activation, Analysis, AnalysisOptions, Broadcast, ImportOptions,
-    LowerOptions, Network, Op, Pool2d, ValueId,
+    analyze, load_onnx, Activation, Analysis, AnalysisOptions, ImportOptions, LowerOptions,
+    Network, NetworkBuilder, Pool2d,
 };
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -229,9 +230,8 @@ pub unsafe extern "C" fn lip_conv2d_norm_ex(
 /// anything else on the same handle; the query functions may be called from several threads
 /// on one handle (they serialise on an internal lock), and different handles are independent.
 pub struct LipNetwork {
-    net: Network,
-    /// The value the next builder node reads.
-    current: ValueId,
+    /// The network, still open for `lip_network_add_*`.
+    builder: NetworkBuilder,
     /// Names and op types of the linear layers, NUL-terminated for C.
     names: Vec<(CString, CString)>,
     /// The last analysis and the options it was made with.
@@ -239,11 +239,9 @@ pub struct LipNetwork {
 }
 
 impl LipNetwork {
-    fn new(net: Network) -> Self {
-        let current = *net.outputs.first().unwrap_or(&0);
+    fn new(builder: NetworkBuilder) -> Self {
         let mut n = LipNetwork {
-            net,
-            current,
+            builder,
             names: Vec::new(),
             cache: Mutex::new(None),
         };
@@ -253,13 +251,13 @@ impl LipNetwork {
 
     /// Recomputes the layer names after a change and drops the cached analysis.
     fn refresh(&mut self) {
-        let live = self.net.live_nodes();
-        self.names = self
-            .net
-            .nodes
+        let net = self.builder.network();
+        let live = net.live_nodes();
+        self.names = net
+            .nodes()
             .iter()
             .enumerate()
-            .filter(|(k, n)| live[*k] && n.op.is_linear_layer())
+            .filter(|(k, n)| live[*k] && n.op.role() == Role::Layer)
             .map(|(_, n)| (c_string(&n.name), c_string(&n.kind)))
             .collect();
         if let Ok(mut c) = self.cache.lock() {
@@ -292,17 +290,24 @@ impl LipNetwork {
             merge_linear_runs: true,
         };
         let a = with_threads(o.threads, || {
-            analyze(&self.net, &analysis, &mut |_| {}).map_err(lib_error)
+            analyze(self.builder.network(), &analysis, &mut |_| {}).map_err(lib_error)
         })?;
         *cache = Some((*o, a.clone()));
         Ok(a)
     }
 
-    fn push(&mut self, kind: &str, op: Op, inputs: &[ValueId]) -> Result<(), (i32, String)> {
-        let name = format!("{}{}", kind.to_lowercase(), self.net.nodes.len());
-        self.current = self.net.push(&name, kind, op, inputs).map_err(lib_error)?;
+    /// Runs one builder step, then refreshes the names and drops the cached analysis.
+    fn build<T>(
+        &mut self,
+        step: impl FnOnce(&mut NetworkBuilder) -> crate::Result<T>,
+    ) -> Result<(), (i32, String)> {
+        step(&mut self.builder).map_err(lib_error)?;
         self.refresh();
         Ok(())
+    }
+
+    fn network(&self) -> &Network {
+        self.builder.network()
     }
 }
 
@@ -368,7 +373,7 @@ pub unsafe extern "C" fn lip_network_from_onnx(
             ..ImportOptions::default()
         };
         let net = load_onnx(&path, &opts).map_err(lib_error)?;
-        Ok(register(LipNetwork::new(net)))
+        Ok(register(LipNetwork::new(NetworkBuilder::from_network(net))))
     })
 }
 
@@ -403,7 +408,7 @@ pub unsafe extern "C" fn lip_network_new(input_shape: *const i64, ndim: usize) -
             ));
         }
         let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        let net = Network::new("network", &dims).map_err(lib_error)?;
+        let net = NetworkBuilder::new("network", &dims).map_err(lib_error)?;
         Ok(register(LipNetwork::new(net)))
     })
 }
@@ -561,17 +566,7 @@ pub unsafe extern "C" fn lip_network_add_dense(
         } else {
             Some(unsafe { floats(bias, rows, "bias", builder_memory_limit()) }?.to_vec())
         };
-        let current = n.current;
-        n.push(
-            "Gemm",
-            Op::Dense {
-                weight,
-                rows,
-                cols,
-                bias,
-            },
-            &[current],
-        )
+        n.build(|b| b.dense(weight, rows, cols, bias))
     })
 }
 
@@ -610,16 +605,7 @@ pub unsafe extern "C" fn lip_network_add_conv2d(
                     .to_vec(),
             )
         };
-        let current = n.current;
-        n.push(
-            "Conv",
-            Op::Conv {
-                conv: layer,
-                weight,
-                bias,
-            },
-            &[current],
-        )
+        n.build(|b| b.conv(layer, weight, bias))
     })
 }
 
@@ -659,8 +645,7 @@ pub unsafe extern "C" fn lip_network_add_activation(
                 ))
             }
         };
-        let current = n.current;
-        n.push(act.onnx_name(), Op::Activation(act), &[current])
+        n.build(|b| b.activation(act))
     })
 }
 
@@ -682,7 +667,7 @@ pub unsafe extern "C" fn lip_network_add_batch_norm(
 ) -> i32 {
     guard("lip_network_add_batch_norm", || {
         let n = unsafe { handle_mut(net) }?;
-        let shape = n.net.shapes[n.current].clone();
+        let shape = n.network().shapes()[n.builder.current()].clone();
         if shape.len() < 2 || shape[1] != channels {
             return Err((
                 LIP_ERR_INVALID_ARGUMENT,
@@ -697,39 +682,8 @@ pub unsafe extern "C" fn lip_network_add_batch_norm(
         ]
         .map(|(p, name)| unsafe { floats(p, channels, name, builder_memory_limit()) });
         let (g, b, m, v) = (g?, b?, m?, v?);
-        if !(eps >= 0.0 && eps.is_finite()) {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!("eps = {eps} must be finite and ≥ 0"),
-            ));
-        }
-        let mut scale = Vec::with_capacity(channels);
-        let mut shift = Vec::with_capacity(channels);
-        for c in 0..channels {
-            let d = v[c] as f64 + eps;
-            if d.is_nan() || d <= 0.0 {
-                return Err((
-                    LIP_ERR_INVALID_ARGUMENT,
-                    format!("var + eps = {d} ≤ 0 in channel {c}"),
-                ));
-            }
-            let a = g[c] as f64 / d.sqrt();
-            scale.push(a);
-            shift.push(b[c] as f64 - m[c] as f64 * a);
-        }
-        let inner = shape[2..].iter().product::<usize>().max(1);
-        let op = Op::Affine {
-            scale: Broadcast {
-                values: scale,
-                inner,
-            },
-            shift: Broadcast {
-                values: shift,
-                inner,
-            },
-        };
-        let current = n.current;
-        n.push("BatchNormalization", op, &[current])
+        let [g, b, m, v] = [g, b, m, v].map(|p| p.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        n.build(|net| net.batch_norm(&g, &b, &m, &v, eps))
     })
 }
 
@@ -756,17 +710,9 @@ pub unsafe extern "C" fn lip_network_add_pool(
             dilation: [1, 1],
             ceil_mode: false,
         };
-        let current = n.current;
         match max {
-            1 => n.push("MaxPool", Op::MaxPool(pool), &[current]),
-            0 => n.push(
-                "AveragePool",
-                Op::AvgPool {
-                    pool,
-                    count_include_pad: false,
-                },
-                &[current],
-            ),
+            1 => n.build(|b| b.max_pool(pool)),
+            0 => n.build(|b| b.avg_pool(pool, false)),
             other => Err((
                 LIP_ERR_INVALID_ARGUMENT,
                 format!("max = {other}: expected 0 or 1"),
@@ -783,22 +729,7 @@ pub unsafe extern "C" fn lip_network_add_pool(
 pub unsafe extern "C" fn lip_network_add_global_avg_pool(net: *mut LipNetwork) -> i32 {
     guard("lip_network_add_global_avg_pool", || {
         let n = unsafe { handle_mut(net) }?;
-        let shape = n.net.shapes[n.current].clone();
-        if shape.len() != 4 {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!("needs a (1, C, H, W) tensor, have {shape:?}"),
-            ));
-        }
-        let current = n.current;
-        n.push(
-            "GlobalAveragePool",
-            Op::ReduceMean {
-                axes: vec![2, 3],
-                keepdims: false,
-            },
-            &[current],
-        )
+        n.build(|b| b.global_avg_pool())
     })
 }
 
@@ -810,9 +741,7 @@ pub unsafe extern "C" fn lip_network_add_global_avg_pool(net: *mut LipNetwork) -
 pub unsafe extern "C" fn lip_network_add_flatten(net: *mut LipNetwork) -> i32 {
     guard("lip_network_add_flatten", || {
         let n = unsafe { handle_mut(net) }?;
-        let len = n.net.len_of(n.current);
-        let current = n.current;
-        n.push("Flatten", Op::Reshape(vec![1, len]), &[current])
+        n.build(|b| b.flatten())
     })
 }
 
@@ -828,7 +757,7 @@ pub unsafe extern "C" fn lip_network_checkpoint(net: *const LipNetwork, id: *mut
         if id.is_null() {
             return Err(null("id"));
         }
-        unsafe { id.write(n.current) };
+        unsafe { id.write(n.builder.current()) };
         Ok(())
     })
 }
@@ -841,14 +770,7 @@ pub unsafe extern "C" fn lip_network_checkpoint(net: *const LipNetwork, id: *mut
 pub unsafe extern "C" fn lip_network_add_residual(net: *mut LipNetwork, id: usize) -> i32 {
     guard("lip_network_add_residual", || {
         let n = unsafe { handle_mut(net) }?;
-        if id >= n.net.shapes.len() {
-            return Err((
-                LIP_ERR_INVALID_ARGUMENT,
-                format!("id = {id} is not a tensor of this network"),
-            ));
-        }
-        let current = n.current;
-        n.push("Add", Op::Add, &[current, id])
+        n.build(|b| b.add(id))
     })
 }
 

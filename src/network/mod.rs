@@ -1,4 +1,4 @@
-//! Whole networks: ONNX import, a graph of typed operations, certified network bounds
+//! Whole networks: a graph of typed operations, ONNX import, certified network bounds
 //! (AutoLip with folding and merged linear runs) and an empirical lower bound.
 //!
 //! ```no_run
@@ -9,17 +9,24 @@
 //! # Ok::<(), lipschitz::Error>(())
 //! ```
 
-mod compose;
+mod analysis;
+mod builder;
 pub mod eval;
 pub mod graph;
 mod lower;
 mod onnx;
 #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod onnx_proto;
+pub mod ops;
 
-pub use compose::{
+pub use analysis::{
     analyze, Analysis, AnalysisOptions, LayerResult, MergedRun, NetworkResult, Progress,
 };
-pub use graph::{Activation, Broadcast, Network, Node, Op, Pool2d, ValueId};
+pub use builder::NetworkBuilder;
+pub use graph::{Network, Node, ValueId};
 pub use lower::{empirical_lower_bound, LowerBound, LowerOptions};
 pub use onnx::{load_onnx, load_onnx_bytes, ImportOptions};
+pub use ops::{
+    Activation, AvgPool, Broadcast, Concat, Conv, Dense, Gather, GlobalMaxPool, MaxPool, Op,
+    Pool2d, ReduceMean, Reshape, Softmax,
+};

@@ -14,12 +14,16 @@
 //! pads. `Mul(x, Sigmoid(x))` becomes SiLU. Anything unsupported is an error naming the
 //! operator and the node; nothing is skipped silently.
 
-use super::graph::{
-    conv_for, Activation, Broadcast, Network, Op, Pool2d, ValueId, MAX_RANK, MAX_TENSOR_ELEMENTS,
-};
+use super::builder::NetworkBuilder;
+use super::graph::{Network, ValueId, MAX_RANK, MAX_TENSOR_ELEMENTS};
 use super::onnx_proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
     type_proto, AttributeProto, ModelProto, NodeProto, TensorProto,
+};
+use super::ops::conv_for;
+use super::ops::{
+    Activation, Add, Affine, AvgPool, Broadcast, Concat, Conv, Dense, Gather, GlobalMaxPool,
+    MaxPool, Op, PRelu, Pool2d, ReduceMean, Reshape, Softmax, Sub,
 };
 use crate::bound::round_to_f32;
 use crate::conv::PaddingMode;
@@ -266,7 +270,7 @@ struct Importer {
     opset: i64,
     consts: HashMap<String, Const>,
     values: HashMap<String, ValueId>,
-    net: Option<Network>,
+    net: Option<NetworkBuilder>,
     /// How many nodes (and graph outputs) read each tensor name.
     readers: HashMap<String, usize>,
     /// The ONNX node (op type, first input) that produced each value.
@@ -289,7 +293,7 @@ impl Importer {
         Error::model(&self.src, detail)
     }
 
-    fn net(&mut self) -> &mut Network {
+    fn net(&mut self) -> &mut NetworkBuilder {
         self.net.as_mut().expect("network created before nodes")
     }
 
@@ -351,8 +355,8 @@ impl Importer {
             }
         };
         let shape = self.input_shape(input, opts)?;
-        let mut net = Network::new(&self.src, &shape)?;
-        net.value_names[0] = input.name.clone();
+        let mut net = NetworkBuilder::new(&self.src, &shape)?;
+        net.name_value(0, &input.name)?;
         self.net = Some(net);
         self.values.insert(input.name.clone(), 0);
 
@@ -384,8 +388,8 @@ impl Importer {
             return Err(self.err("the graph declares no outputs"));
         }
         let mut net = self.net.take().expect("network");
-        net.outputs = outputs;
-        Ok(net)
+        net.set_outputs(&outputs)?;
+        Ok(net.finish())
     }
 
     /// ONNX graphs are in single static assignment form: every value name is defined once
@@ -710,7 +714,7 @@ impl Importer {
     }
 
     fn shape_of(&self, v: ValueId) -> Vec<usize> {
-        self.net.as_ref().expect("network").shapes[v].clone()
+        self.net.as_ref().expect("network").network().shapes[v].clone()
     }
 
     fn push(
@@ -718,7 +722,7 @@ impl Importer {
         node: &NodeProto,
         label: &str,
         kind: &str,
-        op: Op,
+        op: impl Into<Op>,
         inputs: &[ValueId],
     ) -> Result<()> {
         let name = if node.name.is_empty() {
@@ -729,11 +733,11 @@ impl Importer {
         } else {
             node.name.clone()
         };
-        let v = self.net().push(&name, kind, op, inputs)?;
+        let v = self.net().node(&name, kind, op, inputs)?;
         // Every value becomes an f64 activation when the network is evaluated.
-        let bytes = self.net().len_of(v) as u128 * 8;
+        let bytes = self.net().network().len_of(v) as u128 * 8;
         if bytes > self.budget.limit as u128 {
-            let shape = self.net().shapes[v].clone();
+            let shape = self.net().network().shapes[v].clone();
             return Err(Error::TooLarge {
                 what: format!("{}: output {shape:?} of node {label}", self.src),
                 needed: bytes,
@@ -744,7 +748,7 @@ impl Importer {
             .output
             .first()
             .ok_or_else(|| self.err(format!("node {label} has no output")))?;
-        self.net().value_names[v] = out.clone();
+        self.net().name_value(v, out)?;
         self.values.insert(out.clone(), v);
         self.producer.insert(
             v,
@@ -831,35 +835,35 @@ impl Importer {
                 self.budget.charge(copies, &format!("node {label}: copy of weight '{name}'"))?;
                 let b = self.constant(&name, &label, "weight B")?;
                 let w = b.weights();
-                let op = Op::Dense { weight: transpose(&w.values, k, n), rows: n, cols: k, bias: None };
+                let op = Dense { weight: transpose(&w.values, k, n), rows: n, cols: k, bias: None };
                 self.push(node, &label, "MatMul", op, &[x])?;
                 self.record_weight_error(node, w.error)
             }
-            "Relu" => self.push(node, &label, op, Op::Activation(Activation::Relu), &[x]),
+            "Relu" => self.push(node, &label, op, Activation::Relu, &[x]),
             "LeakyRelu" => {
                 let a = self.finite_attr(node, &label, "alpha", 0.01)?;
-                self.push(node, &label, op, Op::Activation(Activation::LeakyRelu(a)), &[x])
+                self.push(node, &label, op, Activation::LeakyRelu(a), &[x])
             }
             "Elu" => {
                 let a = self.finite_attr(node, &label, "alpha", 1.0)?;
-                self.push(node, &label, op, Op::Activation(Activation::Elu(a)), &[x])
+                self.push(node, &label, op, Activation::Elu(a), &[x])
             }
             "Selu" => {
                 let alpha = self.finite_attr(node, &label, "alpha", 1.673_263_192_176_818_8)?;
                 let gamma = self.finite_attr(node, &label, "gamma", 1.050_701_022_148_132_3)?;
-                self.push(node, &label, op, Op::Activation(Activation::Selu { alpha, gamma }), &[x])
+                self.push(node, &label, op, Activation::Selu { alpha, gamma }, &[x])
             }
-            "Sigmoid" => self.push(node, &label, op, Op::Activation(Activation::Sigmoid), &[x]),
+            "Sigmoid" => self.push(node, &label, op, Activation::Sigmoid, &[x]),
             "HardSigmoid" => {
                 let alpha = self.finite_attr(node, &label, "alpha", 0.2)?;
                 let beta = self.finite_attr(node, &label, "beta", 0.5)?;
-                self.push(node, &label, op, Op::Activation(Activation::HardSigmoid { alpha, beta }), &[x])
+                self.push(node, &label, op, Activation::HardSigmoid { alpha, beta }, &[x])
             }
-            "Tanh" => self.push(node, &label, op, Op::Activation(Activation::Tanh), &[x]),
-            "Softplus" => self.push(node, &label, op, Op::Activation(Activation::Softplus), &[x]),
+            "Tanh" => self.push(node, &label, op, Activation::Tanh, &[x]),
+            "Softplus" => self.push(node, &label, op, Activation::Softplus, &[x]),
             "Gelu" => {
                 let tanh = attr_string(node, "approximate").as_deref() == Some("tanh");
-                self.push(node, &label, op, Op::Activation(Activation::Gelu { tanh }), &[x])
+                self.push(node, &label, op, Activation::Gelu { tanh }, &[x])
             }
             "Clip" => {
                 let (mut min, mut max) = (f64::NEG_INFINITY, f64::INFINITY);
@@ -877,13 +881,13 @@ impl Importer {
                         }
                     }
                 }
-                self.push(node, &label, op, Op::Activation(Activation::Clip { min, max }), &[x])
+                self.push(node, &label, op, Activation::Clip { min, max }, &[x])
             }
             "PRelu" => {
                 let s = self.constant(inputs.get(1).copied().unwrap_or(""), &label, "slope")?;
                 let (dims, vals) = (s.dims.clone(), s.f64s());
                 let b = self.broadcast(&dims, &vals, &xs, &label)?;
-                self.push(node, &label, op, Op::PRelu(b), &[x])
+                self.push(node, &label, op, PRelu { slope: b }, &[x])
             }
             "Softmax" => {
                 let r = xs.len() as i64;
@@ -895,7 +899,7 @@ impl Importer {
                 } else {
                     (xs[axis], xs[axis + 1..].iter().product())
                 };
-                self.push(node, &label, op, Op::Softmax { len, inner }, &[x])
+                self.push(node, &label, op, Softmax { len, inner }, &[x])
             }
             "BatchNormalization" => self.batch_norm(node, &label, x, &xs),
             "MaxPool" | "AveragePool" => self.pool(node, &label, x, &xs),
@@ -904,9 +908,9 @@ impl Importer {
                     return Err(self.err(format!("node {label}: needs a (N, C, spatial…) input, got {xs:?}")));
                 }
                 let axes = (2..xs.len()).collect();
-                self.push(node, &label, op, Op::ReduceMean { axes, keepdims: true }, &[x])
+                self.push(node, &label, op, ReduceMean { axes, keepdims: true }, &[x])
             }
-            "GlobalMaxPool" => self.push(node, &label, op, Op::GlobalMaxPool, &[x]),
+            "GlobalMaxPool" => self.push(node, &label, op, GlobalMaxPool, &[x]),
             "ReduceMean" => {
                 let r = xs.len() as i64;
                 let axes: Vec<i64> = if self.opset >= 18 {
@@ -927,13 +931,13 @@ impl Importer {
                     .collect::<Result<_>>()?;
                 if axes.is_empty() {
                     if attr_int(node, "noop_with_empty_axes", 0) != 0 {
-                        return self.push(node, &label, "Identity", Op::Reshape(xs.clone()), &[x]);
+                        return self.push(node, &label, "Identity", Reshape(xs.clone()), &[x]);
                     }
                     axes = (0..xs.len()).collect();
                 }
                 axes.sort_unstable();
                 axes.dedup();
-                self.push(node, &label, op, Op::ReduceMean { axes, keepdims }, &[x])
+                self.push(node, &label, op, ReduceMean { axes, keepdims }, &[x])
             }
             "Flatten" => {
                 let r = xs.len() as i64;
@@ -944,14 +948,14 @@ impl Importer {
                 }
                 let a = a as usize;
                 let shape = vec![xs[..a].iter().product(), xs[a..].iter().product()];
-                self.push(node, &label, op, Op::Reshape(shape), &[x])
+                self.push(node, &label, op, Reshape(shape), &[x])
             }
             "Reshape" => {
                 let s = self.constant(inputs.get(1).copied().unwrap_or(""), &label, "shape")?.i64s();
                 let allowzero = attr_int(node, "allowzero", 0) != 0;
                 let shape = resolve_reshape(&xs, &s, allowzero)
                     .map_err(|m| self.err(format!("node {label}: {m}")))?;
-                self.push(node, &label, op, Op::Reshape(shape), &[x])
+                self.push(node, &label, op, Reshape(shape), &[x])
             }
             "Squeeze" | "Unsqueeze" => {
                 let axes = if self.opset >= 13 {
@@ -961,9 +965,9 @@ impl Importer {
                 };
                 let shape = squeeze_shape(&xs, axes.as_deref(), op == "Unsqueeze")
                     .map_err(|m| self.err(format!("node {label}: {m}")))?;
-                self.push(node, &label, op, Op::Reshape(shape), &[x])
+                self.push(node, &label, op, Reshape(shape), &[x])
             }
-            "Identity" | "Dropout" => self.push(node, &label, op, Op::Reshape(xs.clone()), &[x]),
+            "Identity" | "Dropout" => self.push(node, &label, op, Reshape(xs.clone()), &[x]),
             "Concat" => {
                 let r = xs.len() as i64;
                 let axis = norm_axis(attr_int(node, "axis", 1), r)
@@ -972,7 +976,7 @@ impl Importer {
                     .iter()
                     .map(|n| self.var(n, &label))
                     .collect::<Result<_>>()?;
-                self.push(node, &label, op, Op::Concat(axis), &vs)
+                self.push(node, &label, op, Concat(axis), &vs)
             }
             "Pad" => self.pad(node, &label, x, &xs),
             other => Err(self.err(format!(
@@ -1207,7 +1211,7 @@ impl Importer {
             node,
             label,
             "Conv",
-            Op::Conv {
+            Conv {
                 conv,
                 weight: weights.values,
                 bias,
@@ -1327,7 +1331,7 @@ impl Importer {
             node,
             label,
             "Gemm",
-            Op::Dense {
+            Dense {
                 weight: w_values,
                 rows,
                 cols,
@@ -1384,7 +1388,7 @@ impl Importer {
         );
         match (self.values.get(a).copied(), self.values.get(b).copied()) {
             (Some(va), Some(vb)) => {
-                let op = if sub { Op::Sub } else { Op::Add };
+                let op: Op = if sub { Sub.into() } else { Add.into() };
                 self.push(node, label, kind, op, &[va, vb])
             }
             (Some(v), None) | (None, Some(v)) => {
@@ -1404,7 +1408,7 @@ impl Importer {
                     node,
                     label,
                     kind,
-                    Op::Affine {
+                    Affine {
                         scale: Broadcast::scalar(scale),
                         shift,
                     },
@@ -1427,13 +1431,7 @@ impl Importer {
                 for (x, s) in [(va, vb), (vb, va)] {
                     if let Some((op, src)) = self.producer.get(&s) {
                         if op == "Sigmoid" && *src == x {
-                            return self.push(
-                                node,
-                                label,
-                                "Silu",
-                                Op::Activation(Activation::Silu),
-                                &[x],
-                            );
+                            return self.push(node, label, "Silu", Activation::Silu, &[x]);
                         }
                     }
                 }
@@ -1479,7 +1477,7 @@ impl Importer {
             node,
             label,
             kind,
-            Op::Affine {
+            Affine {
                 scale,
                 shift: Broadcast::scalar(0.0),
             },
@@ -1530,7 +1528,7 @@ impl Importer {
             b.push(p[1][k] - p[2][k] * s);
         }
         let inner = xs[2..].iter().product::<usize>().max(1);
-        let op = Op::Affine {
+        let op = Affine {
             scale: Broadcast { values: a, inner },
             shift: Broadcast { values: b, inner },
         };
@@ -1562,14 +1560,14 @@ impl Importer {
             ceil_mode: attr_int(node, "ceil_mode", 0) != 0,
         };
         if node.op_type == "MaxPool" {
-            self.push(node, label, "MaxPool", Op::MaxPool(pool), &[x])
+            self.push(node, label, "MaxPool", MaxPool(pool), &[x])
         } else {
             let count_include_pad = attr_int(node, "count_include_pad", 0) != 0;
             self.push(
                 node,
                 label,
                 "AveragePool",
-                Op::AvgPool {
+                AvgPool {
                     pool,
                     count_include_pad,
                 },
@@ -1692,7 +1690,7 @@ impl Importer {
             node,
             label,
             "Pad",
-            Op::Gather {
+            Gather {
                 index,
                 fill: value,
                 shape: out,

@@ -1,0 +1,100 @@
+//! What an analysis reports: per-layer intervals, merged runs and the network bounds.
+
+use super::super::lower::LowerBound;
+use crate::bound::{Bound, Certificate};
+use serde::Serialize;
+
+/// One linear layer (Conv, Gemm, MatMul) and its certified interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerResult {
+    /// Node name.
+    pub name: String,
+    /// Operator ("Conv", "Gemm", "MatMul").
+    pub op: String,
+    /// Input shape (batch 1).
+    pub input_shape: Vec<usize>,
+    /// Output shape (batch 1).
+    pub output_shape: Vec<usize>,
+    /// Certified lower end.
+    pub lower: f64,
+    /// Proven upper end.
+    pub upper: f64,
+    /// "exact", "deterministic", "probabilistic(delta=…)".
+    pub certificate: String,
+    /// How the interval was computed.
+    pub method: String,
+    /// Iterations of the iterative method (0 for closed forms).
+    pub iterations: u32,
+    /// Operator applications.
+    pub matvecs: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Nodes folded into this layer (BatchNorm, constant scales), by name.
+    pub folded: Vec<String>,
+    /// Whether the layer uses circular padding (a wrap-Pad merged in).
+    pub circular: bool,
+    /// The full interval.
+    #[serde(skip)]
+    pub bound: Bound,
+}
+
+/// A run of affine nodes bounded as one operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedRun {
+    /// Node names in order.
+    pub nodes: Vec<String>,
+    /// Product of the separate bounds.
+    pub product: f64,
+    /// Certified interval of the merged operator.
+    pub lower: f64,
+    /// Its upper end (used when below the product).
+    pub upper: f64,
+    /// Its certificate.
+    pub certificate: String,
+}
+
+/// The whole-network result.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkResult {
+    /// Certified lower bound of the network's constant (a pair of inputs attains it), or
+    /// `None` when not computed.
+    pub lower: Option<f64>,
+    /// Proven upper bound.
+    pub upper: f64,
+    /// Certificate of `upper`.
+    pub certificate: String,
+    /// The same, as a value.
+    #[serde(skip)]
+    pub certificate_kind: Certificate,
+    /// AutoLip with every node bounded separately: the same composition without merging
+    /// linear runs (BatchNorm stays folded).
+    pub naive_product: f64,
+    /// Details of the lower-bound search.
+    pub lower_search: Option<LowerBound>,
+    /// Linear runs bounded as one operator.
+    pub merged_runs: Vec<MergedRun>,
+    /// `upper / lower`: how far the certificate can be from the truth.
+    pub gap: Option<f64>,
+    /// The composed bound fell below f64's normal range: `upper` is still a valid bound
+    /// (every product is rounded up, so it never underflows to 0) but has lost relative
+    /// precision.
+    pub underflow: bool,
+    /// What the numbers do not say by themselves (a skipped lower bound and why, an
+    /// underflow), for people reading the report.
+    pub notes: Vec<String>,
+}
+
+/// Everything an analysis produces.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// Where the network came from.
+    pub model: String,
+    /// Input shape (batch 1).
+    pub input_shape: Vec<usize>,
+    /// Linear layers in graph order.
+    pub layers: Vec<LayerResult>,
+    /// The network bounds.
+    pub network: NetworkResult,
+    /// Wall time.
+    pub seconds: f64,
+}
