@@ -5,7 +5,8 @@
 mod resnet18;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lipschitz::network::{analyze, load_onnx, AnalysisOptions, ImportOptions, LowerOptions};
+use lipschitz::network::{analyze, AnalysisOptions, LowerOptions};
+use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
 use std::time::Duration;
 

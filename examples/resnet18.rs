@@ -8,7 +8,8 @@
 #[path = "../benches/common/resnet18.rs"]
 mod resnet18;
 
-use lipschitz::network::{analyze, load_onnx, AnalysisOptions, ImportOptions, LowerOptions};
+use lipschitz::network::{analyze, AnalysisOptions, LowerOptions};
+use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
 use std::time::Instant;
 

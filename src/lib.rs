@@ -41,6 +41,7 @@ pub mod error;
 pub mod kernels;
 pub mod network;
 pub mod npy;
+pub mod onnx;
 pub mod operator;
 pub mod spectral;
 mod untrusted;

@@ -4,9 +4,9 @@
 
 use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod, PaddingMode};
 use lipschitz::network::{
-    analyze, load_onnx, Activation, AnalysisOptions, ImportOptions, LowerOptions, Network,
-    NetworkBuilder,
+    analyze, Activation, AnalysisOptions, LowerOptions, Network, NetworkBuilder,
 };
+use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::{dense_norm, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,12 +6,13 @@
 //! quickly, without reading a byte from outside the model's folder.
 
 use lipschitz::capi::*;
-use lipschitz::network::onnx_proto::{
+use lipschitz::network::{analyze, AnalysisOptions};
+use lipschitz::onnx::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use lipschitz::network::{analyze, load_onnx, load_onnx_bytes, AnalysisOptions, ImportOptions};
+use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{Error, Options};
 use prost::Message;
 use std::ffi::{CStr, CString};

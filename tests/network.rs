@@ -5,9 +5,10 @@
 use lipschitz::conv::{conv2d_norm, ConvMethod};
 use lipschitz::network::ops::{Affine, Conv};
 use lipschitz::network::{
-    analyze, empirical_lower_bound, eval::Evaluator, load_onnx, load_onnx_bytes, Analysis,
-    AnalysisOptions, ImportOptions, LowerOptions, Network,
+    analyze, empirical_lower_bound, eval::Evaluator, Analysis, AnalysisOptions, LowerOptions,
+    Network,
 };
+use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{Error, Options};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

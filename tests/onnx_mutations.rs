@@ -3,8 +3,9 @@
 //! zero groups, absurd dims) — must load and bound cleanly or fail with an error. Never a
 //! panic, a hang or a non-finite number.
 
-use lipschitz::network::onnx_proto::{AttributeProto, ModelProto};
-use lipschitz::network::{analyze, load_onnx_bytes, AnalysisOptions, ImportOptions, LowerOptions};
+use lipschitz::network::{analyze, AnalysisOptions, LowerOptions};
+use lipschitz::onnx::proto::{AttributeProto, ModelProto};
+use lipschitz::onnx::{load_onnx_bytes, ImportOptions};
 use lipschitz::Options;
 use prost::Message;
 use rand::{Rng, SeedableRng};
@@ -240,9 +241,7 @@ fn structured_edits_give_errors_or_valid_bounds() {
         (
             "input shape",
             Box::new(|m, r| {
-                use lipschitz::network::onnx_proto::{
-                    tensor_shape_proto::dimension::Value, type_proto,
-                };
+                use lipschitz::onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
                 let g = m.graph.as_mut().unwrap();
                 if let Some(type_proto::Value::TensorType(t)) =
                     g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())

@@ -5,8 +5,9 @@
 //! BatchNorm fused into Conv, input `x`, ReduceMean with axes as an input, ReLU6 as Clip with
 //! min/max inputs, Concat (SqueezeNet), depthwise convs (MobileNetV2), overlapping MaxPool.
 
-use lipschitz::network::onnx_proto::ModelProto;
-use lipschitz::network::{analyze, load_onnx, AnalysisOptions, ImportOptions};
+use lipschitz::network::{analyze, AnalysisOptions};
+use lipschitz::onnx::proto::ModelProto;
+use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
 use prost::Message;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! global average pooling, Flatten, Gemm 512→1000) with seeded random weights, encoded with
 //! the crate's own protobuf types. Shared by the network benchmark and the timing example.
 
-use lipschitz::network::onnx_proto::{
+use lipschitz::onnx::proto::{
     tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
     NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };

@@ -6,12 +6,13 @@
 //! `RUSTC_BOOTSTRAP=1 cargo fuzz run -O external_data -- -max_total_time=600`
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lipschitz::network::onnx_proto::{
+use lipschitz::onnx::proto::{
     tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
-use lipschitz::network::{load_onnx_bytes, ImportOptions, Op};
+use lipschitz::network::{Op};
+use lipschitz::onnx::{load_onnx_bytes, ImportOptions};
 use prost::Message;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -141,7 +142,7 @@ fuzz_target!(|bytes: &[u8]| {
                     op_type: "Gemm".into(),
                     input: vec!["x".into(), "W".into()],
                     output: vec!["y".into()],
-                    attribute: vec![lipschitz::network::onnx_proto::AttributeProto {
+                    attribute: vec![lipschitz::onnx::proto::AttributeProto {
                         name: "transB".into(),
                         i: 1,
                         r#type: 2,

@@ -3,7 +3,8 @@
 //! `RUSTC_BOOTSTRAP=1 cargo fuzz run -O onnx_analyze corpus/onnx -- -max_total_time=600`
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lipschitz::network::{analyze, load_onnx_bytes, AnalysisOptions, ImportOptions, LowerOptions};
+use lipschitz::network::{analyze, AnalysisOptions, LowerOptions};
+use lipschitz::onnx::{load_onnx_bytes, ImportOptions};
 use lipschitz::Options;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! `RUSTC_BOOTSTRAP=1 cargo fuzz run -O onnx_import corpus/onnx -- -max_total_time=600`
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lipschitz::network::{load_onnx_bytes, ImportOptions};
+use lipschitz::onnx::{load_onnx_bytes, ImportOptions};
 
 fuzz_target!(|data: &[u8]| {
     let import = ImportOptions {

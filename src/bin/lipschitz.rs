@@ -4,9 +4,9 @@
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lipschitz::network::{
-    analyze, load_onnx, load_onnx_bytes, Analysis, AnalysisOptions, ImportOptions, LayerResult,
-    LowerOptions, NetworkResult,
+    analyze, Analysis, AnalysisOptions, LayerResult, LowerOptions, NetworkResult,
 };
+use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{dense_norm, Options};
 use std::process::ExitCode;
 use std::time::Instant;

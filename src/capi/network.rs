@@ -8,9 +8,9 @@ use super::{
 use crate::bound::{Method, Options};
 use crate::network::ops::Role;
 use crate::network::{
-    analyze, load_onnx, Activation, Analysis, AnalysisOptions, ImportOptions, LowerOptions,
-    Network, NetworkBuilder, Pool2d,
+    analyze, Activation, Analysis, AnalysisOptions, LowerOptions, Network, NetworkBuilder, Pool2d,
 };
+use crate::onnx::{load_onnx, ImportOptions};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;

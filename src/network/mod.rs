@@ -1,8 +1,9 @@
-//! Whole networks: a graph of typed operations, ONNX import, certified network bounds
+//! Whole networks: a graph of typed operations, certified network bounds
 //! (AutoLip with folding and merged linear runs) and an empirical lower bound.
 //!
 //! ```no_run
-//! use lipschitz::network::{analyze, load_onnx, AnalysisOptions, ImportOptions};
+//! use lipschitz::network::{analyze, AnalysisOptions};
+//! use lipschitz::onnx::{load_onnx, ImportOptions};
 //! let net = load_onnx("model.onnx".as_ref(), &ImportOptions::default())?;
 //! let report = analyze(&net, &AnalysisOptions::default(), &mut |_| {})?;
 //! println!("L ∈ [{:?}, {}]", report.network.lower, report.network.upper);
@@ -14,9 +15,6 @@ mod builder;
 pub mod eval;
 pub mod graph;
 mod lower;
-mod onnx;
-#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
-pub mod onnx_proto;
 pub mod ops;
 
 pub use analysis::{
@@ -25,7 +23,6 @@ pub use analysis::{
 pub use builder::NetworkBuilder;
 pub use graph::{Network, Node, ValueId};
 pub use lower::{empirical_lower_bound, LowerBound, LowerOptions};
-pub use onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 pub use ops::{
     Activation, AvgPool, Broadcast, Concat, Conv, Dense, Gather, GlobalMaxPool, MaxPool, Op,
     Pool2d, ReduceMean, Reshape, Softmax,

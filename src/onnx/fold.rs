@@ -1,0 +1,177 @@
+//! Constants: `Constant` nodes, `Shape`, and nodes whose inputs are all constants (the
+//! shape arithmetic older exporters write: `Shape → Gather → Unsqueeze → Concat → Reshape`),
+//! evaluated at import.
+
+use super::attrs::{attr_int, attr_ints};
+use super::importer::Importer;
+use super::proto::NodeProto;
+use super::reshape::{resolve_reshape, squeeze_shape};
+use super::tensor::{Const, ConstData};
+use crate::error::Result;
+
+impl Importer {
+    /// `Shape(x)`: the (sliced) shape of an activation, as a constant.
+    pub(super) fn shape_node(&mut self, node: &NodeProto, label: &str) -> Result<()> {
+        let (_, shape) = self.main_input(node, label)?;
+        let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let r = shape.len() as i64;
+        let norm = |a: i64| (if a < 0 { a + r } else { a }).clamp(0, r) as usize;
+        let start = norm(attr_int(node, "start", 0));
+        let end = norm(attr_int(node, "end", r));
+        let data = shape[start..end.max(start)].to_vec();
+        self.add_const(
+            node,
+            Const {
+                dims: vec![data.len()],
+                data: ConstData::I64(data),
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn constant_node(&mut self, node: &NodeProto, label: &str) -> Result<Const> {
+        let a = node
+            .attribute
+            .first()
+            .ok_or_else(|| self.err(format!("node {label}: Constant without a value")))?;
+        match a.name.as_str() {
+            "value" => {
+                let t =
+                    a.t.as_ref()
+                        .ok_or_else(|| self.err(format!("node {label}: empty tensor")))?;
+                self.decode_tensor(t)
+            }
+            "value_float" => Ok(Const {
+                dims: vec![],
+                data: ConstData::F32(vec![a.f]),
+            }),
+            "value_floats" => {
+                self.budget.charge(
+                    a.floats.len() as u128 * 4,
+                    &format!("node {label}: value_floats"),
+                )?;
+                Ok(Const {
+                    dims: vec![a.floats.len()],
+                    data: ConstData::F32(a.floats.clone()),
+                })
+            }
+            "value_int" => Ok(Const {
+                dims: vec![],
+                data: ConstData::I64(vec![a.i]),
+            }),
+            "value_ints" => {
+                self.budget.charge(
+                    a.ints.len() as u128 * 8,
+                    &format!("node {label}: value_ints"),
+                )?;
+                Ok(Const {
+                    dims: vec![a.ints.len()],
+                    data: ConstData::I64(a.ints.clone()),
+                })
+            }
+            other => Err(self.err(format!(
+                "node {label}: Constant attribute '{other}' is not supported"
+            ))),
+        }
+    }
+
+    /// Evaluates a node whose inputs are all constants (shape arithmetic).
+    pub(super) fn fold_constant(&mut self, node: &NodeProto, label: &str) -> Result<Const> {
+        // Every folded op makes copies of its inputs and an output no larger than all of them
+        // together (Concat: their sum; a chain of Concats doubles a constant per node): charge
+        // both before anything is copied.
+        let inputs: u128 = node
+            .input
+            .iter()
+            .filter_map(|n| self.consts.get(n))
+            .map(|c| c.len() as u128)
+            .sum();
+        self.budget
+            .charge(inputs * 16, &format!("node {label}: folding constants"))?;
+        let get = |i: usize| -> Result<Const> {
+            let n = node.input.get(i).map(String::as_str).unwrap_or("");
+            self.constant(n, label, "input").cloned()
+        };
+        match node.op_type.as_str() {
+            "Identity" | "Cast" => {
+                let c = get(0)?;
+                let to = attr_int(node, "to", 1);
+                Ok(match (node.op_type.as_str(), to) {
+                    ("Cast", 1) | ("Cast", 10) | ("Cast", 11) => Const { dims: c.dims.clone(), data: ConstData::F32(c.f32s()) },
+                    ("Cast", _) => Const { dims: c.dims.clone(), data: ConstData::I64(c.i64s()) },
+                    _ => c,
+                })
+            }
+            "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => {
+                let c = get(0)?;
+                let dims = match node.op_type.as_str() {
+                    "Reshape" => resolve_reshape(&c.dims, &get(1)?.i64s(), false),
+                    "Flatten" => Ok(vec![1, c.len()]),
+                    op => {
+                        let axes = if self.opset >= 13 { self.optional_const(node, 1).map(|c| c.i64s()) } else { attr_ints(node, "axes") };
+                        squeeze_shape(&c.dims, axes.as_deref(), op == "Unsqueeze")
+                    }
+                }
+                .map_err(|m| self.err(format!("node {label}: {m}")))?;
+                Ok(Const { dims, data: c.data })
+            }
+            "Concat" => {
+                let parts: Vec<Const> = (0..node.input.len()).map(get).collect::<Result<_>>()?;
+                if parts.iter().all(|p| p.dims.len() <= 1) {
+                    let ints = parts.iter().all(Const::is_int);
+                    let n: usize = parts.iter().map(Const::len).sum();
+                    let data = if ints {
+                        ConstData::I64(parts.iter().flat_map(|p| p.i64s()).collect())
+                    } else {
+                        ConstData::F32(parts.iter().flat_map(|p| p.f32s()).collect())
+                    };
+                    Ok(Const { dims: vec![n], data })
+                } else {
+                    Err(self.err(format!("node {label}: only 1-D constant Concat is folded")))
+                }
+            }
+            "Gather" => {
+                let (data, idx) = (get(0)?, get(1)?);
+                if data.dims.len() != 1 || attr_int(node, "axis", 0) != 0 {
+                    return Err(self.err(format!("node {label}: only 1-D constant Gather is folded")));
+                }
+                let n = data.len() as i64;
+                let vals = data.i64s();
+                let out: Vec<i64> = idx
+                    .i64s()
+                    .iter()
+                    .map(|&i| {
+                        let j = if i < 0 { i + n } else { i };
+                        vals.get(j as usize).copied().ok_or_else(|| self.err(format!("node {label}: index {i} out of range")))
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(Const { dims: idx.dims.clone(), data: ConstData::I64(out) })
+            }
+            op @ ("Mul" | "Add" | "Sub" | "Div") => {
+                let (a, b) = (get(0)?, get(1)?);
+                if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
+                    return Err(self.err(format!("node {label}: constant {op} of shapes {:?} and {:?} is not folded", a.dims, b.dims)));
+                }
+                let dims = if a.len() >= b.len() { a.dims.clone() } else { b.dims.clone() };
+                let n = a.len().max(b.len());
+                let pick = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+                let (av, bv) = (a.f64s(), b.f64s());
+                let f = |x: f64, y: f64| match op {
+                    "Mul" => x * y,
+                    "Add" => x + y,
+                    "Sub" => x - y,
+                    _ => x / y,
+                };
+                let vals: Vec<f64> = (0..n).map(|i| f(pick(&av, i), pick(&bv, i))).collect();
+                Ok(if a.is_int() && b.is_int() {
+                    Const { dims, data: ConstData::I64(vals.iter().map(|&v| v as i64).collect()) }
+                } else {
+                    Const { dims, data: ConstData::F32(vals.iter().map(|&v| v as f32).collect()) }
+                })
+            }
+            other => Err(self.err(format!(
+                "node {label}: operator '{other}' on constant inputs is not supported (it does not depend on the network input)"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The importer: walks the graph in order, folds constant subgraphs, and lowers each node
+//! through the dispatch table [`OPERATORS`].
+
+use super::activation;
+use super::attrs::node_label;
+use super::elementwise;
+use super::linear;
+use super::pool;
+use super::proto::{
+    tensor_shape_proto::dimension, type_proto, GraphProto, ModelProto, NodeProto, ValueInfoProto,
+};
+use super::reshape;
+use super::tensor::{Budget, Const};
+use super::ImportOptions;
+use crate::conv::PaddingMode;
+use crate::error::{Error, Result};
+use crate::network::graph::MAX_RANK;
+use crate::network::ops::{Activation, Broadcast, Op};
+use crate::network::{Network, NetworkBuilder, ValueId};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+/// Lowers one ONNX node (already known to read at least one activation) into the network.
+pub(super) type Lowering = fn(&mut Importer, &NodeProto, &str) -> Result<()>;
+
+/// Every supported ONNX operator and its lowering. Adding an operator is one entry here
+/// (and, for a new kind of operation, one type in `network/ops/`).
+pub(super) const OPERATORS: &[(&str, Lowering)] = &[
+    ("Conv", linear::conv),
+    ("Gemm", linear::gemm),
+    ("MatMul", linear::matmul),
+    ("Add", elementwise::add),
+    ("Sub", elementwise::sub),
+    ("Mul", elementwise::mul),
+    ("Div", elementwise::div),
+    ("BatchNormalization", elementwise::batch_norm),
+    ("Relu", |i, n, l| i.unary(n, l, Activation::Relu)),
+    ("LeakyRelu", activation::leaky_relu),
+    ("Elu", activation::elu),
+    ("Selu", activation::selu),
+    ("Sigmoid", |i, n, l| i.unary(n, l, Activation::Sigmoid)),
+    ("HardSigmoid", activation::hard_sigmoid),
+    ("Tanh", |i, n, l| i.unary(n, l, Activation::Tanh)),
+    ("Softplus", |i, n, l| i.unary(n, l, Activation::Softplus)),
+    ("Gelu", activation::gelu),
+    ("Clip", activation::clip),
+    ("PRelu", activation::prelu),
+    ("Softmax", activation::softmax),
+    ("MaxPool", pool::pool),
+    ("AveragePool", pool::pool),
+    ("GlobalAveragePool", pool::global_average_pool),
+    ("GlobalMaxPool", pool::global_max_pool),
+    ("ReduceMean", pool::reduce_mean),
+    ("Flatten", reshape::flatten),
+    ("Reshape", reshape::reshape),
+    ("Squeeze", reshape::squeeze),
+    ("Unsqueeze", reshape::squeeze),
+    ("Identity", reshape::identity),
+    ("Dropout", reshape::identity),
+    ("Concat", reshape::concat),
+    ("Pad", reshape::pad),
+];
+
+/// A standalone Pad on (N, C, H, W) that may merge into the conv reading it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PadInfo {
+    pub(super) input: ValueId,
+    pub(super) mode: PaddingMode,
+    pub(super) zero_fill: bool,
+    pub(super) spatial: [usize; 4],
+}
+
+/// The state of one import: the constants and activations seen so far, by name.
+pub(super) struct Importer {
+    /// The model's name, for messages.
+    pub(super) src: String,
+    /// The model's canonical folder (external data is read only from inside it).
+    pub(super) base_dir: Option<PathBuf>,
+    /// The ai.onnx opset the model declares.
+    pub(super) opset: i64,
+    /// Constant tensors by name.
+    pub(super) consts: HashMap<String, Const>,
+    /// Activations (values of the network) by name.
+    pub(super) values: HashMap<String, ValueId>,
+    pub(super) net: Option<NetworkBuilder>,
+    /// How many nodes (and graph outputs) read each tensor name.
+    pub(super) readers: HashMap<String, usize>,
+    /// The ONNX node (op type, first input) that produced each value.
+    pub(super) producer: HashMap<ValueId, (String, ValueId)>,
+    /// Standalone pads that a conv reading them may absorb.
+    pub(super) pads: HashMap<ValueId, PadInfo>,
+    /// External-data files opened so far.
+    pub(super) files: HashMap<PathBuf, File>,
+    pub(super) budget: Budget,
+}
+
+impl Importer {
+    pub(super) fn new(name: &str, base_dir: Option<PathBuf>, budget: Budget) -> Self {
+        Importer {
+            src: name.to_string(),
+            base_dir,
+            opset: 0,
+            consts: HashMap::new(),
+            values: HashMap::new(),
+            net: None,
+            readers: HashMap::new(),
+            producer: HashMap::new(),
+            pads: HashMap::new(),
+            files: HashMap::new(),
+            budget,
+        }
+    }
+
+    pub(super) fn import(&mut self, model: &ModelProto, opts: &ImportOptions) -> Result<Network> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| self.err("the model has no graph"))?;
+        self.opset = model
+            .opset_import
+            .iter()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .max()
+            .ok_or_else(|| self.err("the model declares no ai.onnx opset (opset_import)"))?;
+        if !(7..=23).contains(&self.opset) {
+            return Err(self.err(format!(
+                "opset {} is not supported (opsets 7–23 are)",
+                self.opset
+            )));
+        }
+        if graph.node.is_empty() {
+            return Err(self.err(format!("graph '{}' has no nodes", graph.name)));
+        }
+        for t in &graph.initializer {
+            let c = self.decode_tensor(t)?;
+            self.consts.insert(t.name.clone(), c);
+        }
+        if !graph.sparse_initializer.is_empty() {
+            return Err(self.err("sparse initializers are not supported"));
+        }
+        self.check_single_assignment(graph)?;
+        for node in &graph.node {
+            for i in &node.input {
+                *self.readers.entry(i.clone()).or_default() += 1;
+            }
+        }
+        for o in &graph.output {
+            *self.readers.entry(o.name.clone()).or_default() += 1;
+        }
+
+        // The data input: the graph input that is not an initializer.
+        let data_inputs: Vec<_> = graph
+            .input
+            .iter()
+            .filter(|i| !self.consts.contains_key(&i.name))
+            .collect();
+        let input = match data_inputs.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(self.err("the graph has no data input (every input is an initializer)"))
+            }
+            many => {
+                let names: Vec<_> = many.iter().map(|i| i.name.as_str()).collect();
+                return Err(self.err(format!(
+                    "the graph has {} data inputs {names:?}; only single-input networks are supported",
+                    many.len()
+                )));
+            }
+        };
+        let shape = self.input_shape(input, opts)?;
+        let mut net = NetworkBuilder::new(&self.src, &shape)?;
+        net.name_value(0, &input.name)?;
+        self.net = Some(net);
+        self.values.insert(input.name.clone(), 0);
+
+        for (index, node) in graph.node.iter().enumerate() {
+            self.import_node(node, index).map_err(|e| match e {
+                Error::Model { .. } | Error::TooLarge { .. } => e,
+                other => self.err(format!("node {}: {other}", node_label(node, index))),
+            })?;
+        }
+
+        let mut outputs = Vec::new();
+        for o in &graph.output {
+            match self.values.get(&o.name) {
+                Some(&v) => outputs.push(v),
+                None if self.consts.contains_key(&o.name) => {
+                    return Err(self.err(format!(
+                        "graph output '{}' is a constant, independent of the input",
+                        o.name
+                    )))
+                }
+                None => {
+                    return Err(
+                        self.err(format!("graph output '{}' is produced by no node", o.name))
+                    )
+                }
+            }
+        }
+        if outputs.is_empty() {
+            return Err(self.err("the graph declares no outputs"));
+        }
+        let mut net = self.net.take().expect("network");
+        net.set_outputs(&outputs)?;
+        Ok(net.finish())
+    }
+
+    pub(super) fn err(&self, detail: impl Into<String>) -> Error {
+        Error::model(&self.src, detail)
+    }
+
+    pub(super) fn net(&mut self) -> &mut NetworkBuilder {
+        self.net.as_mut().expect("network created before nodes")
+    }
+
+    /// ONNX graphs are in single static assignment form: every value name is defined once
+    /// (a graph input, an initializer — which may also be listed as an input — or a node
+    /// output). onnxruntime refuses a model that breaks it, and so do we: a second definition
+    /// would silently replace the first.
+    pub(super) fn check_single_assignment(&self, graph: &GraphProto) -> Result<()> {
+        use std::collections::HashSet;
+        let mut defined: HashSet<&str> = HashSet::new();
+        for t in &graph.initializer {
+            if !defined.insert(&t.name) {
+                return Err(self.err(format!("initializer '{}' is defined twice", t.name)));
+            }
+        }
+        let mut inputs: HashSet<&str> = HashSet::new();
+        for i in &graph.input {
+            if !inputs.insert(&i.name) {
+                return Err(self.err(format!("graph input '{}' is listed twice", i.name)));
+            }
+            defined.insert(&i.name);
+        }
+        for (index, node) in graph.node.iter().enumerate() {
+            for o in node.output.iter().filter(|o| !o.is_empty()) {
+                if !defined.insert(o) {
+                    return Err(self.err(format!(
+                        "node {}: output '{o}' is already defined (ONNX values are assigned once)",
+                        node_label(node, index)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The input shape from the model, overridden or completed by the user's.
+    pub(super) fn input_shape(
+        &self,
+        input: &ValueInfoProto,
+        opts: &ImportOptions,
+    ) -> Result<Vec<usize>> {
+        let declared: Option<Vec<Option<i64>>> = input
+            .r#type
+            .as_ref()
+            .and_then(|t| t.value.as_ref())
+            .and_then(|v| match v {
+                type_proto::Value::TensorType(t) => t.shape.as_ref(),
+                _ => None,
+            })
+            .map(|s| {
+                if s.dim.len() > MAX_RANK {
+                    return Err(self.err(format!(
+                        "input '{}' has rank {}, over the limit of {MAX_RANK}",
+                        input.name,
+                        s.dim.len()
+                    )));
+                }
+                Ok(s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(dimension::Value::DimValue(v)) if v > 0 => Some(v),
+                        _ => None,
+                    })
+                    .collect())
+            })
+            .transpose()?;
+        if let Some(user) = &opts.input_shape {
+            if user.len() > MAX_RANK {
+                return Err(self.err(format!(
+                    "--input-shape has rank {}, over the limit of {MAX_RANK}",
+                    user.len()
+                )));
+            }
+            if user.iter().any(|&d| d <= 0) {
+                return Err(self.err(format!("--input-shape {user:?} has a dimension ≤ 0")));
+            }
+            if let Some(d) = &declared {
+                if d.len() != user.len() {
+                    return Err(self.err(format!(
+                        "input '{}' has rank {} but --input-shape {user:?} has rank {}",
+                        input.name,
+                        d.len(),
+                        user.len()
+                    )));
+                }
+                // Declared sizes are overridden: conv nets accept any image size, and shape
+                // inference below checks that the graph still fits together.
+            }
+            return Ok(user.iter().map(|&d| d as usize).collect());
+        }
+        let d = declared.ok_or_else(|| {
+            self.err(format!(
+                "input '{}' has no declared shape; pass --input-shape",
+                input.name
+            ))
+        })?;
+        d.iter()
+            .enumerate()
+            .map(|(axis, v)| match v {
+                Some(v) => Ok(*v as usize),
+                None if axis == 0 => Ok(1),
+                None => Err(self.err(format!(
+                    "input '{}' has a dynamic dimension on axis {axis}; pass --input-shape (e.g. --input-shape 1,3,224,224)",
+                    input.name
+                ))),
+            })
+            .collect()
+    }
+
+    pub(super) fn var(&self, name: &str, node: &str) -> Result<ValueId> {
+        self.values.get(name).copied().ok_or_else(|| {
+            if self.consts.contains_key(name) {
+                self.err(format!(
+                    "node {node}: input '{name}' is a constant where an activation is expected"
+                ))
+            } else {
+                self.err(format!(
+                    "node {node}: input '{name}' is produced by no earlier node and is not an initializer"
+                ))
+            }
+        })
+    }
+
+    pub(super) fn constant(&self, name: &str, node: &str, role: &str) -> Result<&Const> {
+        self.consts.get(name).ok_or_else(|| {
+            if self.values.contains_key(name) {
+                self.err(format!(
+                    "node {node}: {role} '{name}' depends on the input; it must be a constant initializer"
+                ))
+            } else {
+                self.err(format!(
+                    "node {node}: {role} '{name}' is missing (no initializer or constant of that name)"
+                ))
+            }
+        })
+    }
+
+    pub(super) fn optional_const(&self, node: &NodeProto, i: usize) -> Option<&Const> {
+        node.input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .and_then(|n| self.consts.get(n))
+    }
+
+    pub(super) fn shape_of(&self, v: ValueId) -> Vec<usize> {
+        self.net.as_ref().expect("network").network().shapes[v].clone()
+    }
+
+    pub(super) fn push(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        kind: &str,
+        op: impl Into<Op>,
+        inputs: &[ValueId],
+    ) -> Result<()> {
+        let name = if node.name.is_empty() {
+            node.output
+                .first()
+                .cloned()
+                .unwrap_or_else(|| label.to_string())
+        } else {
+            node.name.clone()
+        };
+        let v = self.net().node(&name, kind, op, inputs)?;
+        // Every value becomes an f64 activation when the network is evaluated.
+        let bytes = self.net().network().len_of(v) as u128 * 8;
+        if bytes > self.budget.limit as u128 {
+            let shape = self.net().network().shapes[v].clone();
+            return Err(Error::TooLarge {
+                what: format!("{}: output {shape:?} of node {label}", self.src),
+                needed: bytes,
+                limit: self.budget.limit as u128,
+            });
+        }
+        let out = node
+            .output
+            .first()
+            .ok_or_else(|| self.err(format!("node {label} has no output")))?;
+        self.net().name_value(v, out)?;
+        self.values.insert(out.clone(), v);
+        self.producer.insert(
+            v,
+            (node.op_type.clone(), inputs.first().copied().unwrap_or(0)),
+        );
+        for extra in node.output.iter().skip(1) {
+            if !extra.is_empty() && self.readers.get(extra).copied().unwrap_or(0) > 0 {
+                return Err(self.err(format!(
+                    "node {label}: its secondary output '{extra}' is used, which is not supported"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a constant under the node's output name (its memory was charged where it was
+    /// made: `decode_tensor`, `constant_node`, `fold_constant`).
+    pub(super) fn add_const(&mut self, node: &NodeProto, c: Const) {
+        if let Some(out) = node.output.first() {
+            self.consts.insert(out.clone(), c);
+        }
+    }
+
+    /// A constant broadcast against a tensor of shape `shape`, its memory charged first (a
+    /// constant whose axes are not contiguous expands to the whole tensor).
+    pub(super) fn broadcast(
+        &mut self,
+        dims: &[usize],
+        values: &[f64],
+        shape: &[usize],
+        label: &str,
+    ) -> Result<Broadcast> {
+        self.budget.charge(
+            Broadcast::stored_len(dims, shape) as u128 * 8,
+            &format!("node {label}: constant operand broadcast to {shape:?}"),
+        )?;
+        Broadcast::from_constant(dims, values, shape)
+            .map_err(|e| self.err(format!("node {label}: {e}")))
+    }
+
+    /// Records the weight rounding of the layer `node` just produced.
+    pub(super) fn record_weight_error(&mut self, node: &NodeProto, error: f64) -> Result<()> {
+        if error > 0.0 {
+            let v = self.values[&node.output[0]];
+            self.net().set_weight_error(v, error)?;
+        }
+        Ok(())
+    }
+
+    /// The activation a single-input operator reads (input 0) and its shape.
+    pub(super) fn main_input(
+        &self,
+        node: &NodeProto,
+        label: &str,
+    ) -> Result<(ValueId, Vec<usize>)> {
+        let x = self.var(node.input.first().map(String::as_str).unwrap_or(""), label)?;
+        Ok((x, self.shape_of(x)))
+    }
+
+    /// Adds `op` on the node's input 0, named after the node.
+    pub(super) fn unary(&mut self, node: &NodeProto, label: &str, op: impl Into<Op>) -> Result<()> {
+        let (x, _) = self.main_input(node, label)?;
+        self.push(node, label, &node.op_type.clone(), op, &[x])
+    }
+
+    fn import_node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
+        let label = node_label(node, index);
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(self.err(format!(
+                "node {label}: operator domain '{}' is not supported (only the default ONNX domain)",
+                node.domain
+            )));
+        }
+        let any_var = node.input.iter().any(|i| self.values.contains_key(i));
+        match node.op_type.as_str() {
+            "Constant" => {
+                let c = self.constant_node(node, &label)?;
+                self.add_const(node, c);
+                Ok(())
+            }
+            "Shape" => self.shape_node(node, &label),
+            _ if !any_var => {
+                let c = self.fold_constant(node, &label)?;
+                self.add_const(node, c);
+                Ok(())
+            }
+            op => match OPERATORS.iter().find(|(name, _)| *name == op) {
+                Some((_, lower)) => lower(self, node, &label),
+                None => {
+                    let names: Vec<&str> = OPERATORS.iter().map(|(n, _)| *n).collect();
+                    Err(self.err(format!(
+                        "node {label}: operator '{op}' is not supported. Supported: {}, \
+                         Constant, Shape",
+                        names.join(", ")
+                    )))
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Conv, Gemm and MatMul: the layers with weights. A standalone zero or wrap `Pad` read only
+//! by a conv merges into it (wrap makes it circular).
+
+use super::attrs::{attr_int, attr_ints, attr_string, pair};
+use super::importer::Importer;
+use super::proto::NodeProto;
+use super::tensor::{transpose, Weights};
+use crate::bound::round_to_f32;
+use crate::conv::PaddingMode;
+use crate::error::Result;
+use crate::network::ops::{conv_for, Conv, Dense};
+use crate::network::ValueId;
+
+/// `Conv`.
+pub(super) fn conv(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    imp.conv(node, label, x, &xs)
+}
+
+/// `Gemm`: `y = alpha·A·op(B) + beta·C` with `A` the activation.
+pub(super) fn gemm(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    imp.gemm(node, label, x, &xs)
+}
+
+/// `MatMul(x, B)` with a constant 2-D `B`.
+pub(super) fn matmul(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, _) = imp.main_input(node, label)?;
+    let name = node.input.get(1).map(String::as_str).unwrap_or("");
+    let b = imp.constant(name, label, "weight B")?;
+    if b.dims.len() != 2 {
+        return Err(imp.err(format!(
+            "node {label}: MatMul weight has shape {:?}; a 2-D constant is required",
+            b.dims
+        )));
+    }
+    let (k, n) = (b.dims[0], b.dims[1]);
+    let copies = b.len() as u128 * 8;
+    imp.budget
+        .charge(copies, &format!("node {label}: copy of weight '{name}'"))?;
+    let w = imp.constant(name, label, "weight B")?.weights();
+    let op = Dense {
+        weight: transpose(&w.values, k, n),
+        rows: n,
+        cols: k,
+        bias: None,
+    };
+    imp.push(node, label, "MatMul", op, &[x])?;
+    imp.record_weight_error(node, w.error)
+}
+
+impl Importer {
+    pub(super) fn conv(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        x: ValueId,
+        xs: &[usize],
+    ) -> Result<()> {
+        let w_name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let w_dims = self.constant(w_name, label, "weight")?.dims.clone();
+        if xs.len() != 4 {
+            return Err(self.err(format!(
+                "node {label}: only 2-D convolutions on (N, C, H, W) inputs are supported; input shape is {xs:?}"
+            )));
+        }
+        if w_dims.len() != 4 {
+            return Err(self.err(format!(
+                "node {label}: weight has shape {:?}; OIHW expected",
+                w_dims
+            )));
+        }
+        let kernel = [w_dims[2], w_dims[3]];
+        if let Some(ks) = attr_ints(node, "kernel_shape") {
+            if ks.len() != 2 || ks[0] as usize != kernel[0] || ks[1] as usize != kernel[1] {
+                return Err(self.err(format!(
+                    "node {label}: kernel_shape {ks:?} does not match the weight shape {:?}",
+                    w_dims
+                )));
+            }
+        }
+        let stride = pair(node, "strides", label).map_err(|m| self.err(m))?;
+        let dilation = pair(node, "dilations", label).map_err(|m| self.err(m))?;
+        let groups = attr_int(node, "group", 1);
+        if groups < 1 {
+            return Err(self.err(format!("node {label}: group = {groups} must be ≥ 1")));
+        }
+        let groups = groups as usize;
+        if w_dims[1] * groups != xs[1] {
+            return Err(self.err(format!(
+                "node {label}: weight {:?} with group {groups} expects {} input channels, but the input {xs:?} has {}",
+                w_dims,
+                w_dims[1] * groups,
+                xs[1]
+            )));
+        }
+        let mut pads = self.spatial_pads(node, label, [xs[2], xs[3]], kernel, stride, dilation)?;
+        let mut input = x;
+        let mut mode = PaddingMode::Zeros;
+        let single_reader = self.readers.get(&node.input[0]).copied() == Some(1);
+        if let (Some(p), true) = (self.pads.get(&x).copied(), single_reader) {
+            match p.mode {
+                PaddingMode::Zeros if p.zero_fill => {
+                    for (pad, extra) in pads.iter_mut().zip(p.spatial) {
+                        *pad += extra;
+                    }
+                    input = p.input;
+                }
+                PaddingMode::Circular if pads == [0; 4] => {
+                    pads = p.spatial;
+                    mode = PaddingMode::Circular;
+                    input = p.input;
+                }
+                _ => {}
+            }
+        }
+        let in_shape = self.shape_of(input);
+        let conv = conv_for(
+            &in_shape, w_dims[0], kernel, stride, dilation, groups, pads, mode,
+        )
+        .map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
+            None => None,
+        };
+        let weight_count = w_dims.iter().product::<usize>() as u128;
+        self.budget.charge(
+            weight_count * 4,
+            &format!("node {label}: copy of weight '{w_name}'"),
+        )?;
+        let weights = self.constant(w_name, label, "weight")?.weights();
+        self.push(
+            node,
+            label,
+            "Conv",
+            Conv {
+                conv,
+                weight: weights.values,
+                bias,
+            },
+            &[input],
+        )?;
+        self.record_weight_error(node, weights.error)
+    }
+
+    /// Conv/pool pads `[top, left, bottom, right]` from `pads` or `auto_pad`.
+    pub(super) fn spatial_pads(
+        &self,
+        node: &NodeProto,
+        label: &str,
+        size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Result<[usize; 4]> {
+        let auto = attr_string(node, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+        match auto.as_str() {
+            "NOTSET" => {
+                let p = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+                if p.len() != 4 || p.iter().any(|&v| v < 0) {
+                    return Err(self.err(format!("node {label}: pads {p:?} must be 4 non-negative values [top, left, bottom, right]")));
+                }
+                Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
+            }
+            "VALID" => Ok([0; 4]),
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let mut pads = [0; 4];
+                for a in 0..2 {
+                    let out = size[a].div_ceil(stride[a]);
+                    let extent = dilation[a] * (kernel[a] - 1) + 1;
+                    let total = ((out - 1) * stride[a] + extent).saturating_sub(size[a]);
+                    let small = total / 2;
+                    let (begin, end) = if auto == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
+                    pads[a] = begin;
+                    pads[a + 2] = end;
+                }
+                Ok(pads)
+            }
+            other => Err(self.err(format!("node {label}: auto_pad '{other}' is not valid"))),
+        }
+    }
+
+    pub(super) fn gemm(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        x: ValueId,
+        xs: &[usize],
+    ) -> Result<()> {
+        if attr_int(node, "transA", 0) != 0 {
+            return Err(self.err(format!(
+                "node {label}: Gemm with transA = 1 is not supported"
+            )));
+        }
+        if xs.len() != 2 {
+            return Err(self.err(format!("node {label}: Gemm needs a 2-D input, got {xs:?}")));
+        }
+        let alpha = self.finite_attr(node, label, "alpha", 1.0)?;
+        let beta = self.finite_attr(node, label, "beta", 1.0)? as f32;
+        let b_name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let b = self.constant(b_name, label, "weight B")?;
+        if b.dims.len() != 2 {
+            return Err(self.err(format!(
+                "node {label}: weight B has shape {:?}; 2-D expected",
+                b.dims
+            )));
+        }
+        let (dims, len) = ([b.dims[0], b.dims[1]], b.len());
+        // The f32 copy and, without transB, its transpose.
+        let trans_b = attr_int(node, "transB", 0) != 0;
+        let copies = if trans_b { 1 } else { 2 };
+        self.budget.charge(
+            len as u128 * 4 * copies,
+            &format!("node {label}: copy of weight '{b_name}'"),
+        )?;
+        let b = self.constant(b_name, label, "weight B")?;
+        let mut w = b.weights();
+        if alpha != 1.0 {
+            // alpha·w is exact in f64 (two f32 factors): round it once and add what that changed.
+            let exact: Vec<f64> = w.values.iter().map(|&v| v as f64 * alpha).collect();
+            let (values, error) = round_to_f32(&exact);
+            w = Weights {
+                values,
+                error: if w.error > 0.0 {
+                    (w.error * alpha.abs()).next_up() + error
+                } else {
+                    error
+                },
+            };
+        }
+        let (rows, cols, w_values) = if trans_b {
+            (dims[0], dims[1], w.values)
+        } else {
+            (dims[1], dims[0], transpose(&w.values, dims[0], dims[1]))
+        };
+        let weight_error = w.error;
+        let bias = match self.optional_const(node, 2) {
+            Some(c) if c.len() == rows || c.len() == 1 => {
+                let v = c.f32s();
+                Some(
+                    (0..rows)
+                        .map(|i| beta * v[if v.len() == 1 { 0 } else { i }])
+                        .collect(),
+                )
+            }
+            Some(c) => {
+                return Err(self.err(format!(
+                    "node {label}: bias C of shape {:?} does not fit {rows} outputs",
+                    c.dims
+                )))
+            }
+            None => None,
+        };
+        self.push(
+            node,
+            label,
+            "Gemm",
+            Dense {
+                weight: w_values,
+                rows,
+                cols,
+                bias,
+            },
+            &[x],
+        )?;
+        self.record_weight_error(node, weight_error)
+    }
+}

@@ -1,0 +1,329 @@
+//! Operators that move elements: `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`, `Identity`,
+//! `Dropout` (inference), `Concat` and `Pad` (every mode).
+
+use super::attrs::{attr_float, attr_int, attr_ints, attr_string, norm_axis};
+use super::importer::{Importer, PadInfo};
+use super::proto::NodeProto;
+use crate::conv::PaddingMode;
+use crate::error::Result;
+use crate::network::graph::{MAX_RANK, MAX_TENSOR_ELEMENTS};
+use crate::network::ops::{Concat, Gather, Reshape};
+use crate::network::ValueId;
+
+/// `Flatten(axis = 1)`: `(d₀…d_{a−1}, d_a…)` → two axes.
+pub(super) fn flatten(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    let r = xs.len() as i64;
+    let a = attr_int(node, "axis", 1);
+    let a = if a < 0 { a + r } else { a };
+    if !(0..=r).contains(&a) {
+        return Err(imp.err(format!("node {label}: axis {a} out of range for rank {r}")));
+    }
+    let a = a as usize;
+    let shape = vec![xs[..a].iter().product(), xs[a..].iter().product()];
+    imp.push(node, label, "Flatten", Reshape(shape), &[x])
+}
+
+/// `Reshape(x, shape)` with a constant target (`0` copies an axis, `-1` is inferred).
+pub(super) fn reshape(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    let name = node.input.get(1).map(String::as_str).unwrap_or("");
+    let s = imp.constant(name, label, "shape")?.i64s();
+    let allowzero = attr_int(node, "allowzero", 0) != 0;
+    let shape =
+        resolve_reshape(&xs, &s, allowzero).map_err(|m| imp.err(format!("node {label}: {m}")))?;
+    imp.push(node, label, "Reshape", Reshape(shape), &[x])
+}
+
+/// `Squeeze` and `Unsqueeze`: axes as an attribute before opset 13, as an input after.
+pub(super) fn squeeze(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    let axes = if imp.opset >= 13 {
+        imp.optional_const(node, 1).map(|c| c.i64s())
+    } else {
+        attr_ints(node, "axes")
+    };
+    let unsqueeze = node.op_type == "Unsqueeze";
+    let shape = squeeze_shape(&xs, axes.as_deref(), unsqueeze)
+        .map_err(|m| imp.err(format!("node {label}: {m}")))?;
+    imp.push(node, label, &node.op_type.clone(), Reshape(shape), &[x])
+}
+
+/// `Identity` and `Dropout` at inference: the same tensor.
+pub(super) fn identity(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (_, xs) = imp.main_input(node, label)?;
+    imp.unary(node, label, Reshape(xs))
+}
+
+/// `Concat` of activations along an axis.
+pub(super) fn concat(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (_, xs) = imp.main_input(node, label)?;
+    let r = xs.len() as i64;
+    let axis = norm_axis(attr_int(node, "axis", 1), r).ok_or_else(|| {
+        imp.err(format!(
+            "node {label}: Concat axis out of range for rank {r}"
+        ))
+    })?;
+    let vs: Vec<ValueId> = node
+        .input
+        .iter()
+        .map(|n| imp.var(n, label))
+        .collect::<Result<_>>()?;
+    imp.push(node, label, "Concat", Concat(axis), &vs)
+}
+
+/// `Pad` in every mode, as a gather with a constant fill.
+pub(super) fn pad(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    imp.pad(node, label, x, &xs)
+}
+
+impl Importer {
+    fn pad(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
+        let mode = attr_string(node, "mode").unwrap_or_else(|| "constant".into());
+        let r = xs.len();
+        let (mut pads, value) = if self.opset < 11 {
+            (
+                attr_ints(node, "pads").unwrap_or_default(),
+                attr_float(node, "value", 0.0),
+            )
+        } else {
+            let p = self
+                .constant(
+                    node.input.get(1).map(String::as_str).unwrap_or(""),
+                    label,
+                    "pads",
+                )?
+                .i64s();
+            let v = self
+                .optional_const(node, 2)
+                .map(|c| c.f64s().first().copied().unwrap_or(0.0))
+                .unwrap_or(0.0);
+            (p, v)
+        };
+        if let Some(axes) = self.optional_const(node, 3).map(|c| c.i64s()) {
+            let mut full = vec![0i64; 2 * r];
+            for (i, &a) in axes.iter().enumerate() {
+                let a = norm_axis(a, r as i64)
+                    .ok_or_else(|| self.err(format!("node {label}: pad axis {a} out of range")))?;
+                full[a] = pads.get(i).copied().unwrap_or(0);
+                full[a + r] = pads.get(i + axes.len()).copied().unwrap_or(0);
+            }
+            pads = full;
+        }
+        if pads.len() != 2 * r {
+            return Err(self.err(format!(
+                "node {label}: pads has {} values for a rank-{r} input (expected {})",
+                pads.len(),
+                2 * r
+            )));
+        }
+        let out: Vec<i64> = (0..r)
+            .map(|k| {
+                (xs[k] as i64)
+                    .checked_add(pads[k])
+                    .and_then(|d| d.checked_add(pads[k + r]))
+                    .ok_or_else(|| {
+                        self.err(format!(
+                            "node {label}: pads {pads:?} overflow the shape {xs:?}"
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        if out.iter().any(|&d| d <= 0) {
+            return Err(self.err(format!(
+                "node {label}: pads {pads:?} leave an empty tensor from {xs:?}"
+            )));
+        }
+        let out: Vec<usize> = out.iter().map(|&d| d as usize).collect();
+        let total = out
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&t| t <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| self.err(format!("node {label}: padded shape {out:?} is too large")))?;
+        // The gather index (4 bytes per output element) is allocated now: charge it.
+        self.budget.charge(
+            total as u128 * 4,
+            &format!("node {label}: index of the padded shape {out:?}"),
+        )?;
+        if mode == "reflect" && (0..r).any(|k| pads[k].max(pads[k + r]) >= xs[k] as i64) {
+            return Err(self.err(format!(
+                "node {label}: reflect pads {pads:?} must be smaller than the input {xs:?}"
+            )));
+        }
+        let m = match mode.as_str() {
+            "constant" => 0,
+            "reflect" => 1,
+            "edge" => 2,
+            "wrap" => 3,
+            other => {
+                return Err(self.err(format!("node {label}: pad mode '{other}' is not supported")))
+            }
+        };
+        let mut index = Vec::with_capacity(total);
+        let mut idx = vec![0usize; r];
+        for _ in 0..total {
+            let mut src = 0usize;
+            let mut inside = true;
+            for k in 0..r {
+                let n = xs[k] as i64;
+                let mut p = idx[k] as i64 - pads[k];
+                if p < 0 || p >= n {
+                    match m {
+                        0 => inside = false,
+                        1 => {
+                            p = if p < 0 { -p } else { 2 * (n - 1) - p };
+                        }
+                        2 => p = p.clamp(0, n - 1),
+                        _ => p = p.rem_euclid(n),
+                    }
+                }
+                src = src * xs[k] + p.clamp(0, n - 1) as usize;
+            }
+            index.push(if inside { src as u32 } else { u32::MAX });
+            for k in (0..r).rev() {
+                idx[k] += 1;
+                if idx[k] < out[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        self.push(
+            node,
+            label,
+            "Pad",
+            Gather {
+                index,
+                fill: value,
+                shape: out,
+            },
+            &[x],
+        )?;
+        let spatial_only = r == 4
+            && pads[..2].iter().chain(&pads[4..6]).all(|&p| p == 0)
+            && pads.iter().all(|&p| p >= 0);
+        if spatial_only && (m == 0 || m == 3) {
+            let v = self.values[&node.output[0]];
+            self.pads.insert(
+                v,
+                PadInfo {
+                    input: x,
+                    mode: if m == 3 {
+                        PaddingMode::Circular
+                    } else {
+                        PaddingMode::Zeros
+                    },
+                    zero_fill: value == 0.0,
+                    spatial: [
+                        pads[2] as usize,
+                        pads[3] as usize,
+                        pads[6] as usize,
+                        pads[7] as usize,
+                    ],
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn resolve_reshape(
+    xs: &[usize],
+    target: &[i64],
+    allowzero: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    if target.len() > MAX_RANK {
+        return Err(format!(
+            "reshape target has rank {}, over the limit of {MAX_RANK}",
+            target.len()
+        ));
+    }
+    let n: usize = xs.iter().product();
+    let mut out = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (k, &t) in target.iter().enumerate() {
+        match t {
+            -1 if infer.is_none() => {
+                infer = Some(k);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(
+                *xs.get(k)
+                    .ok_or_else(|| format!("reshape 0 at axis {k} has no input axis"))?,
+            ),
+            t if t > 0 => out.push(t as usize),
+            t => {
+                return Err(format!(
+                    "reshape target {target:?} has an invalid entry {t}"
+                ))
+            }
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(k) = infer {
+        if known == 0 || !n.is_multiple_of(known) {
+            return Err(format!("cannot reshape {xs:?} to {target:?}"));
+        }
+        out[k] = n / known;
+    }
+    if out.iter().product::<usize>() != n {
+        return Err(format!(
+            "cannot reshape {xs:?} ({n} elements) to {target:?}"
+        ));
+    }
+    Ok(out)
+}
+
+pub(super) fn squeeze_shape(
+    xs: &[usize],
+    axes: Option<&[i64]>,
+    unsqueeze: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    if unsqueeze {
+        let axes = axes.ok_or("Unsqueeze needs axes")?;
+        if xs.len() + axes.len() > MAX_RANK {
+            return Err(format!(
+                "Unsqueeze to rank {} is over the limit of {MAX_RANK}",
+                xs.len() + axes.len()
+            ));
+        }
+        let r = (xs.len() + axes.len()) as i64;
+        let mut ax: Vec<usize> = axes
+            .iter()
+            .map(|&a| norm_axis(a, r).ok_or(format!("axis {a} out of range")))
+            .collect::<std::result::Result<_, _>>()?;
+        ax.sort_unstable();
+        let mut out = Vec::with_capacity(r as usize);
+        let mut it = xs.iter();
+        for k in 0..r as usize {
+            if ax.contains(&k) {
+                out.push(1);
+            } else {
+                out.push(*it.next().ok_or("bad Unsqueeze axes")?);
+            }
+        }
+        Ok(out)
+    } else {
+        let r = xs.len() as i64;
+        let ax: Vec<usize> = match axes {
+            Some(a) => a
+                .iter()
+                .map(|&a| norm_axis(a, r).ok_or(format!("axis {a} out of range")))
+                .collect::<std::result::Result<_, _>>()?,
+            None => (0..xs.len()).filter(|&k| xs[k] == 1).collect(),
+        };
+        let mut ax = ax;
+        ax.sort_unstable();
+        ax.dedup();
+        if let Some(&k) = ax.iter().find(|&&k| xs[k] != 1) {
+            return Err(format!("cannot squeeze axis {k} of size {}", xs[k]));
+        }
+        Ok(xs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !ax.contains(k))
+            .map(|(_, &d)| d)
+            .collect())
+    }
+}
