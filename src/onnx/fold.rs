@@ -88,90 +88,139 @@ impl Importer {
             .sum();
         self.budget
             .charge(inputs * 16, &format!("node {label}: folding constants"))?;
-        let get = |i: usize| -> Result<Const> {
-            let n = node.input.get(i).map(String::as_str).unwrap_or("");
-            self.constant(n, label, "input").cloned()
+        // Omitted optional inputs (empty names) are `None`.
+        let parts: Vec<Option<Const>> = node
+            .input
+            .iter()
+            .map(|n| match n.as_str() {
+                "" => Ok(None),
+                n => self.constant(n, label, "input").cloned().map(Some),
+            })
+            .collect::<Result<_>>()?;
+        let get = |i: usize| {
+            parts.get(i).and_then(Option::as_ref).ok_or_else(|| {
+                self.err(format!(
+                    "node {label}: input {i} is missing (no initializer or constant of that name)"
+                ))
+            })
         };
-        match node.op_type.as_str() {
-            "Identity" | "Cast" => {
-                let c = get(0)?;
-                let to = attr_int(node, "to", 1);
-                Ok(match (node.op_type.as_str(), to) {
-                    ("Cast", 1) | ("Cast", 10) | ("Cast", 11) => Const { dims: c.dims.clone(), data: ConstData::F32(c.f32s()) },
-                    ("Cast", _) => Const { dims: c.dims.clone(), data: ConstData::I64(c.i64s()) },
-                    _ => c,
-                })
-            }
+        let op = node.op_type.as_str();
+        let folded = match op {
+            "Identity" | "Cast" => Ok(cast(node, get(0)?)),
             "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => {
                 let c = get(0)?;
-                let dims = match node.op_type.as_str() {
+                let dims = match op {
                     "Reshape" => resolve_reshape(&c.dims, &get(1)?.i64s(), false),
                     "Flatten" => Ok(vec![1, c.len()]),
-                    op => {
-                        let axes = if self.opset >= 13 { self.optional_const(node, 1).map(|c| c.i64s()) } else { attr_ints(node, "axes") };
+                    _ => {
+                        let axes = if self.opset >= 13 {
+                            parts.get(1).and_then(Option::as_ref).map(Const::i64s)
+                        } else {
+                            attr_ints(node, "axes")
+                        };
                         squeeze_shape(&c.dims, axes.as_deref(), op == "Unsqueeze")
                     }
-                }
-                .map_err(|m| self.err(format!("node {label}: {m}")))?;
-                Ok(Const { dims, data: c.data })
-            }
-            "Concat" => {
-                let parts: Vec<Const> = (0..node.input.len()).map(get).collect::<Result<_>>()?;
-                if parts.iter().all(|p| p.dims.len() <= 1) {
-                    let ints = parts.iter().all(Const::is_int);
-                    let n: usize = parts.iter().map(Const::len).sum();
-                    let data = if ints {
-                        ConstData::I64(parts.iter().flat_map(|p| p.i64s()).collect())
-                    } else {
-                        ConstData::F32(parts.iter().flat_map(|p| p.f32s()).collect())
-                    };
-                    Ok(Const { dims: vec![n], data })
-                } else {
-                    Err(self.err(format!("node {label}: only 1-D constant Concat is folded")))
-                }
-            }
-            "Gather" => {
-                let (data, idx) = (get(0)?, get(1)?);
-                if data.dims.len() != 1 || attr_int(node, "axis", 0) != 0 {
-                    return Err(self.err(format!("node {label}: only 1-D constant Gather is folded")));
-                }
-                let n = data.len() as i64;
-                let vals = data.i64s();
-                let out: Vec<i64> = idx
-                    .i64s()
-                    .iter()
-                    .map(|&i| {
-                        let j = if i < 0 { i + n } else { i };
-                        vals.get(j as usize).copied().ok_or_else(|| self.err(format!("node {label}: index {i} out of range")))
-                    })
-                    .collect::<Result<_>>()?;
-                Ok(Const { dims: idx.dims.clone(), data: ConstData::I64(out) })
-            }
-            op @ ("Mul" | "Add" | "Sub" | "Div") => {
-                let (a, b) = (get(0)?, get(1)?);
-                if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
-                    return Err(self.err(format!("node {label}: constant {op} of shapes {:?} and {:?} is not folded", a.dims, b.dims)));
-                }
-                let dims = if a.len() >= b.len() { a.dims.clone() } else { b.dims.clone() };
-                let n = a.len().max(b.len());
-                let pick = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
-                let (av, bv) = (a.f64s(), b.f64s());
-                let f = |x: f64, y: f64| match op {
-                    "Mul" => x * y,
-                    "Add" => x + y,
-                    "Sub" => x - y,
-                    _ => x / y,
                 };
-                let vals: Vec<f64> = (0..n).map(|i| f(pick(&av, i), pick(&bv, i))).collect();
-                Ok(if a.is_int() && b.is_int() {
-                    Const { dims, data: ConstData::I64(vals.iter().map(|&v| v as i64).collect()) }
-                } else {
-                    Const { dims, data: ConstData::F32(vals.iter().map(|&v| v as f32).collect()) }
+                dims.map(|dims| Const {
+                    dims,
+                    data: c.data.clone(),
                 })
             }
-            other => Err(self.err(format!(
-                "node {label}: operator '{other}' on constant inputs is not supported (it does not depend on the network input)"
-            ))),
-        }
+            "Concat" => concat(&parts.iter().flatten().cloned().collect::<Vec<_>>()),
+            "Gather" => gather(node, get(0)?, get(1)?),
+            "Mul" | "Add" | "Sub" | "Div" => arithmetic(op, get(0)?, get(1)?),
+            other => Err(format!(
+                "operator '{other}' on constant inputs is not supported (it does not depend on \
+                 the network input)"
+            )),
+        };
+        folded.map_err(|m| self.err(format!("node {label}: {m}")))
     }
+}
+
+/// `Identity`, or `Cast` to float (FLOAT, FLOAT16, DOUBLE) or to an integer type.
+fn cast(node: &NodeProto, c: &Const) -> Const {
+    let dims = c.dims.clone();
+    match (node.op_type.as_str(), attr_int(node, "to", 1)) {
+        ("Cast", 1 | 10 | 11) => Const {
+            dims,
+            data: ConstData::F32(c.f32s()),
+        },
+        ("Cast", _) => Const {
+            dims,
+            data: ConstData::I64(c.i64s()),
+        },
+        _ => c.clone(),
+    }
+}
+
+/// `Concat` of 1-D constants.
+fn concat(parts: &[Const]) -> std::result::Result<Const, String> {
+    if !parts.iter().all(|p| p.dims.len() <= 1) {
+        return Err("only 1-D constant Concat is folded".into());
+    }
+    let n: usize = parts.iter().map(Const::len).sum();
+    let data = if parts.iter().all(Const::is_int) {
+        ConstData::I64(parts.iter().flat_map(|p| p.i64s()).collect())
+    } else {
+        ConstData::F32(parts.iter().flat_map(|p| p.f32s()).collect())
+    };
+    Ok(Const {
+        dims: vec![n],
+        data,
+    })
+}
+
+/// `Gather` along axis 0 of a 1-D constant.
+fn gather(node: &NodeProto, data: &Const, idx: &Const) -> std::result::Result<Const, String> {
+    if data.dims.len() != 1 || attr_int(node, "axis", 0) != 0 {
+        return Err("only 1-D constant Gather is folded".into());
+    }
+    let n = data.len() as i64;
+    let vals = data.i64s();
+    let out: Vec<i64> = idx
+        .i64s()
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + n } else { i };
+            vals.get(j as usize)
+                .copied()
+                .ok_or_else(|| format!("index {i} out of range"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Const {
+        dims: idx.dims.clone(),
+        data: ConstData::I64(out),
+    })
+}
+
+/// Elementwise arithmetic of two constants of one length (or a scalar and anything).
+fn arithmetic(op: &str, a: &Const, b: &Const) -> std::result::Result<Const, String> {
+    if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
+        return Err(format!(
+            "constant {op} of shapes {:?} and {:?} is not folded",
+            a.dims, b.dims
+        ));
+    }
+    let dims = if a.len() >= b.len() {
+        a.dims.clone()
+    } else {
+        b.dims.clone()
+    };
+    let n = a.len().max(b.len());
+    let pick = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    let (av, bv) = (a.f64s(), b.f64s());
+    let f = |x: f64, y: f64| match op {
+        "Mul" => x * y,
+        "Add" => x + y,
+        "Sub" => x - y,
+        _ => x / y,
+    };
+    let vals: Vec<f64> = (0..n).map(|i| f(pick(&av, i), pick(&bv, i))).collect();
+    let data = if a.is_int() && b.is_int() {
+        ConstData::I64(vals.iter().map(|&v| v as i64).collect())
+    } else {
+        ConstData::F32(vals.iter().map(|&v| v as f32).collect())
+    };
+    Ok(Const { dims, data })
 }

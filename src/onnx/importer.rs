@@ -117,19 +117,7 @@ impl Importer {
             .graph
             .as_ref()
             .ok_or_else(|| self.err("the model has no graph"))?;
-        self.opset = model
-            .opset_import
-            .iter()
-            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-            .map(|o| o.version)
-            .max()
-            .ok_or_else(|| self.err("the model declares no ai.onnx opset (opset_import)"))?;
-        if !(7..=23).contains(&self.opset) {
-            return Err(self.err(format!(
-                "opset {} is not supported (opsets 7–23 are)",
-                self.opset
-            )));
-        }
+        self.opset = self.read_opset(model)?;
         if graph.node.is_empty() {
             return Err(self.err(format!("graph '{}' has no nodes", graph.name)));
         }
@@ -150,25 +138,7 @@ impl Importer {
             *self.readers.entry(o.name.clone()).or_default() += 1;
         }
 
-        // The data input: the graph input that is not an initializer.
-        let data_inputs: Vec<_> = graph
-            .input
-            .iter()
-            .filter(|i| !self.consts.contains_key(&i.name))
-            .collect();
-        let input = match data_inputs.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(self.err("the graph has no data input (every input is an initializer)"))
-            }
-            many => {
-                let names: Vec<_> = many.iter().map(|i| i.name.as_str()).collect();
-                return Err(self.err(format!(
-                    "the graph has {} data inputs {names:?}; only single-input networks are supported",
-                    many.len()
-                )));
-            }
-        };
+        let input = self.data_input(graph)?;
         let shape = self.input_shape(input, opts)?;
         let mut net = NetworkBuilder::new(&self.src, &shape)?;
         net.name_value(0, &input.name)?;
@@ -182,6 +152,49 @@ impl Importer {
             })?;
         }
 
+        let outputs = self.graph_outputs(graph)?;
+        let mut net = self.net.take().expect("network");
+        net.set_outputs(&outputs)?;
+        Ok(net.finish())
+    }
+
+    /// The ai.onnx opset the model declares (7 to 23).
+    fn read_opset(&self, model: &ModelProto) -> Result<i64> {
+        let opset = model
+            .opset_import
+            .iter()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .max()
+            .ok_or_else(|| self.err("the model declares no ai.onnx opset (opset_import)"))?;
+        if !(7..=23).contains(&opset) {
+            return Err(self.err(format!("opset {opset} is not supported (opsets 7–23 are)")));
+        }
+        Ok(opset)
+    }
+
+    /// The data input: the one graph input that is not an initializer.
+    fn data_input<'g>(&self, graph: &'g GraphProto) -> Result<&'g ValueInfoProto> {
+        let data_inputs: Vec<_> = graph
+            .input
+            .iter()
+            .filter(|i| !self.consts.contains_key(&i.name))
+            .collect();
+        match data_inputs.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(self.err("the graph has no data input (every input is an initializer)")),
+            many => {
+                let names: Vec<_> = many.iter().map(|i| i.name.as_str()).collect();
+                Err(self.err(format!(
+                    "the graph has {} data inputs {names:?}; only single-input networks are supported",
+                    many.len()
+                )))
+            }
+        }
+    }
+
+    /// The values of the graph outputs (each must be produced by a node).
+    fn graph_outputs(&self, graph: &GraphProto) -> Result<Vec<ValueId>> {
         let mut outputs = Vec::new();
         for o in &graph.output {
             match self.values.get(&o.name) {
@@ -202,9 +215,7 @@ impl Importer {
         if outputs.is_empty() {
             return Err(self.err("the graph declares no outputs"));
         }
-        let mut net = self.net.take().expect("network");
-        net.set_outputs(&outputs)?;
-        Ok(net.finish())
+        Ok(outputs)
     }
 
     pub(super) fn err(&self, detail: impl Into<String>) -> Error {

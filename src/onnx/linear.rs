@@ -49,6 +49,24 @@ pub(super) fn matmul(imp: &mut Importer, node: &NodeProto, label: &str) -> Resul
     imp.record_weight_error(node, w.error)
 }
 
+/// `alpha·W`: exact in f64 (two f32 factors), rounded once to f32, with what that changed
+/// added to the weights' error.
+fn scaled(w: Weights, alpha: f64) -> Weights {
+    if alpha == 1.0 {
+        return w;
+    }
+    let exact: Vec<f64> = w.values.iter().map(|&v| v as f64 * alpha).collect();
+    let (values, error) = round_to_f32(&exact);
+    Weights {
+        values,
+        error: if w.error > 0.0 {
+            (w.error * alpha.abs()).next_up() + error
+        } else {
+            error
+        },
+    }
+}
+
 impl Importer {
     pub(super) fn conv(
         &mut self,
@@ -94,26 +112,8 @@ impl Importer {
                 xs[1]
             )));
         }
-        let mut pads = self.spatial_pads(node, label, [xs[2], xs[3]], kernel, stride, dilation)?;
-        let mut input = x;
-        let mut mode = PaddingMode::Zeros;
-        let single_reader = self.readers.get(&node.input[0]).copied() == Some(1);
-        if let (Some(p), true) = (self.pads.get(&x).copied(), single_reader) {
-            match p.mode {
-                PaddingMode::Zeros if p.zero_fill => {
-                    for (pad, extra) in pads.iter_mut().zip(p.spatial) {
-                        *pad += extra;
-                    }
-                    input = p.input;
-                }
-                PaddingMode::Circular if pads == [0; 4] => {
-                    pads = p.spatial;
-                    mode = PaddingMode::Circular;
-                    input = p.input;
-                }
-                _ => {}
-            }
-        }
+        let pads = self.spatial_pads(node, label, [xs[2], xs[3]], kernel, stride, dilation)?;
+        let (input, pads, mode) = self.merge_pad(node, x, pads);
         let in_shape = self.shape_of(input);
         let conv = conv_for(
             &in_shape, w_dims[0], kernel, stride, dilation, groups, pads, mode,
@@ -141,6 +141,30 @@ impl Importer {
             &[input],
         )?;
         self.record_weight_error(node, weights.error)
+    }
+
+    /// The conv's input, pads and padding mode once a standalone `Pad` it alone reads is
+    /// merged in: zero padding adds to its pads, wrap padding makes an unpadded conv circular.
+    fn merge_pad(
+        &self,
+        node: &NodeProto,
+        x: ValueId,
+        pads: [usize; 4],
+    ) -> (ValueId, [usize; 4], PaddingMode) {
+        let single_reader = self.readers.get(&node.input[0]).copied() == Some(1);
+        match self.pads.get(&x).copied() {
+            Some(p) if single_reader && p.mode == PaddingMode::Zeros && p.zero_fill => {
+                let mut merged = pads;
+                for (pad, extra) in merged.iter_mut().zip(p.spatial) {
+                    *pad += extra;
+                }
+                (p.input, merged, PaddingMode::Zeros)
+            }
+            Some(p) if single_reader && p.mode == PaddingMode::Circular && pads == [0; 4] => {
+                (p.input, p.spatial, PaddingMode::Circular)
+            }
+            _ => (x, pads, PaddingMode::Zeros),
+        }
     }
 
     /// Conv/pool pads `[top, left, bottom, right]` from `pads` or `auto_pad`.
@@ -218,20 +242,7 @@ impl Importer {
             &format!("node {label}: copy of weight '{b_name}'"),
         )?;
         let b = self.constant(b_name, label, "weight B")?;
-        let mut w = b.weights();
-        if alpha != 1.0 {
-            // alpha·w is exact in f64 (two f32 factors): round it once and add what that changed.
-            let exact: Vec<f64> = w.values.iter().map(|&v| v as f64 * alpha).collect();
-            let (values, error) = round_to_f32(&exact);
-            w = Weights {
-                values,
-                error: if w.error > 0.0 {
-                    (w.error * alpha.abs()).next_up() + error
-                } else {
-                    error
-                },
-            };
-        }
+        let w = scaled(b.weights(), alpha);
         let (rows, cols, w_values) = if trans_b {
             (dims[0], dims[1], w.values)
         } else {

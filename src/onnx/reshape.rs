@@ -78,23 +78,110 @@ pub(super) fn pad(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<(
     imp.pad(node, label, x, &xs)
 }
 
+/// How `Pad` fills positions outside the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+/// The source of every element of the padded tensor (`u32::MAX`: the constant fill).
+fn pad_index(xs: &[usize], pads: &[i64], out: &[usize], mode: PadMode) -> Vec<u32> {
+    let r = xs.len();
+    let total: usize = out.iter().product();
+    let mut index = Vec::with_capacity(total);
+    let mut idx = vec![0usize; r];
+    for _ in 0..total {
+        let mut src = 0usize;
+        let mut inside = true;
+        for k in 0..r {
+            let n = xs[k] as i64;
+            let mut p = idx[k] as i64 - pads[k];
+            if p < 0 || p >= n {
+                match mode {
+                    PadMode::Constant => inside = false,
+                    PadMode::Reflect => p = if p < 0 { -p } else { 2 * (n - 1) - p },
+                    PadMode::Edge => p = p.clamp(0, n - 1),
+                    PadMode::Wrap => p = p.rem_euclid(n),
+                }
+            }
+            src = src * xs[k] + p.clamp(0, n - 1) as usize;
+        }
+        index.push(if inside { src as u32 } else { u32::MAX });
+        for k in (0..r).rev() {
+            idx[k] += 1;
+            if idx[k] < out[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    index
+}
+
 impl Importer {
     fn pad(&mut self, node: &NodeProto, label: &str, x: ValueId, xs: &[usize]) -> Result<()> {
         let mode = attr_string(node, "mode").unwrap_or_else(|| "constant".into());
+        let (pads, value) = self.pad_amounts(node, label, xs.len())?;
+        let out = self.padded_shape(label, xs, &pads)?;
         let r = xs.len();
+        if mode == "reflect" && (0..r).any(|k| pads[k].max(pads[k + r]) >= xs[k] as i64) {
+            return Err(self.err(format!(
+                "node {label}: reflect pads {pads:?} must be smaller than the input {xs:?}"
+            )));
+        }
+        let mode = match mode.as_str() {
+            "constant" => PadMode::Constant,
+            "reflect" => PadMode::Reflect,
+            "edge" => PadMode::Edge,
+            "wrap" => PadMode::Wrap,
+            other => {
+                return Err(self.err(format!("node {label}: pad mode '{other}' is not supported")))
+            }
+        };
+        let index = pad_index(xs, &pads, &out, mode);
+        let op = Gather {
+            index,
+            fill: value,
+            shape: out,
+        };
+        self.push(node, label, "Pad", op, &[x])?;
+        // A spatial zero or wrap pad may merge into the conv that reads it.
+        let spatial_only = r == 4
+            && pads[..2].iter().chain(&pads[4..6]).all(|&p| p == 0)
+            && pads.iter().all(|&p| p >= 0);
+        let mode = match mode {
+            PadMode::Constant => PaddingMode::Zeros,
+            PadMode::Wrap => PaddingMode::Circular,
+            _ => return Ok(()),
+        };
+        if spatial_only {
+            let v = self.values[&node.output[0]];
+            let spatial = [pads[2], pads[3], pads[6], pads[7]].map(|p| p as usize);
+            let info = PadInfo {
+                input: x,
+                mode,
+                zero_fill: value == 0.0,
+                spatial,
+            };
+            self.pads.insert(v, info);
+        }
+        Ok(())
+    }
+
+    /// The pads `[begin per axis…, end per axis…]` (from the attribute before opset 11, from
+    /// the constant inputs after, spread over `axes` when given) and the fill value.
+    fn pad_amounts(&self, node: &NodeProto, label: &str, r: usize) -> Result<(Vec<i64>, f64)> {
         let (mut pads, value) = if self.opset < 11 {
             (
                 attr_ints(node, "pads").unwrap_or_default(),
                 attr_float(node, "value", 0.0),
             )
         } else {
-            let p = self
-                .constant(
-                    node.input.get(1).map(String::as_str).unwrap_or(""),
-                    label,
-                    "pads",
-                )?
-                .i64s();
+            let name = node.input.get(1).map(String::as_str).unwrap_or("");
+            let p = self.constant(name, label, "pads")?.i64s();
             let v = self
                 .optional_const(node, 2)
                 .map(|c| c.f64s().first().copied().unwrap_or(0.0))
@@ -118,6 +205,13 @@ impl Importer {
                 2 * r
             )));
         }
+        Ok((pads, value))
+    }
+
+    /// The padded shape, checked (no overflow, nothing empty, within the tensor limit), with
+    /// the gather index it needs (4 bytes per element) charged.
+    fn padded_shape(&mut self, label: &str, xs: &[usize], pads: &[i64]) -> Result<Vec<usize>> {
+        let r = xs.len();
         let out: Vec<i64> = (0..r)
             .map(|k| {
                 (xs[k] as i64)
@@ -141,90 +235,11 @@ impl Importer {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .filter(|&t| t <= MAX_TENSOR_ELEMENTS)
             .ok_or_else(|| self.err(format!("node {label}: padded shape {out:?} is too large")))?;
-        // The gather index (4 bytes per output element) is allocated now: charge it.
         self.budget.charge(
             total as u128 * 4,
             &format!("node {label}: index of the padded shape {out:?}"),
         )?;
-        if mode == "reflect" && (0..r).any(|k| pads[k].max(pads[k + r]) >= xs[k] as i64) {
-            return Err(self.err(format!(
-                "node {label}: reflect pads {pads:?} must be smaller than the input {xs:?}"
-            )));
-        }
-        let m = match mode.as_str() {
-            "constant" => 0,
-            "reflect" => 1,
-            "edge" => 2,
-            "wrap" => 3,
-            other => {
-                return Err(self.err(format!("node {label}: pad mode '{other}' is not supported")))
-            }
-        };
-        let mut index = Vec::with_capacity(total);
-        let mut idx = vec![0usize; r];
-        for _ in 0..total {
-            let mut src = 0usize;
-            let mut inside = true;
-            for k in 0..r {
-                let n = xs[k] as i64;
-                let mut p = idx[k] as i64 - pads[k];
-                if p < 0 || p >= n {
-                    match m {
-                        0 => inside = false,
-                        1 => {
-                            p = if p < 0 { -p } else { 2 * (n - 1) - p };
-                        }
-                        2 => p = p.clamp(0, n - 1),
-                        _ => p = p.rem_euclid(n),
-                    }
-                }
-                src = src * xs[k] + p.clamp(0, n - 1) as usize;
-            }
-            index.push(if inside { src as u32 } else { u32::MAX });
-            for k in (0..r).rev() {
-                idx[k] += 1;
-                if idx[k] < out[k] {
-                    break;
-                }
-                idx[k] = 0;
-            }
-        }
-        self.push(
-            node,
-            label,
-            "Pad",
-            Gather {
-                index,
-                fill: value,
-                shape: out,
-            },
-            &[x],
-        )?;
-        let spatial_only = r == 4
-            && pads[..2].iter().chain(&pads[4..6]).all(|&p| p == 0)
-            && pads.iter().all(|&p| p >= 0);
-        if spatial_only && (m == 0 || m == 3) {
-            let v = self.values[&node.output[0]];
-            self.pads.insert(
-                v,
-                PadInfo {
-                    input: x,
-                    mode: if m == 3 {
-                        PaddingMode::Circular
-                    } else {
-                        PaddingMode::Zeros
-                    },
-                    zero_fill: value == 0.0,
-                    spatial: [
-                        pads[2] as usize,
-                        pads[3] as usize,
-                        pads[6] as usize,
-                        pads[7] as usize,
-                    ],
-                },
-            );
-        }
-        Ok(())
+        Ok(out)
     }
 }
 

@@ -140,38 +140,25 @@ impl Importer {
             count = count.saturating_mul(d as u128);
         }
         let dt = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
-        let (size, kept): (u128, u128) = match dt {
-            DataType::Float | DataType::Float16 | DataType::Bfloat16 => (
-                match dt {
-                    DataType::Float => 4,
-                    _ => 2,
-                },
-                4,
-            ),
-            DataType::Double => (8, 8),
-            DataType::Int64 => (8, 8),
-            DataType::Int32 => (4, 8),
-            DataType::Int16 => (2, 8),
-            DataType::Int8 | DataType::Uint8 | DataType::Bool => (1, 8),
-            _ => {
-                return Err(self.err(format!(
-                    "{what} has data type {} ({:?}), which is not supported (float, double, float16, bfloat16 and integer types are)",
-                    t.data_type, dt
-                )))
-            }
+        let Some((size, kept)) = element_sizes(dt) else {
+            return Err(self.err(format!(
+                "{what} has data type {} ({dt:?}), which is not supported (float, double, \
+                 float16, bfloat16 and integer types are)",
+                t.data_type
+            )));
         };
         // The decoded values, and the raw bytes of an external tensor while they are read.
         let external = t.data_location == 1;
-        let needed = count.saturating_mul(kept).saturating_add(if external {
+        let raw_bytes = if external {
             count.saturating_mul(size)
         } else {
             0
-        });
+        };
+        let needed = count.saturating_mul(kept).saturating_add(raw_bytes);
         self.budget
             .charge(needed, &format!("{what} (shape {:?})", t.dims))?;
         let count = count as usize;
         let raw_len = count * size as usize;
-        let temporary = if external { raw_len as u128 } else { 0 };
         let external_bytes;
         let raw: Option<&[u8]> = if external {
             external_bytes = self.read_external(t, raw_len)?;
@@ -182,61 +169,19 @@ impl Importer {
             None
         };
         let data = match raw {
-            Some(bytes) => {
-                if bytes.len() != raw_len {
-                    return Err(self.err(format!(
-                        "{what}: {} data bytes for shape {:?} of {:?} (expected {raw_len})",
-                        bytes.len(),
-                        t.dims,
-                        dt,
-                    )));
-                }
-                from_raw(bytes, dt)
+            Some(bytes) if bytes.len() != raw_len => {
+                return Err(self.err(format!(
+                    "{what}: {} data bytes for shape {:?} of {dt:?} (expected {raw_len})",
+                    bytes.len(),
+                    t.dims,
+                )))
             }
-            None => {
-                let typed_len = match dt {
-                    DataType::Float => t.float_data.len(),
-                    DataType::Double => t.double_data.len(),
-                    DataType::Int64 => t.int64_data.len(),
-                    _ => t.int32_data.len(),
-                };
-                if typed_len != count {
-                    return Err(self.err(format!(
-                        "{what}: {typed_len} values for shape {:?} ({count} expected); missing or truncated data",
-                        t.dims
-                    )));
-                }
-                match dt {
-                    DataType::Float => ConstData::F32(t.float_data.clone()),
-                    DataType::Double => ConstData::F64(t.double_data.clone()),
-                    DataType::Int64 => ConstData::I64(t.int64_data.clone()),
-                    DataType::Float16 => ConstData::F32(
-                        t.int32_data
-                            .iter()
-                            .map(|&v| half::f16::from_bits(v as u16).to_f32())
-                            .collect(),
-                    ),
-                    DataType::Bfloat16 => ConstData::F32(
-                        t.int32_data
-                            .iter()
-                            .map(|&v| half::bf16::from_bits(v as u16).to_f32())
-                            .collect(),
-                    ),
-                    _ => ConstData::I64(t.int32_data.iter().map(|&v| v as i64).collect()),
-                }
-            }
+            Some(bytes) => from_raw(bytes, dt),
+            None => typed_data(t, dt, count).map_err(|m| self.err(format!("{what}: {m}")))?,
         };
         // The raw bytes of an external tensor are dropped here.
-        self.budget.refund(temporary);
-        let bad = match &data {
-            ConstData::F32(v) => v
-                .iter()
-                .position(|x| !x.is_finite())
-                .map(|i| (i, v[i] as f64)),
-            ConstData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
-            ConstData::I64(_) => None,
-        };
-        if let Some((i, v)) = bad {
+        self.budget.refund(raw_bytes);
+        if let Some((i, v)) = first_non_finite(&data) {
             return Err(self.err(format!("{what} has a non-finite value {v} at index {i}")));
         }
         Ok(Const { dims, data })
@@ -356,4 +301,59 @@ pub(super) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     t
+}
+
+/// Bytes per element as stored and as kept once decoded, for the supported data types.
+fn element_sizes(dt: DataType) -> Option<(u128, u128)> {
+    Some(match dt {
+        DataType::Float => (4, 4),
+        DataType::Float16 | DataType::Bfloat16 => (2, 4),
+        DataType::Double | DataType::Int64 => (8, 8),
+        DataType::Int32 => (4, 8),
+        DataType::Int16 => (2, 8),
+        DataType::Int8 | DataType::Uint8 | DataType::Bool => (1, 8),
+        _ => return None,
+    })
+}
+
+/// The values of a tensor stored in its typed fields (`float_data`, `int32_data`, …).
+fn typed_data(
+    t: &TensorProto,
+    dt: DataType,
+    count: usize,
+) -> std::result::Result<ConstData, String> {
+    let typed_len = match dt {
+        DataType::Float => t.float_data.len(),
+        DataType::Double => t.double_data.len(),
+        DataType::Int64 => t.int64_data.len(),
+        _ => t.int32_data.len(),
+    };
+    if typed_len != count {
+        return Err(format!(
+            "{typed_len} values for shape {:?} ({count} expected); missing or truncated data",
+            t.dims
+        ));
+    }
+    let halves =
+        |f: fn(u16) -> f32| ConstData::F32(t.int32_data.iter().map(|&v| f(v as u16)).collect());
+    Ok(match dt {
+        DataType::Float => ConstData::F32(t.float_data.clone()),
+        DataType::Double => ConstData::F64(t.double_data.clone()),
+        DataType::Int64 => ConstData::I64(t.int64_data.clone()),
+        DataType::Float16 => halves(|b| half::f16::from_bits(b).to_f32()),
+        DataType::Bfloat16 => halves(|b| half::bf16::from_bits(b).to_f32()),
+        _ => ConstData::I64(t.int32_data.iter().map(|&v| v as i64).collect()),
+    })
+}
+
+/// The first value that is NaN or infinite, with its index.
+fn first_non_finite(data: &ConstData) -> Option<(usize, f64)> {
+    match data {
+        ConstData::F32(v) => v
+            .iter()
+            .position(|x| !x.is_finite())
+            .map(|i| (i, v[i] as f64)),
+        ConstData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+        ConstData::I64(_) => None,
+    }
 }
