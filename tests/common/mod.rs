@@ -2,6 +2,8 @@
 //! oracle (faer's dense SVD of the same `f32` matrix, computed in `f64`).
 #![allow(dead_code)]
 
+pub mod onnx;
+
 use faer::Mat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
