@@ -2,6 +2,8 @@
 //! bound and the lower bound, against reference values computed independently by
 //! scripts/make_onnx_fixtures.py (NumPy convolution, explicit matrices, NumPy SVD).
 
+mod common;
+
 use lipschitz::conv::{conv2d_norm, ConvMethod};
 use lipschitz::network::ops::{Affine, Conv};
 use lipschitz::network::{
@@ -360,4 +362,51 @@ fn memory_limit_refuses_large_weights_before_reading_them() {
     };
     let e = load_onnx(&fixture("cnn_bn.onnx"), &opts).unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+}
+
+/// HardSwish (added as the proof of "one ops file and one importer entry"): imported from
+/// ONNX, evaluated like its formula, and bounded with its constant 3/2 between the layers.
+#[test]
+fn hard_swish_is_imported_evaluated_and_bounded() {
+    use common::onnx::*;
+    let w1: Vec<f32> = (0..16).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
+    let w2: Vec<f32> = (0..12).map(|i| ((i * 3 % 5) as f32 - 2.0) / 3.0).collect();
+    let bytes = model(
+        &[1, 4],
+        vec![
+            gemm("x", "h", "w1"),
+            node("HardSwish", &["h"], "a", vec![]),
+            gemm("a", "y", "w2"),
+        ],
+        vec![
+            f32_tensor("w1", &[4, 4], &w1),
+            f32_tensor("w2", &[3, 4], &w2),
+        ],
+    );
+    let net = load_onnx_bytes(&bytes, "hardswish", None, &ImportOptions::default()).unwrap();
+    assert_eq!(net.nodes()[1].kind, "HardSwish");
+    // Forward: y = W2·hardswish(W1·x), in f64.
+    let eval = Evaluator::new(&net, true, 1 << 30).unwrap();
+    let x = [2.5, -1.0, 0.5, -3.5];
+    let y = eval.output(&eval.forward(&x));
+    let hs = |v: f64| v * (v + 3.0).clamp(0.0, 6.0) / 6.0;
+    let h: Vec<f64> = (0..4)
+        .map(|r| hs((0..4).map(|c| w1[r * 4 + c] as f64 * x[c]).sum()))
+        .collect();
+    for (r, &yr) in y.iter().enumerate() {
+        let want: f64 = (0..4).map(|c| w2[r * 4 + c] as f64 * h[c]).sum();
+        assert!(
+            (yr - want).abs() <= 1e-12 * (1.0 + want.abs()),
+            "{yr} vs {want}"
+        );
+    }
+    // The composition: ‖W2‖·(3/2)·‖W1‖, rounded up; the lower bound is attained below it.
+    let a = analyse(&net, 1e-9);
+    let product = a.layers[0].upper * 1.5 * a.layers[1].upper;
+    let upper = a.network.upper;
+    assert!(
+        upper >= product && upper <= product * (1.0 + 1e-12),
+        "{upper} vs {product}"
+    );
+    assert!(a.network.lower.unwrap() <= upper);
 }

@@ -44,6 +44,7 @@ pub(super) const OPERATORS: &[(&str, Lowering)] = &[
     ("Tanh", |i, n, l| i.unary(n, l, Activation::Tanh)),
     ("Softplus", |i, n, l| i.unary(n, l, Activation::Softplus)),
     ("Gelu", activation::gelu),
+    ("HardSwish", |i, n, l| i.unary(n, l, Activation::HardSwish)),
     ("Clip", activation::clip),
     ("PRelu", activation::prelu),
     ("Softmax", activation::softmax),

@@ -7,7 +7,6 @@ use lipschitz::onnx::proto::{
 };
 use prost::Message;
 
-
 pub fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dim = dims
         .iter()
@@ -143,4 +142,3 @@ pub fn model(input: &[i64], nodes: Vec<NodeProto>, initializer: Vec<TensorProto>
 pub fn gemm(input: &str, output: &str, w: &str) -> NodeProto {
     node("Gemm", &[input, w], output, vec![attr_i("transB", 1)])
 }
-

@@ -41,6 +41,9 @@ pub enum Activation {
     },
     /// `x·σ(x)` (also written `Mul(x, Sigmoid(x))`).
     Silu,
+    /// `x·min(max(x + 3, 0), 6)/6` (MobileNetV3): slope `(2x + 3)/6` on `(−3, 3)`, so the
+    /// constant is 3/2.
+    HardSwish,
     /// `min(max(x, lo), hi)` (ReLU6 is `Clip(0, 6)`).
     Clip {
         /// Lower limit.
@@ -68,6 +71,7 @@ impl Activation {
             Activation::Sigmoid => 0.25,
             Activation::HardSigmoid { alpha, .. } => alpha.abs(),
             Activation::Gelu { .. } => GELU_LIPSCHITZ,
+            Activation::HardSwish => 1.5,
             Activation::Silu => SILU_LIPSCHITZ,
             Activation::Clip { min, max } => {
                 if max > min {
@@ -151,6 +155,7 @@ impl Activation {
             Activation::Gelu { tanh: false } => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
             Activation::Gelu { tanh: true } => 0.5 * x * (1.0 + gelu_tanh_inner(x).tanh()),
             Activation::Silu => x * sigmoid(x),
+            Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Clip { min, max } => x.max(min).min(max),
         }
     }
@@ -208,6 +213,15 @@ impl Activation {
                 let s = sigmoid(x);
                 s * (1.0 + x * (1.0 - s))
             }
+            Activation::HardSwish => {
+                if x <= -3.0 {
+                    0.0
+                } else if x >= 3.0 {
+                    1.0
+                } else {
+                    (2.0 * x + 3.0) / 6.0
+                }
+            }
             Activation::Clip { min, max } => f64::from(x > min && x < max),
         }
     }
@@ -225,6 +239,7 @@ impl Activation {
             Activation::Softplus => "Softplus",
             Activation::Gelu { .. } => "Gelu",
             Activation::Silu => "Silu",
+            Activation::HardSwish => "HardSwish",
             Activation::Clip { .. } => "Clip",
         }
     }
@@ -456,5 +471,75 @@ impl Softmax {
         let (len, inner) = (self.len, self.inner);
         let outer = n / (len * inner);
         (0..outer).flat_map(move |o| (0..inner).map(move |i| o * len * inner + i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+
+    fn all() -> Vec<Activation> {
+        vec![
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::LeakyRelu(-2.0),
+            Activation::Elu(1.0),
+            Activation::Elu(1.7),
+            Activation::Selu {
+                alpha: 1.673_263_192_176_818_8,
+                gamma: 1.050_701_022_148_132_3,
+            },
+            Activation::Sigmoid,
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            Activation::Tanh,
+            Activation::Softplus,
+            Activation::Gelu { tanh: false },
+            Activation::Gelu { tanh: true },
+            Activation::Silu,
+            Activation::HardSwish,
+            Activation::Clip { min: 0.0, max: 6.0 },
+        ]
+    }
+
+    /// Points away from kinks (where the one-sided derivative is a choice).
+    fn grid() -> impl Iterator<Item = f64> {
+        (-8000..=8000).map(|i| i as f64 * 1e-3 + 3.7e-4)
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        for a in all() {
+            for x in grid().step_by(37) {
+                let h = 1e-6;
+                let fd = (a.apply(x + h) - a.apply(x - h)) / (2.0 * h);
+                // erf is evaluated to 1.2e-7 relative: GELU's differences are that noisy.
+                let tol = if matches!(a, Activation::Gelu { tanh: false }) {
+                    1e-3
+                } else {
+                    1e-6
+                };
+                assert!(
+                    (fd - a.derivative(x)).abs() <= tol * (1.0 + fd.abs()),
+                    "{a:?} at {x}: f' = {} but differences give {fd}",
+                    a.derivative(x)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn constants_bound_every_slope_and_are_attained_to_a_tenth_of_a_percent() {
+        for a in all() {
+            let sup = grid().map(|x| a.derivative(x).abs()).fold(0.0, f64::max);
+            let c = a.constant();
+            assert!(sup <= c, "{a:?}: slope {sup} above the constant {c}");
+            assert!(
+                sup >= c * 0.999,
+                "{a:?}: constant {c} is loose (largest slope {sup})"
+            );
+        }
     }
 }
