@@ -15,9 +15,11 @@ mod classic;
 mod direct;
 mod fft;
 mod norm;
+mod plan;
 pub mod polyphase;
 mod resolution;
 pub mod spectrum;
+mod wave;
 mod window;
 
 pub use classic::{classic_bounds, ClassicBounds};
