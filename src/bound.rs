@@ -150,7 +150,7 @@ impl Bound {
     }
 }
 
-/// The stopping rule of DESIGN §2: `upper ≤ lower·(1 + rtol)` (a zero operator meets any rtol).
+/// The stopping rule of every estimator: `upper ≤ lower·(1 + rtol)` (a zero operator meets any rtol).
 impl Bound {
     /// The interval of an operator within `e` (in ℓ2 operator norm) of the one bounded:
     /// `‖A‖ ≤ ‖Ã‖ + ‖A − Ã‖`, so `[lower − e, upper + e]`, rounded outwards. Used when the

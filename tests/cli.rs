@@ -1,4 +1,4 @@
-//! The `lipschitz` command line as users and the acceptance checks run it (DESIGN §4):
+//! The `lipschitz` command line as users and the acceptance checks run it:
 //! the demo with no arguments, `analyze` with `--json`, exit codes and one-line errors.
 
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! Convolution operators against an independent naive implementation of DESIGN §1's formula:
+//! Convolution operators against an independent naive implementation of the ONNX/PyTorch formula:
 //! outputs, adjoints and explicit matrices, over random shapes with every option.
 
 mod common;

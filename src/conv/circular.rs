@@ -1,4 +1,4 @@
-//! The circular norm on a grid, `max_f σ₁(M(f))` over the half grid of frequencies (DESIGN §2),
+//! The circular norm on a grid, `max_f σ₁(M(f))` over the half grid of frequencies,
 //! computed without an eigen-decomposition per frequency.
 //!
 //! Every (frequency, group) block is reduced to its smaller Gram matrix `G(f) = MᴴM` (or

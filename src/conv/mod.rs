@@ -1,6 +1,6 @@
 //! 2-D convolution layers as linear operators, with every option PyTorch and ONNX have.
 //!
-//! Conventions (DESIGN §1): activations `x[c][h][w]`; weights OIHW
+//! Conventions (PyTorch/ONNX, docs/methods.md): activations `x[c][h][w]`; weights OIHW
 //! `(C_out, C_in/groups, kH, kW)`; the layer is cross-correlation
 //! `y[o,i,j] = Σ_c Σ_{p,q} w[o,c,p,q] · x̃[g(o)·C_in/groups + c, i·s_h + p·d_h − pad_top,
 //! j·s_w + q·d_w − pad_left]`, where `x̃` extends `x` by zeros or periodically (circular).
@@ -156,7 +156,7 @@ impl Conv2d {
         ]
     }
 
-    /// Output size `[H_out, W_out]` (DESIGN §1), or an error naming why it is empty.
+    /// Output size `[H_out, W_out]` (the ONNX/PyTorch formula), or an error naming why it is empty.
     pub fn output_size(&self) -> Result<[usize; 2]> {
         self.validate_shape()?;
         let padded = self.padded_size();
@@ -349,7 +349,7 @@ pub enum ConvOperator<'a> {
 }
 
 impl<'a> ConvOperator<'a> {
-    /// Picks the faster operator for this shape from the benchmarked crossover (README,
+    /// Picks the faster operator for this shape from the benchmarked crossover (docs/benchmarks.md,
     /// 64 channels, 2 cores): for single vectors the FFT operator wins from 5×5 kernels on
     /// (2.2× at 5×5, 3.4× at 7×7, n = 56); applied to blocks of vectors it wins from 3×3 (1.9×
     /// at n = 56 and 112). 1×1 kernels are always direct. Falls back to direct when the

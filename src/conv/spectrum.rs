@@ -1,5 +1,5 @@
 //! The kernel symbol: per-frequency blocks `M(f) = Σ_{p,q} w[:,:,p,q]·e^{+2πi(f_h·p·d_h/N_h +
-//! f_w·q·d_w/N_w)}` (the conjugate of DESIGN's `K̂(ω)`; same singular values) on an
+//! f_w·q·d_w/N_w)}` (the conjugate of Sedghi et al.'s `K̂(ω)`; same singular values) on an
 //! `N_h × N_w` grid, in `f64`, computed on demand so that no layer-sized spectrum is stored.
 //!
 //! Only the half grid `f_w ∈ [0, N_w/2]` is enumerated: for real kernels

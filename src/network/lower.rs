@@ -11,7 +11,7 @@
 //!
 //! The reported value is the largest quotient actually evaluated, in `f64` with the direct
 //! convolution, minus a rounding margin — a pair of inputs attains it, so it is a true lower
-//! bound, not an estimate (DESIGN §2).
+//! bound, not an estimate (docs/architecture.md, invariants).
 
 use super::eval::Evaluator;
 use super::graph::Network;

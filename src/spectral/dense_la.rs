@@ -1,5 +1,5 @@
 //! Thin wrappers over faer's dense decompositions, always run sequentially so that results
-//! do not depend on the thread count (DESIGN §2). The matrices here are small: projected
+//! do not depend on the thread count. The matrices here are small: projected
 //! Krylov matrices and the explicit matrices of small layers.
 
 use crate::error::{Error, Result};
