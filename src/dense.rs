@@ -7,6 +7,7 @@
 //! Parallel work is split into row chunks whose number depends only on the matrix shape, and
 //! partial sums are reduced in a fixed order: results are bit-identical for any thread count.
 
+use crate::bound::{Bound, Method, Options};
 use crate::error::{check_finite, check_positive, Error, Result};
 use crate::kernels::{axpy4_f32_f64, axpy_f32_f64, dot4_f32_f64, dot_f32_f64, gamma};
 use crate::operator::LinearOperator;
@@ -18,6 +19,35 @@ use std::borrow::Cow;
 const MAX_CHUNKS: usize = 16;
 /// Matrix entries per chunk below which splitting further costs more than it gains.
 const MIN_CHUNK_WORK: usize = 1 << 15;
+
+/// Certified interval for the spectral norm of a dense row-major `rows × cols` matrix.
+///
+/// ```
+/// use lipschitz::{dense_norm, Options};
+/// // [[1, 2], [2, 4]] has rank one and σ₁ = 5.
+/// let b = dense_norm(&[1.0, 2.0, 2.0, 4.0], 2, 2, &Options::with_rtol(1e-8))?;
+/// assert!(b.lower <= 5.0 && 5.0 <= b.upper && b.upper - b.lower < 1e-7);
+/// # Ok::<(), lipschitz::Error>(())
+/// ```
+pub fn dense_norm(weights: &[f32], rows: usize, cols: usize, opts: &Options) -> Result<Bound> {
+    let matrix = DenseMatrix::from_slice(weights, rows, cols)?;
+    dense_matrix_norm(&matrix, opts)
+}
+
+/// [`dense_norm`] for an already constructed [`DenseMatrix`].
+pub fn dense_matrix_norm(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<Bound> {
+    opts.validate()?;
+    match crate::spectral::choose_method(matrix, opts) {
+        Method::Exact => crate::spectral::exact::exact_from_rows(
+            matrix,
+            matrix.weights(),
+            matrix.frobenius_norm(),
+            opts,
+        )
+        .map(|(b, _)| b),
+        _ => crate::spectral::spectral_norm(matrix, opts),
+    }
+}
 
 /// A dense `rows × cols` matrix `W` with `f32` entries, acting as `x ↦ W x`.
 ///

@@ -48,10 +48,10 @@ mod untrusted;
 mod util;
 
 pub use bound::{Bound, Certificate, Method, Options, Stop};
-pub use dense::DenseMatrix;
+pub use dense::{dense_matrix_norm, dense_norm, DenseMatrix};
 pub use error::{Error, Result};
 pub use operator::{explicit_matrix, LinearOperator};
 pub use spectral::{
-    dense_matrix_norm, dense_norm, kuczynski_wozniakowski_upper, spectral_norm, spectral_norm_with,
-    spectral_norm_with_vector, Hints,
+    kuczynski_wozniakowski_upper, spectral_norm, spectral_norm_with, spectral_norm_with_vector,
+    Hints,
 };

@@ -27,7 +27,7 @@ use super::spectrum::{KernelSymbol, C64};
 use super::Conv2d;
 use crate::error::{Error, Result};
 use crate::kernels::{axpy_pair, gamma, hermitian_column, UNIT_ROUNDOFF};
-use crate::spectral::dense_la;
+use crate::spectral::{dense_la, tridiagonal};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::evd::{self, ComputeEigenvectors};
@@ -86,8 +86,8 @@ fn smaller_gram<T: faer::traits::ComplexField>(m: MatRef<'_, T>, dst: MatMut<'_,
     }
 }
 
-/// Largest eigenvalue of a Hermitian matrix (column-major, full).
-fn largest_eigenvalue(g: MatRef<'_, C64>) -> Result<f64> {
+/// Largest eigenvalue of a Hermitian matrix (column-major, full), by faer's eigensolver.
+fn hermitian_largest_eigenvalue(g: MatRef<'_, C64>) -> Result<f64> {
     let n = g.nrows();
     if n == 1 {
         return Ok(g[(0, 0)].re.max(0.0));
@@ -117,7 +117,7 @@ pub(crate) fn block_sigma_squared(block: &[C64], og: usize, cg: usize) -> Result
     let n = og.min(cg);
     let mut gram = Mat::<C64>::zeros(n, n);
     smaller_gram(m, gram.as_mut());
-    largest_eigenvalue(gram.as_ref())
+    hermitian_largest_eigenvalue(gram.as_ref())
 }
 
 /// Absolute margin on a computed `σ₁(M(ω))²` covering rounding in the symbol or the tap
@@ -401,11 +401,14 @@ pub(crate) fn top_ritz(
         let last = k + 1 == steps || b <= 1e-14 * alpha.iter().fold(0.0f64, |m, a| m.max(a.abs()));
         if last && tol == 0.0 {
             // Only the value is wanted: bisection is far cheaper than a dense eigensolver.
-            return Ok((tridiagonal_largest(&alpha, &beta), f64::INFINITY));
+            return Ok((
+                tridiagonal::largest_eigenvalue_bracket(&alpha, &beta).0,
+                f64::INFINITY,
+            ));
         }
         if last || (k + 1) % 8 == 0 {
             let m = k + 1;
-            let t = dense_la::tridiagonal(&alpha, &beta);
+            let t = tridiagonal::dense(&alpha, &beta);
             let (values, vector) = dense_la::symmetric_top_eigen(&t, m)?;
             let theta = values[m - 1];
             result = (theta, b * vector[m - 1].abs());
@@ -417,47 +420,6 @@ pub(crate) fn top_ritz(
         basis.extend(w.iter().map(|v| v / b));
     }
     Ok(result)
-}
-
-/// Largest eigenvalue of the symmetric tridiagonal matrix with diagonal `alpha` and
-/// off-diagonal `beta` (one shorter), by bisection on Sturm counts within Gershgorin's interval.
-fn tridiagonal_largest(alpha: &[f64], beta: &[f64]) -> f64 {
-    let m = alpha.len();
-    let off = |i: usize| if i < beta.len() { beta[i].abs() } else { 0.0 };
-    let radius = |i: usize| off(i) + if i > 0 { off(i - 1) } else { 0.0 };
-    let mut lo = (0..m)
-        .map(|i| alpha[i] - radius(i))
-        .fold(f64::INFINITY, f64::min);
-    let mut hi = (0..m)
-        .map(|i| alpha[i] + radius(i))
-        .fold(f64::NEG_INFINITY, f64::max);
-    // Number of eigenvalues above x: positive pivots of the LDLᵀ factorisation of T − xI.
-    let above = |x: f64| {
-        let mut count = 0;
-        let mut d = 1.0f64;
-        for (i, a) in alpha.iter().enumerate() {
-            d = a - x - if i > 0 { off(i - 1).powi(2) / d } else { 0.0 };
-            if d == 0.0 {
-                d = -f64::MIN_POSITIVE;
-            }
-            if d > 0.0 {
-                count += 1;
-            }
-        }
-        count
-    };
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if above(mid) > 0 {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 /// Per-thread scratch vectors.
@@ -505,7 +467,7 @@ impl ScratchVectors {
 
     fn exact(&mut self, n: usize, planes: &Planes) -> Result<f64> {
         planes.full(n, &mut self.complex);
-        largest_eigenvalue(MatRef::from_column_major_slice(&self.complex, n, n))
+        hermitian_largest_eigenvalue(MatRef::from_column_major_slice(&self.complex, n, n))
     }
 
     /// Gram-iteration bound on `λ_max(G)` with `squarings` squarings in `f64`, each iterate
@@ -866,17 +828,6 @@ mod tests {
             let (theta, residual) = s.ritz(n, &planes[0], 200, 1e-12).unwrap();
             assert!((theta - lambda).abs() <= residual.max(1e-12 * lambda) * 1.01);
         }
-    }
-
-    #[test]
-    fn tridiagonal_bisection_matches_the_dense_eigensolver() {
-        let alpha = [2.0, -1.0, 0.5, 3.0, 1.0];
-        let beta = [0.7, -1.2, 0.3, 2.0];
-        let m = alpha.len();
-        let t = dense_la::tridiagonal(&alpha, &beta);
-        let (values, _) = dense_la::symmetric_eigen(&t, m).unwrap();
-        let largest = tridiagonal_largest(&alpha, &beta);
-        assert!((largest - values[m - 1]).abs() <= 1e-12 * values[m - 1].abs());
     }
 
     #[test]

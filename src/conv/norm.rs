@@ -184,7 +184,7 @@ fn pointwise_norm(
     let mut best: Option<Bound> = None;
     for g in 0..conv.groups {
         let w = &weights[g * og * cg..(g + 1) * og * cg];
-        let b = crate::spectral::dense_norm(w, og, cg, opts)?;
+        let b = crate::dense::dense_norm(w, og, cg, opts)?;
         best = Some(match best {
             None => b,
             Some(a) => Bound {

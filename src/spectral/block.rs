@@ -12,12 +12,13 @@
 //! Lanczos polynomials of `x₁` and the bound of [`super::probabilistic`] applies unchanged.
 
 use super::dense_la::{symmetric_eigen, symmetric_top_eigen};
-use super::probabilistic::{lanczos_upper, largest_eigenvalue, log_epsilon};
+use super::krylov::Tracker;
+use super::probabilistic::{lanczos_upper, log_epsilon};
+use super::tridiagonal::largest_eigenvalue;
 use super::{
-    basis_capacity, certified_ratio, finish, gaussian, orthogonalize, rng_for,
-    sigma_upper_from_lambda, start_vector, BestUpper, Budget, Hints,
+    basis_capacity, gaussian, orthogonalize, rng_for, sigma_upper_from_lambda, start_vector, Hints,
 };
-use crate::bound::{meets_tolerance, Bound, Certificate, Method, Options, Stop};
+use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
 use crate::kernels::{axpy, dot, norm2, scale, UNIT_ROUNDOFF};
 use crate::operator::LinearOperator;
@@ -30,107 +31,115 @@ pub(crate) fn block_lanczos(
     opts: &Options,
     hints: &Hints<'_>,
 ) -> Result<(Bound, Vec<f64>)> {
-    let budget = Budget::new(opts);
     let (n, m) = (op.input_len(), op.output_len());
     let b = opts.block_size.min(n);
-    let mut best: Vec<f64> = Vec::new();
     let max_blocks = basis_capacity(n, b, opts)?.min(MAX_PROJECTED / b).max(2);
-    let kmax = max_blocks * b;
     let mut rng = rng_for(opts.seed, 0);
     let (first, sigma) = start_vector(n, &mut rng, hints);
-    let log_eps = log_epsilon(opts.delta, sigma);
-    let certificate = Certificate::Probabilistic { delta: opts.delta };
-
-    let mut upper = BestUpper::from_hints(hints);
-    let mut lower = 0.0f64;
-    let mut iterations = 0u32;
-    let mut matvecs = 0u64;
-    let mut tmp = vec![0.0; m.saturating_mul(b)];
-    let mut certify_tmp = vec![0.0; m];
-
     // Start block: the (warm + random) vector first, Gaussian columns after it.
     let mut start = first;
     for _ in 1..b {
         start.extend(gaussian(n, &mut rng));
     }
-    let mut first_cycle = sigma > 0.0;
+    let mut state = State {
+        run: Tracker::new(Method::BlockLanczos, opts, hints),
+        opts,
+        b,
+        kmax: max_blocks * b,
+        log_eps: log_epsilon(opts.delta, sigma),
+        first_cycle: sigma > 0.0,
+        tmp: vec![0.0; m.saturating_mul(b)],
+        certify_tmp: vec![0.0; m],
+    };
     let mut x1 = start[..n].to_vec();
-
     loop {
-        let mut basis: Vec<f64> = Vec::with_capacity(kmax * n);
-        let mut h = vec![0.0; kmax * kmax]; // column-major, h[q*kmax + p] = q_pᵀ B q_q
-        let mut coef = vec![0.0; kmax];
-        let mut k = 0usize; // basis columns so far
-        for c in 0..b {
-            let mut w = start[c * n..(c + 1) * n].to_vec();
-            coef.fill(0.0);
-            orthogonalize(&basis, k, n, &mut w, &mut coef);
-            let wn = norm2(&w);
-            if wn > 1e-10 * norm2(&start[c * n..(c + 1) * n]) && wn > 0.0 {
-                scale(1.0 / wn, &mut w);
-                basis.extend_from_slice(&w);
-                k += 1;
+        match state.cycle(op, &start, &x1)? {
+            End::Stop(stop) => return Ok(state.run.finish(stop)),
+            End::Restart(block) => {
+                // Restart from the top Ritz vectors of this cycle.
+                start = block;
+                x1 = start[..n].to_vec();
+                state.first_cycle = false;
             }
         }
-        let c_start: Vec<f64> = (0..k)
-            .map(|p| dot(&basis[p * n..(p + 1) * n], &x1))
-            .collect();
-        let log_x1 = norm2(&x1).ln();
-        let mut block_start = 0usize;
-        let mut blocks_done = 0usize;
-        let mut next_check = 0usize;
-        let mut wblock = vec![0.0; b * n];
-        let mut norm_estimate = 0.0f64;
-        let mut small = SmallLanczos::new(&c_start, kmax);
-        let mut rr_theta = 0.0f64;
-        let mut next_rr = 1usize;
+    }
+}
 
+/// How a cycle ended.
+enum End {
+    Stop(Stop),
+    /// Start again from this block.
+    Restart(Vec<f64>),
+}
+
+/// Everything that outlives one cycle.
+struct State<'o> {
+    run: Tracker,
+    opts: &'o Options,
+    /// Block size.
+    b: usize,
+    /// Basis columns per cycle.
+    kmax: usize,
+    log_eps: f64,
+    first_cycle: bool,
+    tmp: Vec<f64>,
+    certify_tmp: Vec<f64>,
+}
+
+/// One cycle's Krylov basis and its projected matrix.
+struct Space {
+    /// Orthonormal columns, one after another.
+    basis: Vec<f64>,
+    /// `h[q·kmax + p] = q_pᵀ B q_q`, column-major.
+    h: Vec<f64>,
+    /// Columns so far.
+    k: usize,
+    /// Estimate of `‖B‖` for deflation.
+    norm_estimate: f64,
+}
+
+impl State<'_> {
+    /// Block steps from `start` until the run stops or must restart.
+    fn cycle(&mut self, op: &dyn LinearOperator, start: &[f64], x1: &[f64]) -> Result<End> {
+        let n = op.input_len();
+        let kmax = self.kmax;
+        let certificate = Certificate::Probabilistic {
+            delta: self.opts.delta,
+        };
+        let mut space = self.start_space(start, n);
+        let c_start: Vec<f64> = (0..space.k)
+            .map(|p| dot(&space.basis[p * n..(p + 1) * n], x1))
+            .collect();
+        let log_x1 = norm2(x1).ln();
+        let mut small = SmallLanczos::new(&c_start, kmax);
+        let (mut block_start, mut blocks_done, mut next_check) = (0usize, 0usize, 0usize);
+        let (mut rr_theta, mut next_rr) = (0.0f64, 1usize);
         loop {
-            let bj = k - block_start;
-            let qblock = basis[block_start * n..k * n].to_vec();
-            op.gram_block(&qblock, &mut wblock[..bj * n], &mut tmp[..bj * m], bj);
-            matvecs += 2 * bj as u64;
-            iterations += 1;
+            let k_before = space.k;
+            let room = self.block_step(op, &mut space, block_start);
             blocks_done += 1;
-            let k_before = k;
-            let room = k + bj <= kmax;
-            for c in 0..bj {
-                let q = block_start + c;
-                let w = &mut wblock[c * n..(c + 1) * n];
-                coef.fill(0.0);
-                orthogonalize(&basis, k, n, w, &mut coef);
-                let wn = norm2(w);
-                for p in 0..k {
-                    h[q * kmax + p] += coef[p];
-                }
-                // Deflate directions that are rounding noise relative to ‖B‖ (≈ θ so far).
-                norm_estimate = norm_estimate.max(h[q * kmax + q].abs()).max(wn);
-                let noise = 64.0 * UNIT_ROUNDOFF * norm_estimate * (k + 1) as f64;
-                if room && wn > noise.max(f64::MIN_POSITIVE) {
-                    h[q * kmax + k] = wn;
-                    scale(1.0 / wn, w);
-                    basis.extend_from_slice(w);
-                    k += 1;
-                }
-            }
             // The Krylov polynomials of x₁, one step per block step (degree ≤ J−1 after J
             // block steps): a cheap Ritz estimate every step, and the probabilistic bound.
             if blocks_done >= 2 {
-                small.step(&h, kmax, k_before);
+                small.step(&space.h, kmax, k_before);
+                if self.first_cycle {
+                    let t = lanczos_upper(
+                        &small.alpha,
+                        &small.beta,
+                        log_x1,
+                        self.log_eps,
+                        blocks_done - 1,
+                    );
+                    self.run
+                        .offer_upper(sigma_upper_from_lambda(op, t, blocks_done), certificate);
+                }
             }
-            let small_theta = small.theta();
-            if first_cycle && blocks_done >= 2 {
-                let t = lanczos_upper(&small.alpha, &small.beta, log_x1, log_eps, blocks_done - 1);
-                upper.offer(sigma_upper_from_lambda(op, t, blocks_done), certificate);
-            }
-            let exhausted = k == k_before; // no new direction: invariant subspace
-            let cap = budget.exhausted(iterations);
-            let full = !room || k + (k - k_before) > kmax;
-            let cheap_estimate = small_theta.max(rr_theta).max(0.0).sqrt();
-            let scheduled = blocks_done >= next_rr;
-            let looks_done = meets_tolerance(cheap_estimate, upper.value, opts.rtol)
-                && blocks_done >= next_check;
-            if !(scheduled || looks_done || exhausted || cap.is_some() || full) {
+            let exhausted = space.k == k_before; // no new direction: invariant subspace
+            let cap = self.run.cap();
+            let full = !room || space.k + (space.k - k_before) > kmax;
+            let cheap_estimate = small.theta().max(rr_theta).max(0.0).sqrt();
+            let looks_done = self.run.looks_done(cheap_estimate) && blocks_done >= next_check;
+            if !(blocks_done >= next_rr || looks_done || exhausted || cap.is_some() || full) {
                 block_start = k_before;
                 continue;
             }
@@ -138,75 +147,111 @@ pub(crate) fn block_lanczos(
             // O(k³), so it runs on a geometric schedule and when the cheap estimate says done.
             next_rr = blocks_done + 1 + blocks_done / 4;
             let kk = k_before;
-            let mut hs = vec![0.0; kk * kk];
-            for q in 0..kk {
-                for p in 0..kk {
-                    hs[q * kk + p] = 0.5 * (h[q * kmax + p] + h[p * kmax + q]);
-                }
-            }
+            let hs = symmetric_part(&space.h, kmax, kk);
             let (values, y) = symmetric_top_eigen(&hs, kk)?;
             let theta = values[kk - 1];
             rr_theta = rr_theta.max(theta);
-            norm_estimate = norm_estimate.max(theta);
-            if exhausted && first_cycle {
+            space.norm_estimate = space.norm_estimate.max(theta);
+            if exhausted && self.first_cycle {
                 // The space is invariant and contains x₁, so it holds every eigenvector that
                 // x₁ touches; unless γ₁ = 0 (an event inside the δ already spent), λ₁ = θ.
-                upper.offer(sigma_upper_from_lambda(op, theta, blocks_done), certificate);
+                self.run
+                    .offer_upper(sigma_upper_from_lambda(op, theta, blocks_done), certificate);
             }
-            let estimate = theta.max(0.0).sqrt();
             let looks_done =
-                meets_tolerance(estimate, upper.value, opts.rtol) && blocks_done >= next_check;
+                self.run.looks_done(theta.max(0.0).sqrt()) && blocks_done >= next_check;
             if looks_done || exhausted || cap.is_some() || full {
                 let mut ritz = vec![0.0; n];
                 for (p, yp) in y.iter().enumerate() {
-                    axpy(*yp, &basis[p * n..(p + 1) * n], &mut ritz);
+                    axpy(*yp, &space.basis[p * n..(p + 1) * n], &mut ritz);
                 }
-                let ratio = certified_ratio(op, &ritz, &mut certify_tmp);
-                if ratio > lower || best.is_empty() {
-                    lower = lower.max(ratio);
-                    best.clone_from(&ritz);
-                }
-                matvecs += 1;
-                if meets_tolerance(lower, upper.value, opts.rtol) {
-                    return Ok((
-                        done(lower, upper, iterations, matvecs, Stop::Converged, &budget),
-                        best,
-                    ));
-                }
-                if let Some(stop) = cap {
-                    return Ok((done(lower, upper, iterations, matvecs, stop, &budget), best));
+                if let Some(stop) = self.run.certify(op, &ritz, &mut self.certify_tmp, cap) {
+                    return Ok(End::Stop(stop));
                 }
                 if exhausted || full {
-                    // Restart from the top Ritz vectors of this cycle.
-                    start = top_ritz_block(&hs, kk, &basis, n, b)?;
-                    x1 = start[..n].to_vec();
-                    first_cycle = false;
-                    break;
+                    return top_ritz_block(&hs, kk, &space.basis, n, self.b).map(End::Restart);
                 }
                 next_check = blocks_done + 1 + blocks_done / 4;
             }
             block_start = k_before;
         }
     }
+
+    /// The orthonormalised start block (dependent columns dropped).
+    fn start_space(&self, start: &[f64], n: usize) -> Space {
+        let kmax = self.kmax;
+        let mut space = Space {
+            basis: Vec::with_capacity(kmax * n),
+            h: vec![0.0; kmax * kmax],
+            k: 0,
+            norm_estimate: 0.0,
+        };
+        let mut coef = vec![0.0; kmax];
+        for c in 0..self.b {
+            let mut w = start[c * n..(c + 1) * n].to_vec();
+            coef.fill(0.0);
+            orthogonalize(&space.basis, space.k, n, &mut w, &mut coef);
+            let wn = norm2(&w);
+            if wn > 1e-10 * norm2(&start[c * n..(c + 1) * n]) && wn > 0.0 {
+                scale(1.0 / wn, &mut w);
+                space.basis.extend_from_slice(&w);
+                space.k += 1;
+            }
+        }
+        space
+    }
+
+    /// Applies `B` to the columns `[block_start, k)` in one pass, orthogonalises the images
+    /// against the basis (their coefficients fill `H`) and appends the new directions that
+    /// are not rounding noise. Returns whether the basis had room for them.
+    fn block_step(
+        &mut self,
+        op: &dyn LinearOperator,
+        space: &mut Space,
+        block_start: usize,
+    ) -> bool {
+        let (n, m, kmax) = (op.input_len(), op.output_len(), self.kmax);
+        let k = space.k;
+        let bj = k - block_start;
+        let qblock = space.basis[block_start * n..k * n].to_vec();
+        let mut wblock = vec![0.0; bj * n];
+        op.gram_block(&qblock, &mut wblock, &mut self.tmp[..bj * m], bj);
+        self.run.matvecs += 2 * bj as u64;
+        self.run.iterations += 1;
+        let room = k + bj <= kmax;
+        let mut coef = vec![0.0; kmax];
+        for c in 0..bj {
+            let q = block_start + c;
+            let w = &mut wblock[c * n..(c + 1) * n];
+            coef.fill(0.0);
+            orthogonalize(&space.basis, space.k, n, w, &mut coef);
+            let wn = norm2(w);
+            for (p, cp) in coef.iter().enumerate().take(space.k) {
+                space.h[q * kmax + p] += cp;
+            }
+            // Deflate directions that are rounding noise relative to ‖B‖ (≈ θ so far).
+            space.norm_estimate = space.norm_estimate.max(space.h[q * kmax + q].abs()).max(wn);
+            let noise = 64.0 * UNIT_ROUNDOFF * space.norm_estimate * (space.k + 1) as f64;
+            if room && wn > noise.max(f64::MIN_POSITIVE) {
+                space.h[q * kmax + space.k] = wn;
+                scale(1.0 / wn, w);
+                space.basis.extend_from_slice(w);
+                space.k += 1;
+            }
+        }
+        room
+    }
 }
 
-fn done(
-    lower: f64,
-    upper: BestUpper,
-    iterations: u32,
-    matvecs: u64,
-    stop: Stop,
-    budget: &Budget,
-) -> Bound {
-    finish(
-        lower,
-        upper,
-        Method::BlockLanczos,
-        iterations,
-        matvecs,
-        stop,
-        budget,
-    )
+/// The symmetric part of the leading `kk × kk` block of `h` (column-major, stride `kmax`).
+fn symmetric_part(h: &[f64], kmax: usize, kk: usize) -> Vec<f64> {
+    let mut hs = vec![0.0; kk * kk];
+    for q in 0..kk {
+        for p in 0..kk {
+            hs[q * kk + p] = 0.5 * (h[q * kmax + p] + h[p * kmax + q]);
+        }
+    }
+    hs
 }
 
 /// Single-vector Lanczos on the projected matrix `H` from `c = Qᵀx₁`, advanced one step per

@@ -80,21 +80,6 @@ fn top_singular_unscaled(a: MatRef<'_, f64>) -> Result<(f64, Vec<f64>)> {
     Ok((sigma, vec))
 }
 
-/// The dense `k × k` symmetric tridiagonal matrix with diagonal `alpha` (length `k`) and
-/// off-diagonal `beta` (its first `k − 1` values), column-major.
-pub(crate) fn tridiagonal(alpha: &[f64], beta: &[f64]) -> Vec<f64> {
-    let k = alpha.len();
-    let mut t = vec![0.0; k * k];
-    for i in 0..k {
-        t[i * k + i] = alpha[i];
-        if i + 1 < k {
-            t[i * k + i + 1] = beta[i];
-            t[(i + 1) * k + i] = beta[i];
-        }
-    }
-    t
-}
-
 /// Eigen-decomposition of a symmetric `k × k` matrix given column-major in `h`: eigenvalues
 /// in nondecreasing order and the eigenvectors, column-major `k × k`.
 pub(crate) fn symmetric_eigen(h: &[f64], k: usize) -> Result<(Vec<f64>, Vec<f64>)> {

@@ -6,9 +6,9 @@
 //! operator and certified like any other ([`super::certified_ratio`]).
 
 use super::dense_la::top_singular;
-use super::{certified_ratio, finish, BestUpper, Budget};
+use super::krylov::Tracker;
+use super::Hints;
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
-use crate::dense::DenseMatrix;
 use crate::error::{Error, Result};
 use crate::kernels::{norm2, UNIT_ROUNDOFF};
 use crate::operator::{explicit_matrix, LinearOperator};
@@ -26,31 +26,36 @@ fn check_memory(m: usize, n: usize, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Exact σ₁ of a dense layer from its own weights (no rounding in forming the matrix).
-pub(crate) fn exact_dense(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<(Bound, Vec<f64>)> {
-    let (m, n) = (matrix.rows(), matrix.cols());
+/// Exact σ₁ of a dense layer from its own row-major `f32` weights (no rounding in forming
+/// the matrix); `op` applies the same matrix and `frobenius` is its Frobenius norm.
+pub(crate) fn exact_from_rows(
+    op: &dyn LinearOperator,
+    w: &[f32],
+    frobenius: f64,
+    opts: &Options,
+) -> Result<(Bound, Vec<f64>)> {
+    let (m, n) = (op.output_len(), op.input_len());
     check_memory(m, n, opts)?;
-    let budget = Budget::new(opts);
-    let w = matrix.weights();
+    let run = Tracker::new(Method::Exact, opts, &Hints::default());
     let a: Vec<f64> = w.iter().map(|&v| v as f64).collect();
     // Row-major m×n data read column-major is Aᵀ (n×m); its transpose view is A itself.
     let at = MatRef::from_column_major_slice(&a, n, m);
     let (sigma, v) = top_singular(at.transpose())?;
-    let margin = 8.0 * (m + n) as f64 * UNIT_ROUNDOFF * matrix.frobenius_norm();
-    conclude(matrix, sigma, margin, &v, budget)
+    let margin = 8.0 * (m + n) as f64 * UNIT_ROUNDOFF * frobenius;
+    conclude(op, sigma, margin, &v, run)
 }
 
 /// Exact σ₁ of any operator from its explicit matrix, formed column by column.
 pub(crate) fn exact_operator(op: &dyn LinearOperator, opts: &Options) -> Result<(Bound, Vec<f64>)> {
     let (m, n) = (op.output_len(), op.input_len());
     check_memory(m, n, opts)?;
-    let budget = Budget::new(opts);
+    let run = Tracker::new(Method::Exact, opts, &Hints::default());
     let a = explicit_matrix(op, opts.memory_limit)?;
     let (sigma, v) = top_singular(MatRef::from_column_major_slice(&a, m, n))?;
     // Each formed column carries the operator's rounding error e, so ‖Â − A‖₂ ≤ e·√n.
     let formed = op.forward_error() * (n as f64).sqrt();
     let margin = 8.0 * (m + n) as f64 * UNIT_ROUNDOFF * norm2(&a) + formed;
-    conclude(op, sigma, margin, &v, budget)
+    conclude(op, sigma, margin, &v, run)
 }
 
 fn conclude(
@@ -58,16 +63,12 @@ fn conclude(
     sigma: f64,
     margin: f64,
     v: &[f64],
-    budget: Budget,
+    mut run: Tracker,
 ) -> Result<(Bound, Vec<f64>)> {
     let mut tmp = vec![0.0; op.output_len()];
-    let lower = certified_ratio(op, v, &mut tmp);
-    let upper = BestUpper {
-        value: sigma + margin,
-        certificate: Certificate::Exact,
-    };
-    Ok((
-        finish(lower, upper, Method::Exact, 0, 1, Stop::Direct, &budget),
-        v.to_vec(),
-    ))
+    run.offer_upper(sigma + margin, Certificate::Exact);
+    run.certify(op, v, &mut tmp, None);
+    let (mut bound, _) = run.finish(Stop::Direct);
+    bound.matvecs = 1;
+    Ok((bound, v.to_vec()))
 }

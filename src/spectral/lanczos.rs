@@ -3,12 +3,11 @@
 //! restarts from the current Ritz vector when the basis reaches its memory budget.
 
 use super::dense_la::symmetric_top_eigen;
-use super::probabilistic::{lanczos_upper, largest_eigenvalue, log_epsilon};
-use super::{
-    basis_capacity, certified_ratio, finish, orthogonalize, rng_for, sigma_upper_from_lambda,
-    start_vector, BestUpper, Budget, Hints,
-};
-use crate::bound::{meets_tolerance, Bound, Certificate, Method, Options, Stop};
+use super::krylov::Tracker;
+use super::probabilistic::{lanczos_upper, log_epsilon};
+use super::tridiagonal::largest_eigenvalue;
+use super::{basis_capacity, orthogonalize, rng_for, sigma_upper_from_lambda, start_vector, Hints};
+use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
 use crate::kernels::{axpy, dot, norm2, scale, UNIT_ROUNDOFF};
 use crate::operator::LinearOperator;
@@ -21,123 +20,141 @@ pub(crate) fn lanczos(
     opts: &Options,
     hints: &Hints<'_>,
 ) -> Result<(Bound, Vec<f64>)> {
-    let budget = Budget::new(opts);
-    let (n, m) = (op.input_len(), op.output_len());
-    let capacity = basis_capacity(n, 1, opts)?;
+    let n = op.input_len();
     let mut rng = rng_for(opts.seed, 0);
     let (mut v, sigma) = start_vector(n, &mut rng, hints);
-    let log_eps = log_epsilon(opts.delta, sigma);
-    let certificate = Certificate::Probabilistic { delta: opts.delta };
-
-    let mut upper = BestUpper::from_hints(hints);
-    let mut lower = 0.0f64;
-    let mut iterations = 0u32;
-    let mut matvecs = 0u64;
-    let mut tmp = vec![0.0; m];
-    let mut w = vec![0.0; n];
-    let mut coeffs = vec![0.0; capacity];
-    let mut basis: Vec<f64> = Vec::new();
-    // The probabilistic bound is valid for the Krylov space of the random start, i.e. the
-    // first cycle; restarted cycles only improve the lower end.
-    let mut first_cycle = sigma > 0.0;
-    let mut best: Vec<f64> = Vec::new();
-    let mut history: Vec<(f64, f64, f64)> = Vec::new();
-    let mut probabilistic = f64::INFINITY;
-
+    let mut state = State {
+        run: Tracker::new(Method::Lanczos, opts, hints),
+        opts,
+        capacity: basis_capacity(n, 1, opts)?,
+        log_eps: log_epsilon(opts.delta, sigma),
+        // The probabilistic bound is valid for the Krylov space of the random start, i.e.
+        // the first cycle; restarted cycles only improve the lower end.
+        first_cycle: sigma > 0.0,
+        history: Vec::new(),
+        probabilistic: f64::INFINITY,
+        tmp: vec![0.0; op.output_len()],
+    };
     loop {
         let start_norm = norm2(&v);
         if start_norm == 0.0 || !start_norm.is_finite() {
             // Only a zero warm start with no random part gets here; fall back to noise.
             v = super::gaussian(n, &mut rng);
-            first_cycle = false;
+            state.first_cycle = false;
             continue;
         }
-        let log_start_norm = start_norm.ln();
         scale(1.0 / start_norm, &mut v);
-        basis.clear();
-        basis.extend_from_slice(&v);
-        let mut alpha: Vec<f64> = Vec::new();
-        let mut beta: Vec<f64> = Vec::new();
-        let mut next_check = 0usize;
+        match state.cycle(op, v, start_norm.ln())? {
+            End::Stop(stop) => return Ok(state.run.finish(stop)),
+            End::Restart(ritz) => {
+                v = ritz;
+                state.first_cycle = false;
+            }
+        }
+    }
+}
 
+/// How a cycle of Lanczos steps ended.
+enum End {
+    /// The run is over.
+    Stop(Stop),
+    /// The basis is full or broke down: start again from this Ritz vector.
+    Restart(Vec<f64>),
+}
+
+/// Everything that outlives one cycle.
+struct State<'o> {
+    run: Tracker,
+    opts: &'o Options,
+    /// Basis vectors that fit in the memory budget.
+    capacity: usize,
+    log_eps: f64,
+    first_cycle: bool,
+    /// Per step: the Ritz estimate, the best upper end and the probabilistic bound.
+    history: Vec<(f64, f64, f64)>,
+    probabilistic: f64,
+    tmp: Vec<f64>,
+}
+
+impl State<'_> {
+    /// Lanczos steps from the unit vector `v` until the run stops or must restart.
+    fn cycle(&mut self, op: &dyn LinearOperator, v: Vec<f64>, log_start_norm: f64) -> Result<End> {
+        let (n, rtol) = (op.input_len(), self.opts.rtol);
+        let certificate = Certificate::Probabilistic {
+            delta: self.opts.delta,
+        };
+        let mut basis = v;
+        let mut w = vec![0.0; n];
+        let mut coeffs = vec![0.0; self.capacity];
+        let (mut alpha, mut beta): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+        let mut next_check = 0usize;
         loop {
             let j = alpha.len();
-            let vj = &basis[j * n..(j + 1) * n];
-            op.gram(vj, &mut w, &mut tmp);
-            matvecs += 2;
-            iterations += 1;
-            let mut a = dot(vj, &w);
-            axpy(-a, vj, &mut w);
-            if j > 0 {
-                axpy(-beta[j - 1], &basis[(j - 1) * n..j * n], &mut w);
-            }
-            coeffs[..=j].fill(0.0);
-            orthogonalize(&basis, j + 1, n, &mut w, &mut coeffs);
-            a += coeffs[j];
-            let b = norm2(&w);
-            alpha.push(a);
+            let b = self.step(op, &basis, &mut alpha, &beta, &mut w, &mut coeffs);
             beta.push(b);
-
+            self.run.iterations += 1;
             let theta = largest_eigenvalue(&alpha, &beta[..j]);
-            if first_cycle {
-                let t = lanczos_upper(&alpha, &beta, log_start_norm, log_eps, usize::MAX);
-                probabilistic = sigma_upper_from_lambda(op, t, iterations as usize);
-                upper.offer(probabilistic, certificate);
+            if self.first_cycle {
+                let t = lanczos_upper(&alpha, &beta, log_start_norm, self.log_eps, usize::MAX);
+                self.probabilistic = sigma_upper_from_lambda(op, t, self.run.iterations as usize);
+                self.run.offer_upper(self.probabilistic, certificate);
             }
             let estimate = theta.max(0.0).sqrt();
-            history.push((estimate, upper.value, probabilistic));
-            let stagnated = history.len() > STAGNATION_WINDOW
-                && upper_limited(&history, STAGNATION_WINDOW, opts.rtol, iterations);
+            self.history
+                .push((estimate, self.run.upper, self.probabilistic));
+            let stagnated = self.history.len() > STAGNATION_WINDOW
+                && upper_limited(&self.history, STAGNATION_WINDOW, rtol, self.run.iterations);
             let breakdown =
                 b <= 64.0 * UNIT_ROUNDOFF * theta.max(f64::MIN_POSITIVE) * (j + 1) as f64;
-            let cap = budget
-                .exhausted(iterations)
-                .or(stagnated.then_some(Stop::UpperLimited));
-            let full = j + 2 > capacity;
-            let looks_done = meets_tolerance(estimate, upper.value, opts.rtol) && j >= next_check;
-
+            let cap = self.run.cap().or(stagnated.then_some(Stop::UpperLimited));
+            let full = j + 2 > self.capacity;
+            let looks_done = self.run.looks_done(estimate) && j >= next_check;
             if looks_done || breakdown || cap.is_some() || full {
                 let ritz = ritz_vector(&alpha, &beta, &basis, n)?;
-                let ratio = certified_ratio(op, &ritz, &mut tmp);
-                if ratio > lower || best.is_empty() {
-                    lower = lower.max(ratio);
-                    best.clone_from(&ritz);
+                if let Some(stop) = self.run.certify(op, &ritz, &mut self.tmp, cap) {
+                    return Ok(End::Stop(stop));
                 }
-                matvecs += 1;
-                if meets_tolerance(lower, upper.value, opts.rtol) {
-                    return Ok((
-                        done(lower, upper, iterations, matvecs, Stop::Converged, &budget),
-                        best,
-                    ));
-                }
-                if let Some(stop) = cap {
-                    return Ok((done(lower, upper, iterations, matvecs, stop, &budget), best));
-                }
-                if full && stagnated_estimate(&history, STAGNATION_WINDOW, opts.rtol) {
+                if full && stagnated_estimate(&self.history, STAGNATION_WINDOW, rtol) {
                     // A restart would freeze the probabilistic bound at its current value, and
                     // the Ritz value has converged: nothing left to gain.
-                    return Ok((
-                        done(
-                            lower,
-                            upper,
-                            iterations,
-                            matvecs,
-                            Stop::UpperLimited,
-                            &budget,
-                        ),
-                        best,
-                    ));
+                    return Ok(End::Stop(Stop::UpperLimited));
                 }
                 if breakdown || full {
-                    v = ritz;
-                    first_cycle = false;
-                    break;
+                    return Ok(End::Restart(ritz));
                 }
                 next_check = j + 2 + j / 4;
             }
             scale(1.0 / b, &mut w);
             basis.extend_from_slice(&w);
         }
+    }
+
+    /// One Lanczos step on `B = AᵀA` from the last basis vector: appends `αⱼ` and returns
+    /// `βⱼ = ‖w‖`, `w` left as the (unnormalised) next vector, fully reorthogonalised.
+    fn step(
+        &mut self,
+        op: &dyn LinearOperator,
+        basis: &[f64],
+        alpha: &mut Vec<f64>,
+        beta: &[f64],
+        w: &mut [f64],
+        coeffs: &mut [f64],
+    ) -> f64 {
+        let n = op.input_len();
+        let j = alpha.len();
+        let vj = &basis[j * n..(j + 1) * n];
+        op.gram(vj, w, &mut self.tmp);
+        self.run.matvecs += 2;
+        let mut a = dot(vj, w);
+        axpy(-a, vj, w);
+        if j > 0 {
+            axpy(-beta[j - 1], &basis[(j - 1) * n..j * n], w);
+        }
+        coeffs[..=j].fill(0.0);
+        orthogonalize(basis, j + 1, n, w, coeffs);
+        a += coeffs[j];
+        alpha.push(a);
+        norm2(w)
     }
 }
 
@@ -175,29 +192,10 @@ fn upper_limited(history: &[(f64, f64, f64)], window: usize, rtol: f64, iteratio
     best >= old_best
 }
 
-fn done(
-    lower: f64,
-    upper: BestUpper,
-    iterations: u32,
-    matvecs: u64,
-    stop: Stop,
-    budget: &Budget,
-) -> Bound {
-    finish(
-        lower,
-        upper,
-        Method::Lanczos,
-        iterations,
-        matvecs,
-        stop,
-        budget,
-    )
-}
-
 /// The Ritz vector of the largest Ritz value: `V y` with `y` the top eigenvector of `T`.
 fn ritz_vector(alpha: &[f64], beta: &[f64], basis: &[f64], n: usize) -> Result<Vec<f64>> {
     let k = alpha.len();
-    let t = super::dense_la::tridiagonal(alpha, beta);
+    let t = super::tridiagonal::dense(alpha, beta);
     let (_, y) = symmetric_top_eigen(&t, k)?;
     let mut x = vec![0.0; n];
     for (i, yi) in y.iter().enumerate() {

@@ -16,13 +16,14 @@
 
 mod block;
 pub(crate) mod dense_la;
-mod exact;
+pub(crate) mod exact;
+mod krylov;
 mod lanczos;
 mod power;
 pub mod probabilistic;
+pub(crate) mod tridiagonal;
 
-use crate::bound::{Bound, Certificate, Method, Options, Stop};
-use crate::dense::DenseMatrix;
+use crate::bound::{Bound, Certificate, Method, Options};
 use crate::error::{Error, Result};
 use crate::kernels::{gamma, norm2};
 use crate::operator::LinearOperator;
@@ -30,7 +31,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
-use std::time::Instant;
 
 pub use probabilistic::kuczynski_wozniakowski_upper;
 
@@ -97,30 +97,7 @@ pub fn spectral_norm_with_vector(
     }
 }
 
-/// Certified interval for the spectral norm of a dense row-major `rows × cols` matrix.
-///
-/// ```
-/// use lipschitz::{dense_norm, Options};
-/// // [[1, 2], [2, 4]] has rank one and σ₁ = 5.
-/// let b = dense_norm(&[1.0, 2.0, 2.0, 4.0], 2, 2, &Options::with_rtol(1e-8))?;
-/// assert!(b.lower <= 5.0 && 5.0 <= b.upper && b.upper - b.lower < 1e-7);
-/// # Ok::<(), lipschitz::Error>(())
-/// ```
-pub fn dense_norm(weights: &[f32], rows: usize, cols: usize, opts: &Options) -> Result<Bound> {
-    let matrix = DenseMatrix::from_slice(weights, rows, cols)?;
-    dense_matrix_norm(&matrix, opts)
-}
-
-/// [`dense_norm`] for an already constructed [`DenseMatrix`].
-pub fn dense_matrix_norm(matrix: &DenseMatrix<'_>, opts: &Options) -> Result<Bound> {
-    opts.validate()?;
-    match choose_method(matrix, opts) {
-        Method::Exact => exact::exact_dense(matrix, opts).map(|(b, _)| b),
-        _ => spectral_norm(matrix, opts),
-    }
-}
-
-fn choose_method(op: &dyn LinearOperator, opts: &Options) -> Method {
+pub(crate) fn choose_method(op: &dyn LinearOperator, opts: &Options) -> Method {
     if opts.method != Method::Auto {
         return opts.method;
     }
@@ -290,86 +267,5 @@ pub(crate) fn orthogonalize(
         for (acc, ci) in coeffs.iter_mut().zip(&c) {
             *acc += ci;
         }
-    }
-}
-
-/// Wall-clock and iteration caps.
-pub(crate) struct Budget {
-    started: Instant,
-    opts_time: Option<std::time::Duration>,
-    max_iterations: u32,
-}
-
-impl Budget {
-    pub(crate) fn new(opts: &Options) -> Self {
-        Budget {
-            started: Instant::now(),
-            opts_time: opts.time_limit,
-            max_iterations: opts.max_iterations,
-        }
-    }
-
-    /// Which cap, if any, stops an estimator that has done `iterations` steps.
-    pub(crate) fn exhausted(&self, iterations: u32) -> Option<Stop> {
-        if iterations >= self.max_iterations {
-            Some(Stop::IterationCap)
-        } else if self.opts_time.is_some_and(|t| self.started.elapsed() >= t) {
-            Some(Stop::TimeCap)
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn seconds(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
-    }
-}
-
-/// The best proven upper bound seen so far and its certificate.
-#[derive(Clone, Copy)]
-pub(crate) struct BestUpper {
-    pub value: f64,
-    pub certificate: Certificate,
-}
-
-impl BestUpper {
-    pub(crate) fn from_hints(hints: &Hints<'_>) -> Self {
-        match hints.upper {
-            Some((value, certificate)) => BestUpper { value, certificate },
-            None => BestUpper {
-                value: f64::INFINITY,
-                certificate: Certificate::None,
-            },
-        }
-    }
-
-    pub(crate) fn offer(&mut self, value: f64, certificate: Certificate) {
-        if value < self.value {
-            self.value = value;
-            self.certificate = certificate;
-        }
-    }
-}
-
-/// Assembles the final [`Bound`], never letting `upper` fall below the attained `lower`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn finish(
-    lower: f64,
-    upper: BestUpper,
-    method: Method,
-    iterations: u32,
-    matvecs: u64,
-    stop: Stop,
-    budget: &Budget,
-) -> Bound {
-    Bound {
-        lower,
-        upper: upper.value.max(lower),
-        certificate: upper.certificate,
-        method,
-        iterations,
-        matvecs,
-        stop,
-        seconds: budget.seconds(),
     }
 }

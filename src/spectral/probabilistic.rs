@@ -12,60 +12,13 @@
 //! Ritz values and `‖pᵢ(B)v₁‖ = ‖v₁‖·β₁⋯βᵢ`. Every prefix `i` refers to the same event
 //! `|γ₁| < ε`, so taking the best `i` costs no union bound. For power iteration `p(x) = xᵏ`.
 
+use super::tridiagonal::largest_eigenvalue;
 use crate::kernels::UNIT_ROUNDOFF;
 
 /// `ln ε` such that `P(|γ₁| < ε) ≤ δ` when `γ₁ ~ N(μ, σ²)` for any mean `μ`.
 pub(crate) fn log_epsilon(delta: f64, sigma: f64) -> f64 {
     // 2ε/(σ√(2π)) = δ  ⇒  ε = δ·σ·√(π/2)
     delta.ln() + sigma.ln() + 0.5 * (std::f64::consts::PI / 2.0).ln()
-}
-
-/// Number of eigenvalues of the symmetric tridiagonal matrix (diagonal `alpha`, off-diagonal
-/// `beta`, `beta.len() ≥ alpha.len() − 1`) strictly greater than `t` (Sturm sequence).
-pub(crate) fn count_above(alpha: &[f64], beta: &[f64], t: f64) -> usize {
-    let mut count = 0;
-    let mut r = 1.0f64;
-    for i in 0..alpha.len() {
-        let coupling = if i == 0 {
-            0.0
-        } else {
-            beta[i - 1] * beta[i - 1] / r
-        };
-        r = (t - alpha[i]) - coupling;
-        if r == 0.0 {
-            r = -f64::MIN_POSITIVE.sqrt();
-        }
-        if r < 0.0 {
-            count += 1;
-        }
-    }
-    count
-}
-
-/// Largest eigenvalue of a symmetric tridiagonal matrix by bisection, returned as the upper
-/// end of the final bracket (never below the true value by more than rounding).
-pub(crate) fn largest_eigenvalue(alpha: &[f64], beta: &[f64]) -> f64 {
-    let k = alpha.len();
-    let off = |i: usize| if i < beta.len() { beta[i].abs() } else { 0.0 };
-    let mut lo = alpha.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut hi = (0..k)
-        .map(|i| alpha[i] + off(i) + if i > 0 { off(i - 1) } else { 0.0 })
-        .fold(f64::NEG_INFINITY, f64::max);
-    if k == 1 {
-        return alpha[0];
-    }
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if count_above(alpha, beta, mid) >= 1 {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    hi
 }
 
 /// The a-posteriori bound on `λ₁(B)` after `k` Lanczos steps; holds with probability
@@ -184,18 +137,6 @@ pub fn kuczynski_wozniakowski_upper(theta_k: f64, k: usize, n: usize, delta: f64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sturm_count_and_bisection_match_known_spectrum() {
-        // T = tridiag(1, 2, 1) of size 5 has eigenvalues 2 + 2cos(jπ/6), j = 1..5.
-        let alpha = [2.0; 5];
-        let beta = [1.0; 5];
-        let top = 2.0 + 2.0 * (std::f64::consts::PI / 6.0).cos();
-        let got = largest_eigenvalue(&alpha, &beta[..4]);
-        assert!((got - top).abs() < 1e-13, "{got} vs {top}");
-        assert_eq!(count_above(&alpha, &beta, 2.0 - 1e-9), 3);
-        assert_eq!(count_above(&alpha, &beta, top + 1e-9), 0);
-    }
 
     #[test]
     fn exact_breakdown_gives_the_top_ritz_value() {

@@ -5,9 +5,9 @@
 use super::{expect_rank4, linear_kernel, single, Context, Kernel, LinearPart, Operation, Role};
 use crate::bound::{Bound, Options};
 use crate::conv::{conv2d_norm, Conv2d, ConvMethod, ConvOperator, DirectConv2d, PaddingMode};
+use crate::dense::dense_norm;
 use crate::dense::DenseMatrix;
 use crate::error::{check_finite, Error, Result};
-use crate::spectral::dense_norm;
 use crate::LinearOperator;
 
 /// A layer's certified interval and how it was computed.
