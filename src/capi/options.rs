@@ -1,0 +1,121 @@
+//! `LipOptions`: the options of the `_ex` functions, and running a call on a chosen number
+//! of threads.
+
+use super::handle::read_optional;
+use super::status::{CResult, Failure, Status};
+use crate::bound::{Method, Options};
+use crate::network::LowerOptions;
+
+/// `LipOptions::method`: pick the best method for each layer.
+pub const LIP_METHOD_AUTO: i32 = 0;
+/// Dense SVD of the explicit matrix (small layers only).
+pub const LIP_METHOD_EXACT: i32 = 1;
+/// Lanczos with full reorthogonalisation.
+pub const LIP_METHOD_LANCZOS: i32 = 2;
+/// Block Lanczos.
+pub const LIP_METHOD_BLOCK_LANCZOS: i32 = 3;
+/// Power iteration (the slow reference).
+pub const LIP_METHOD_POWER: i32 = 4;
+
+/// Options for the `_ex` functions. Start from `lip_options_default()` and change fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LipOptions {
+    /// Relative tolerance: stop once `upper ≤ lower·(1 + rtol)` (> 0; default 1e-4).
+    pub rtol: f64,
+    /// Iteration cap per layer (default 5000).
+    pub max_iterations: u32,
+    /// Time cap per layer in seconds; 0 = none. The interval reached is reported.
+    pub time_limit_seconds: f64,
+    /// Seed of every random start (results are deterministic for a seed).
+    pub seed: u64,
+    /// Worker threads for this call; 0 = all cores (the global pool).
+    pub threads: u32,
+    /// One of the `LIP_METHOD_*` codes.
+    pub method: i32,
+    /// Memory cap in bytes for kernel spectra, Krylov bases and activations (default 2 GiB).
+    pub memory_limit_bytes: u64,
+    /// Random inputs for the network lower-bound search; 0 skips the search (lower = 0).
+    pub lower_samples: u32,
+}
+
+/// The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).
+#[no_mangle]
+pub extern "C" fn lip_options_default() -> LipOptions {
+    let o = Options::default();
+    LipOptions {
+        rtol: o.rtol,
+        max_iterations: o.max_iterations,
+        time_limit_seconds: 0.0,
+        seed: o.seed,
+        threads: 0,
+        method: LIP_METHOD_AUTO,
+        memory_limit_bytes: o.memory_limit as u64,
+        lower_samples: LowerOptions::default().samples as u32,
+    }
+}
+
+impl LipOptions {
+    pub(crate) fn to_options(self) -> CResult<Options> {
+        let method = match self.method {
+            LIP_METHOD_AUTO => Method::Auto,
+            LIP_METHOD_EXACT => Method::Exact,
+            LIP_METHOD_LANCZOS => Method::Lanczos,
+            LIP_METHOD_BLOCK_LANCZOS => Method::BlockLanczos,
+            LIP_METHOD_POWER => Method::Power,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "method = {other}: expected one of LIP_METHOD_AUTO..LIP_METHOD_POWER (0..4)"
+                )))
+            }
+        };
+        let time_limit = if self.time_limit_seconds == 0.0 {
+            None
+        } else {
+            crate::bound::time_limit_from_secs(self.time_limit_seconds)?
+        };
+        if self.threads != 0 {
+            crate::bound::check_threads(self.threads as usize)?;
+        }
+        let opts = Options {
+            rtol: self.rtol,
+            max_iterations: self.max_iterations,
+            time_limit,
+            seed: self.seed,
+            method,
+            memory_limit: usize::try_from(self.memory_limit_bytes).unwrap_or(usize::MAX),
+            ..Options::default()
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+}
+
+/// Options read from C (NULL = defaults).
+///
+/// # Safety
+/// `options` is NULL or points to a `LipOptions`.
+pub(crate) unsafe fn read_options(options: *const LipOptions) -> LipOptions {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { read_optional(options) }.unwrap_or_else(|| lip_options_default())
+}
+
+/// Runs `f` on a pool of `threads` workers (0: the global pool).
+pub(crate) fn with_threads<T: Send>(
+    threads: u32,
+    f: impl FnOnce() -> CResult<T> + Send,
+) -> CResult<T> {
+    if threads == 0 {
+        return f();
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads as usize)
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                Status::Internal,
+                format!("cannot start {threads} threads: {e}"),
+            )
+        })?;
+    pool.install(f)
+}
