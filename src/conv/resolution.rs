@@ -118,14 +118,71 @@ pub fn resolution_independent_bound(
     rtol: f64,
 ) -> Result<ResolutionBound> {
     conv.validate_weights(weights)?;
+    let centre = [0, 1].map(|a| (conv.kernel[a] - 1) as f64 * conv.dilation[a] as f64 / 2.0);
+    let (first, second) = slack_weights(conv, weights, centre)?;
+    let [mh, mw] = conv.circular_multiplicity()?;
+    let repetition = ((mh * mw) as f64).sqrt() * (1.0 + 4.0 * crate::kernels::UNIT_ROUNDOFF);
+    let n = initial.max(2).div_ceil(2) * 2;
+    let mut lattice = Lattice {
+        eval: Evaluator {
+            conv,
+            weights,
+            margin: sigma_squared_margin(conv, weights),
+            centre,
+        },
+        unit: 2.0 * PI / n as f64 / (1u64 << DEPTH) as f64,
+        first,
+        second,
+        cache: HashMap::new(),
+        best: 0.0,
+    };
+    let initial_size = 1u64 << DEPTH;
+    // ω_h ∈ [0, 2π) in n cells, ω_w ∈ [0, π] in n/2 cells.
+    let cells: Vec<Cell> = (0..n as u64)
+        .flat_map(|i| (0..n as u64 / 2).map(move |j| (i, j)))
+        .map(|(i, j)| Cell {
+            bound: 0.0,
+            origin: [i * initial_size, j * initial_size],
+            size: initial_size,
+        })
+        .collect();
+    let mut heap = BinaryHeap::new();
+    lattice.add(cells, &mut heap)?;
+    while let Some(top) = heap.peek().copied() {
+        let enough = top.bound <= lattice.best * (1.0 + rtol);
+        if enough || lattice.cache.len() + 5 > max_evaluations || top.size < 2 {
+            break;
+        }
+        heap.pop();
+        let half = top.size / 2;
+        let children: Vec<Cell> = [[0, 0], [half, 0], [0, half], [half, half]]
+            .iter()
+            .map(|&[dh, dw]| Cell {
+                bound: 0.0,
+                origin: [top.origin[0] + dh, top.origin[1] + dw],
+                size: half,
+            })
+            .collect();
+        lattice.add(children, &mut heap)?;
+    }
+    let best = lattice.best;
+    let upper = heap.peek().map_or(best, |c| c.bound.max(best));
+    Ok(ResolutionBound {
+        upper: upper * repetition,
+        best,
+        evaluations: lattice.cache.len(),
+    })
+}
+
+/// Lattice coordinates: the initial step is 2^DEPTH units, so corners of cells split up to
+/// DEPTH times are integers and shared corners are found in the cache.
+const DEPTH: u32 = 30;
+
+/// The slack weights per axis (max over groups per tap): first order `Σ‖w_pq‖₂·|P|`, second
+/// order `Σ‖w_pq‖₂·P²`, `P` the tap's offset from the kernel's centre.
+fn slack_weights(conv: &Conv2d, weights: &[f32], centre: [f64; 2]) -> Result<([f64; 2], [f64; 2])> {
     let (og, cg) = (conv.group_out(), conv.group_in());
     let (kh, kw) = (conv.kernel[0], conv.kernel[1]);
-    let centre = [
-        (kh - 1) as f64 * conv.dilation[0] as f64 / 2.0,
-        (kw - 1) as f64 * conv.dilation[1] as f64 / 2.0,
-    ];
-    // Slack weights (max over groups per tap): first order a = Σ‖w_pq‖₂·|P|, second order
-    // b = Σ‖w_pq‖₂·P², per axis.
     let mut a = [0.0f64; 2];
     let mut b = [0.0f64; 2];
     for p in 0..kh {
@@ -148,103 +205,64 @@ pub fn resolution_independent_bound(
             }
         }
     }
-    let [mh, mw] = conv.circular_multiplicity()?;
-    let repetition = ((mh * mw) as f64).sqrt() * (1.0 + 4.0 * crate::kernels::UNIT_ROUNDOFF);
-    let eval = Evaluator {
-        conv,
-        weights,
-        margin: sigma_squared_margin(conv, weights),
-        centre,
-    };
-    // Lattice coordinates: the initial step is 2^DEPTH units, so corners of cells split
-    // up to DEPTH times are integers and shared corners are found in the cache.
-    const DEPTH: u32 = 30;
-    let n = initial.max(2).div_ceil(2) * 2;
-    let unit = 2.0 * PI / n as f64 / (1u64 << DEPTH) as f64;
-    let initial_size = 1u64 << DEPTH;
-    let slack = |size: u64| {
-        let width = size as f64 * unit;
+    Ok((a, b))
+}
+
+/// The block norms computed so far on the lattice of frequencies, and the best lower value.
+struct Lattice<'a> {
+    eval: Evaluator<'a>,
+    /// Frequency per lattice unit.
+    unit: f64,
+    /// Slack weights (see [`slack_weights`]).
+    first: [f64; 2],
+    second: [f64; 2],
+    /// Certified upper value of `σ₁` at each lattice point visited.
+    cache: HashMap<[u64; 2], f64>,
+    best: f64,
+}
+
+impl Lattice<'_> {
+    /// How far `σ₁` can rise inside a cell of `size` units above its corners' maximum.
+    fn slack(&self, size: u64) -> f64 {
+        let width = size as f64 * self.unit;
+        let (a, b) = (self.first, self.second);
         let first = (a[0] + a[1]) * width / 2.0;
         let second = (b[0] + b[1]) * width * width / 8.0;
         first.min(second)
-    };
-    let mut cache: HashMap<[u64; 2], f64> = HashMap::new();
-    let mut best = 0.0f64;
-    let evaluate =
-        |points: Vec<[u64; 2]>, cache: &mut HashMap<[u64; 2], f64>, best: &mut f64| -> Result<()> {
-            let fresh: Vec<[u64; 2]> = points
-                .into_iter()
-                .filter(|p| !cache.contains_key(p))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let values: Vec<Result<(f64, f64)>> = fresh
-                .par_iter()
-                .map(|&[h, w]| eval.sigma([h as f64 * unit, w as f64 * unit]))
-                .collect();
-            for (point, value) in fresh.into_iter().zip(values) {
-                let (lower, upper) = value?;
-                *best = best.max(lower);
-                cache.insert(point, upper);
-            }
-            Ok(())
-        };
-    let corners = |c: &Cell| {
+    }
+
+    fn corners(c: &Cell) -> [[u64; 2]; 4] {
         let [h, w] = c.origin;
         let s = c.size;
         [[h, w], [h + s, w], [h, w + s], [h + s, w + s]]
-    };
-    let bound_of = |c: &Cell, cache: &HashMap<[u64; 2], f64>| {
-        corners(c).iter().map(|p| cache[p]).fold(0.0, f64::max) + slack(c.size)
-    };
-    // ω_h ∈ [0, 2π) in n cells, ω_w ∈ [0, π] in n/2 cells.
-    let mut cells: Vec<Cell> = (0..n as u64)
-        .flat_map(|i| (0..n as u64 / 2).map(move |j| (i, j)))
-        .map(|(i, j)| Cell {
-            bound: 0.0,
-            origin: [i * initial_size, j * initial_size],
-            size: initial_size,
-        })
-        .collect();
-    evaluate(
-        cells.iter().flat_map(corners).collect(),
-        &mut cache,
-        &mut best,
-    )?;
-    let mut heap = BinaryHeap::new();
-    for cell in cells.iter_mut() {
-        cell.bound = bound_of(cell, &cache);
-        heap.push(*cell);
     }
-    while let Some(top) = heap.peek().copied() {
-        if top.bound <= best * (1.0 + rtol) || cache.len() + 5 > max_evaluations || top.size < 2 {
-            break;
-        }
-        heap.pop();
-        let half = top.size / 2;
-        let children: Vec<Cell> = [[0, 0], [half, 0], [0, half], [half, half]]
+
+    /// Evaluates the corners of `cells` not seen yet (in parallel), then bounds each cell and
+    /// pushes it.
+    fn add(&mut self, cells: Vec<Cell>, heap: &mut BinaryHeap<Cell>) -> Result<()> {
+        let fresh: Vec<[u64; 2]> = cells
             .iter()
-            .map(|&[dh, dw]| Cell {
-                bound: 0.0,
-                origin: [top.origin[0] + dh, top.origin[1] + dw],
-                size: half,
-            })
+            .flat_map(Self::corners)
+            .filter(|p| !self.cache.contains_key(p))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        evaluate(
-            children.iter().flat_map(corners).collect(),
-            &mut cache,
-            &mut best,
-        )?;
-        for mut child in children {
-            child.bound = bound_of(&child, &cache);
-            heap.push(child);
+        let unit = self.unit;
+        let values: Vec<Result<(f64, f64)>> = fresh
+            .par_iter()
+            .map(|&[h, w]| self.eval.sigma([h as f64 * unit, w as f64 * unit]))
+            .collect();
+        for (point, value) in fresh.into_iter().zip(values) {
+            let (lower, upper) = value?;
+            self.best = self.best.max(lower);
+            self.cache.insert(point, upper);
         }
+        for mut cell in cells {
+            let corners = Self::corners(&cell);
+            cell.bound =
+                corners.iter().map(|p| self.cache[p]).fold(0.0, f64::max) + self.slack(cell.size);
+            heap.push(cell);
+        }
+        Ok(())
     }
-    let evaluations = cache.len();
-    let upper = heap.peek().map_or(best, |c| c.bound.max(best));
-    Ok(ResolutionBound {
-        upper: upper * repetition,
-        best,
-        evaluations,
-    })
 }

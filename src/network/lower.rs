@@ -13,7 +13,7 @@
 //! convolution, minus a rounding margin — a pair of inputs attains it, so it is a true lower
 //! bound, not an estimate (docs/architecture.md, invariants).
 
-use super::eval::Evaluator;
+use super::eval::{Evaluator, Trace};
 use super::graph::Network;
 use crate::error::Result;
 use crate::kernels::norm2;
@@ -86,51 +86,100 @@ fn scaled(v: &[f64], s: f64) -> Vec<f64> {
 
 /// Searches for a large difference quotient of the network (module docs).
 pub fn empirical_lower_bound(net: &Network, opts: &LowerOptions) -> Result<LowerBound> {
-    let started = Instant::now();
-    let eval = Evaluator::new(net, true, opts.memory_limit)?;
-    let n = eval.input_len();
-    let mut result = LowerBound {
-        value: 0.0,
-        jacobian_estimate: 0.0,
-        samples: 0,
-        forward_passes: 0,
-        derivative_passes: 0,
-        seconds: 0.0,
+    let mut search = Search {
+        eval: Evaluator::new(net, true, opts.memory_limit)?,
+        opts,
+        started: Instant::now(),
+        result: LowerBound {
+            value: 0.0,
+            jacobian_estimate: 0.0,
+            samples: 0,
+            forward_passes: 0,
+            derivative_passes: 0,
+            seconds: 0.0,
+        },
     };
-    // The certified quotient of a pair.
-    let quotient = |x: &[f64],
-                    delta: &[f64],
-                    r: &mut LowerBound|
-     -> (f64, Vec<f64>, super::eval::Trace, super::eval::Trace) {
-        let xd: Vec<f64> = x.iter().zip(delta).map(|(a, b)| a + b).collect();
-        let t0 = eval.forward(x);
-        let t1 = eval.forward(&xd);
-        r.forward_passes += 2;
-        let (f0, f1) = (eval.output(&t0), eval.output(&t1));
+    for s in 0..opts.samples.max(1) {
+        if s > 0 && search.out_of_time() {
+            break;
+        }
+        search.sample(s);
+    }
+    let mut result = search.result;
+    result.seconds = search.started.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+/// A pair of inputs `(x, x + δ)` (`x` kept), its certified quotient, the output difference
+/// and the two forward passes.
+struct Pair {
+    x: Vec<f64>,
+    quotient: f64,
+    diff: Vec<f64>,
+    traces: (Trace, Trace),
+}
+
+/// The state of one search.
+struct Search<'n, 'o> {
+    eval: Evaluator<'n>,
+    opts: &'o LowerOptions,
+    started: Instant,
+    result: LowerBound,
+}
+
+impl Search<'_, '_> {
+    fn out_of_time(&self) -> bool {
+        self.started.elapsed() > self.opts.time_limit
+    }
+
+    /// The certified quotient of the pair `(x, x + δ)`.
+    fn pair(&mut self, x: Vec<f64>, delta: Vec<f64>) -> Pair {
+        let xd: Vec<f64> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        let (t0, t1) = (self.eval.forward(&x), self.eval.forward(&xd));
+        self.result.forward_passes += 2;
+        let (f0, f1) = (self.eval.output(&t0), self.eval.output(&t1));
         let diff = sub(&f1, &f0);
-        let dn = norm2(delta);
+        let dn = norm2(&delta);
         let num = norm2(&diff) - ROUNDING * (norm2(&f0) + norm2(&f1));
-        let q = if dn > 0.0 && num.is_finite() {
+        let quotient = if dn > 0.0 && num.is_finite() {
             (num / dn).max(0.0)
         } else {
             0.0
         };
-        (q, diff, t0, t1)
-    };
-    for s in 0..opts.samples.max(1) {
-        if s > 0 && started.elapsed() > opts.time_limit {
-            break;
+        self.result.value = self.result.value.max(quotient);
+        Pair {
+            x,
+            quotient,
+            diff,
+            traces: (t0, t1),
         }
-        result.samples += 1;
-        let mut rng = rng_for(opts.seed, 1000 + s as u64);
-        let mut x = gaussian(n, &mut rng);
-        // Power iteration on J(x)ᵀJ(x).
-        let trace = eval.forward(&x);
-        result.forward_passes += 1;
-        let mut v = gaussian(n, &mut rng);
+    }
+
+    /// One sample: a Gaussian input, power iteration on `J(x)ᵀJ(x)` for the direction, then
+    /// ascent on the pair.
+    fn sample(&mut self, s: usize) {
+        self.result.samples += 1;
+        let n = self.eval.input_len();
+        let mut rng = rng_for(self.opts.seed, 1000 + s as u64);
+        let x = gaussian(n, &mut rng);
+        let v = self.top_direction(&x, gaussian(n, &mut rng));
+        let nv = norm2(&v);
+        if nv == 0.0 || !nv.is_finite() {
+            return;
+        }
+        let h = self.opts.step * norm2(&x).max(1.0);
+        let delta = scaled(&v, h / nv);
+        let pair = self.pair(x, delta);
+        self.ascend(pair, h);
+    }
+
+    /// Power iteration on `J(x)ᵀJ(x)` from `v`: an estimate of the top right singular vector.
+    fn top_direction(&mut self, x: &[f64], mut v: Vec<f64>) -> Vec<f64> {
+        let trace = self.eval.forward(x);
+        self.result.forward_passes += 1;
         let mut gain = 0.0;
-        for it in 0..opts.power_iterations {
-            if it >= 2 && started.elapsed() > opts.time_limit {
+        for it in 0..self.opts.power_iterations {
+            if it >= 2 && self.out_of_time() {
                 break;
             }
             let nv = norm2(&v);
@@ -138,29 +187,26 @@ pub fn empirical_lower_bound(net: &Network, opts: &LowerOptions) -> Result<Lower
                 break;
             }
             v.iter_mut().for_each(|e| *e /= nv);
-            let u = eval.jvp(&trace, &v);
+            let u = self.eval.jvp(&trace, &v);
             gain = norm2(&u);
-            v = eval.vjp(&trace, &u);
-            result.derivative_passes += 2;
+            v = self.eval.vjp(&trace, &u);
+            self.result.derivative_passes += 2;
         }
-        result.jacobian_estimate = result.jacobian_estimate.max(gain);
-        let nv = norm2(&v);
-        if nv == 0.0 || !nv.is_finite() {
-            continue;
-        }
-        let h = opts.step * norm2(&x).max(1.0);
-        let mut delta = scaled(&v, h / nv);
-        let (mut q, mut diff, mut t0, mut t1) = quotient(&x, &delta, &mut result);
-        result.value = result.value.max(q);
-        // Ascent on (x, δ).
+        self.result.jacobian_estimate = self.result.jacobian_estimate.max(gain);
+        v
+    }
+
+    /// Gradient ascent on `(x, δ)` with `‖δ‖ = h`: a secant power step for `δ` and a step on
+    /// `x` along the difference of the two gradients, kept while the quotient grows.
+    fn ascend(&mut self, mut pair: Pair, h: f64) {
         let mut eta = 0.1;
-        for _ in 0..opts.ascent_steps {
-            if started.elapsed() > opts.time_limit {
+        for _ in 0..self.opts.ascent_steps {
+            if self.out_of_time() {
                 break;
             }
-            let g1 = eval.vjp(&t1, &diff);
-            let g0 = eval.vjp(&t0, &diff);
-            result.derivative_passes += 2;
+            let g1 = self.eval.vjp(&pair.traces.1, &pair.diff);
+            let g0 = self.eval.vjp(&pair.traces.0, &pair.diff);
+            self.result.derivative_passes += 2;
             let ng1 = norm2(&g1);
             if ng1 == 0.0 || !ng1.is_finite() {
                 break;
@@ -169,28 +215,29 @@ pub fn empirical_lower_bound(net: &Network, opts: &LowerOptions) -> Result<Lower
             let gx = sub(&g1, &g0);
             let ngx = norm2(&gx);
             let step_x = if ngx > 0.0 {
-                eta * norm2(&x) / ngx
+                eta * norm2(&pair.x) / ngx
             } else {
                 0.0
             };
-            let new_x: Vec<f64> = x.iter().zip(&gx).map(|(a, g)| a + step_x * g).collect();
-            let (q2, d2, a0, a1) = quotient(&new_x, &new_delta, &mut result);
-            if q2 > q {
-                (q, diff, t0, t1, x, delta) = (q2, d2, a0, a1, new_x, new_delta);
-                result.value = result.value.max(q);
+            let new_x: Vec<f64> = pair
+                .x
+                .iter()
+                .zip(&gx)
+                .map(|(a, g)| a + step_x * g)
+                .collect();
+            let moved = self.pair(new_x, new_delta.clone());
+            if moved.quotient > pair.quotient {
+                pair = moved;
+                continue;
+            }
+            // Keep x, take only the secant power step for δ.
+            eta *= 0.5;
+            let stepped = self.pair(pair.x.clone(), new_delta);
+            if stepped.quotient > pair.quotient {
+                pair = stepped;
             } else {
-                // Keep x, take only the secant power step for δ.
-                eta *= 0.5;
-                let (q3, d3, b0, b1) = quotient(&x, &new_delta, &mut result);
-                if q3 > q {
-                    (q, diff, t0, t1, delta) = (q3, d3, b0, b1, new_delta);
-                    result.value = result.value.max(q);
-                } else {
-                    break;
-                }
+                break;
             }
         }
     }
-    result.seconds = started.elapsed().as_secs_f64();
-    Ok(result)
 }

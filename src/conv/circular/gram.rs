@@ -180,72 +180,9 @@ impl<'a> GramSource<'a> {
         if n < 2 || taps_cost >= symbol_cost || bytes > memory_limit as u128 / 4 {
             return source;
         }
-        // F_t (k × n, column-major): W_t when tall (n = C_in/g), W_tᵀ when wide; both give
-        // Grams with the eigenvalues σᵢ² (the wide one is the conjugate: same eigenvalues).
-        let tall = cg <= og;
-        let factors: Vec<Mat<f64>> = (0..groups * taps)
-            .map(|gt| {
-                let (g, t) = (gt / taps, gt % taps);
-                Mat::from_fn(k, n, |r, c| {
-                    let (o, i) = if tall { (r, c) } else { (c, r) };
-                    weights[((g * og + o) * cg + i) * taps + t] as f64
-                })
-            })
-            .collect();
-        let (kh_i, kw_i) = (kh as i64, kw as i64);
-        // Δ = 0 first, then the half.
-        let deltas: Vec<[i64; 2]> = std::iter::once([0, 0])
-            .chain(
-                (0..kh_i)
-                    .flat_map(|a| (-(kw_i - 1)..kw_i).map(move |b| [a, b]))
-                    .filter(|&[a, b]| a > 0 || b > 0),
-            )
-            .collect();
-        // E_Δ = Σ_{t' − t = Δ} F_tᵀ F_{t'}, per (group, Δ), in a fixed order.
-        let mut sums = vec![0.0f64; groups * deltas.len() * n * n];
-        sums.par_chunks_mut(n * n)
-            .enumerate()
-            .for_each(|(index, dst)| {
-                let (g, [da, db]) = (index / deltas.len(), deltas[index % deltas.len()]);
-                let mut e = MatMut::from_column_major_slice_mut(dst, n, n);
-                for p in 0..kh_i {
-                    for q in 0..kw_i {
-                        let (p2, q2) = (p + da, q + db);
-                        if (0..kh_i).contains(&p2) && (0..kw_i).contains(&q2) {
-                            let t = (p * kw_i + q) as usize;
-                            let t2 = (p2 * kw_i + q2) as usize;
-                            faer::linalg::matmul::matmul(
-                                e.as_mut(),
-                                faer::Accum::Add,
-                                factors[g * taps + t].transpose(),
-                                factors[g * taps + t2].as_ref(),
-                                1.0,
-                                Par::Seq,
-                            );
-                        }
-                    }
-                }
-            });
-        let per_group = 2 * half + 1;
-        let mut terms = vec![0.0f64; groups * per_group * n * n];
-        terms
-            .par_chunks_mut(per_group * n * n)
-            .enumerate()
-            .for_each(|(g, dst)| {
-                let e = |d: usize| &sums[(g * deltas.len() + d) * n * n..][..n * n];
-                dst[..n * n].copy_from_slice(e(0));
-                for d in 1..deltas.len() {
-                    let src = e(d);
-                    let (sym, anti) =
-                        dst[(2 * d - 1) * n * n..(2 * d + 1) * n * n].split_at_mut(n * n);
-                    for j in 0..n {
-                        for i in 0..n {
-                            sym[j * n + i] = src[j * n + i] + src[i * n + j];
-                            anti[j * n + i] = src[j * n + i] - src[i * n + j];
-                        }
-                    }
-                }
-            });
+        let deltas = tap_offsets(kh, kw);
+        let sums = offset_sums(conv, weights, symbol, &deltas);
+        let terms = split_terms(&sums, &deltas, groups, n);
         let [dh, dw] = conv.dilation.map(|d| d as i64);
         source.offsets = deltas[1..].iter().map(|&[a, b]| [a * dh, b * dw]).collect();
         source.terms = terms;
@@ -303,4 +240,92 @@ impl<'a> GramSource<'a> {
             }
         }
     }
+}
+
+/// The tap offsets `Δ = (Δp, Δq)` whose products are summed: `Δ = 0` first, then one half
+/// (`Δp > 0`, or `Δp = 0 < Δq`; the other half are transposes).
+fn tap_offsets(kh: usize, kw: usize) -> Vec<[i64; 2]> {
+    let (kh_i, kw_i) = (kh as i64, kw as i64);
+    // Δ = 0 first, then the half.
+    std::iter::once([0, 0])
+        .chain(
+            (0..kh_i)
+                .flat_map(|a| (-(kw_i - 1)..kw_i).map(move |b| [a, b]))
+                .filter(|&[a, b]| a > 0 || b > 0),
+        )
+        .collect()
+}
+
+/// `E_Δ = Σ_{t' − t = Δ} F_tᵀ F_{t'}` per (group, Δ), in a fixed order, with `F_t` (`k × n`)
+/// the tap's channel matrix, transposed when wide (both give Grams with eigenvalues `σᵢ²`).
+fn offset_sums(
+    conv: &Conv2d,
+    weights: &[f32],
+    symbol: &KernelSymbol,
+    deltas: &[[i64; 2]],
+) -> Vec<f64> {
+    let (groups, og, cg) = symbol.block_shape();
+    let (n, k) = (og.min(cg), og.max(cg));
+    let (kh, kw) = (conv.kernel[0], conv.kernel[1]);
+    let taps = kh * kw;
+    let tall = cg <= og;
+    let factors: Vec<Mat<f64>> = (0..groups * taps)
+        .map(|gt| {
+            let (g, t) = (gt / taps, gt % taps);
+            Mat::from_fn(k, n, |r, c| {
+                let (o, i) = if tall { (r, c) } else { (c, r) };
+                weights[((g * og + o) * cg + i) * taps + t] as f64
+            })
+        })
+        .collect();
+    let (kh_i, kw_i) = (kh as i64, kw as i64);
+    let mut sums = vec![0.0f64; groups * deltas.len() * n * n];
+    sums.par_chunks_mut(n * n)
+        .enumerate()
+        .for_each(|(index, dst)| {
+            let (g, [da, db]) = (index / deltas.len(), deltas[index % deltas.len()]);
+            let mut e = MatMut::from_column_major_slice_mut(dst, n, n);
+            for p in 0..kh_i {
+                for q in 0..kw_i {
+                    let (p2, q2) = (p + da, q + db);
+                    if (0..kh_i).contains(&p2) && (0..kw_i).contains(&q2) {
+                        let t = (p * kw_i + q) as usize;
+                        let t2 = (p2 * kw_i + q2) as usize;
+                        faer::linalg::matmul::matmul(
+                            e.as_mut(),
+                            faer::Accum::Add,
+                            factors[g * taps + t].transpose(),
+                            factors[g * taps + t2].as_ref(),
+                            1.0,
+                            Par::Seq,
+                        );
+                    }
+                }
+            }
+        });
+    sums
+}
+
+/// Per group, the real terms `[E_0, E_Δ + E_Δᵀ, E_Δ − E_Δᵀ, …]` of `Re G(f)` and `Im G(f)`.
+fn split_terms(sums: &[f64], deltas: &[[i64; 2]], groups: usize, n: usize) -> Vec<f64> {
+    let per_group = 2 * deltas.len() - 1;
+    let mut terms = vec![0.0f64; groups * per_group * n * n];
+    terms
+        .par_chunks_mut(per_group * n * n)
+        .enumerate()
+        .for_each(|(g, dst)| {
+            let e = |d: usize| &sums[(g * deltas.len() + d) * n * n..][..n * n];
+            dst[..n * n].copy_from_slice(e(0));
+            for d in 1..deltas.len() {
+                let src = e(d);
+                let (sym, anti) = dst[(2 * d - 1) * n * n..(2 * d + 1) * n * n].split_at_mut(n * n);
+                for j in 0..n {
+                    for i in 0..n {
+                        sym[j * n + i] = src[j * n + i] + src[i * n + j];
+                        anti[j * n + i] = src[j * n + i] - src[i * n + j];
+                    }
+                }
+            }
+        });
+    terms
 }
