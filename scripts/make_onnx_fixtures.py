@@ -9,7 +9,7 @@ this file and NumPy's SVD, and reference outputs from a NumPy forward pass.
     python3 scripts/make_onnx_fixtures.py
 
 The outputs are committed, so the tests need no Python. The demo network bundled into the
-`lipschitz` binary (src/bin/demo.onnx) is written too.
+`lipschitz` binary (src/bin/lipschitz/demo.onnx) is written too.
 """
 import json
 import os
@@ -404,7 +404,7 @@ def demo():
     h = b.node("Flatten", [h], "flatten")
     w = rng.normal(0, np.sqrt(1 / 32), (10, 32)).astype(np.float32)
     out = b.node("Gemm", [h, b.const(w, "fc.weight"), b.const(np.zeros(10, np.float32), "fc.bias")], "fc", transB=1)
-    path = os.path.join(ROOT, "src", "bin", "demo.onnx")
+    path = os.path.join(ROOT, "src", "bin", "lipschitz", "demo.onnx")
     onnx.save_model(b.model("input", [1, 3, 32, 32], out), path)
     onnx.checker.check_model(path)
 

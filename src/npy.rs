@@ -36,6 +36,52 @@ pub fn read_npy_matrix(path: &Path) -> Result<NpyMatrix> {
 }
 
 fn parse_npy_matrix(bytes: &[u8]) -> std::result::Result<NpyMatrix, String> {
+    let (header, data_start) = split_header(bytes)?;
+    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let width = match descr {
+        "<f4" | "f4" => 4,
+        "<f8" | "f8" => 8,
+        other => {
+            return Err(format!(
+                "dtype {other} is not supported (use float32 or float64)"
+            ))
+        }
+    };
+    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
+    let fortran = fortran.trim() == "True";
+    let (rows, cols) = matrix_shape(header)?;
+    let count = rows.checked_mul(cols).ok_or("shape overflows")?;
+    let needed = count.checked_mul(width).ok_or("shape overflows")?;
+    let payload = &bytes[data_start..];
+    if payload.len() < needed {
+        return Err(format!(
+            "data holds {} bytes, shape ({rows}, {cols}) needs {needed}",
+            payload.len()
+        ));
+    }
+    let (values, conversion_error) = decode(&payload[..needed], width);
+    let data = if fortran {
+        let mut t = vec![0f32; count];
+        for j in 0..cols {
+            for i in 0..rows {
+                t[i * cols + j] = values[j * rows + i];
+            }
+        }
+        t
+    } else {
+        values
+    };
+    Ok(NpyMatrix {
+        rows,
+        cols,
+        data,
+        conversion_error,
+    })
+}
+
+/// The header text (a Python dict literal) and where the data starts.
+fn split_header(bytes: &[u8]) -> std::result::Result<(&str, usize), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (missing \\x93NUMPY magic)".into());
     }
@@ -54,19 +100,11 @@ fn parse_npy_matrix(bytes: &[u8]) -> std::result::Result<NpyMatrix, String> {
         .ok_or("truncated header")?;
     let header =
         std::str::from_utf8(&bytes[header_start..data_start]).map_err(|_| "header is not text")?;
-    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let width = match descr {
-        "<f4" | "f4" => 4,
-        "<f8" | "f8" => 8,
-        other => {
-            return Err(format!(
-                "dtype {other} is not supported (use float32 or float64)"
-            ))
-        }
-    };
-    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
-    let fortran = fortran.trim() == "True";
+    Ok((header, data_start))
+}
+
+/// `(rows, cols)` from the header's shape (a 1-D array is one row).
+fn matrix_shape(header: &str) -> std::result::Result<(usize, usize), String> {
     let shape_text = dict_value(header, "shape").ok_or("header has no 'shape'")?;
     let dims: Vec<usize> = shape_text
         .trim_matches(|c| c == '(' || c == ')')
@@ -78,50 +116,29 @@ fn parse_npy_matrix(bytes: &[u8]) -> std::result::Result<NpyMatrix, String> {
                 .map_err(|_| format!("bad shape entry '{s}'"))
         })
         .collect::<std::result::Result<_, _>>()?;
-    let (rows, cols) = match dims.as_slice() {
-        [n] => (1, *n),
-        [r, c] => (*r, *c),
-        _ => return Err(format!("shape {shape_text} is not 1-D or 2-D")),
-    };
-    let count = rows.checked_mul(cols).ok_or("shape overflows")?;
-    let needed = count.checked_mul(width).ok_or("shape overflows")?;
-    let payload = &bytes[data_start..];
-    if payload.len() < needed {
-        return Err(format!(
-            "data holds {} bytes, shape ({rows}, {cols}) needs {needed}",
-            payload.len()
-        ));
+    match dims.as_slice() {
+        [n] => Ok((1, *n)),
+        [r, c] => Ok((*r, *c)),
+        _ => Err(format!("shape {shape_text} is not 1-D or 2-D")),
     }
-    let (values, conversion_error): (Vec<f32>, f64) = if width == 4 {
-        let v = payload[..needed]
+}
+
+/// Little-endian `f32` or `f64` values as `f32`, with the Frobenius norm of what rounding
+/// doubles changed.
+fn decode(payload: &[u8], width: usize) -> (Vec<f32>, f64) {
+    if width == 4 {
+        let v = payload
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         (v, 0.0)
     } else {
-        let doubles: Vec<f64> = payload[..needed]
+        let doubles: Vec<f64> = payload
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
         crate::bound::round_to_f32(&doubles)
-    };
-    let data = if fortran {
-        let mut t = vec![0f32; count];
-        for j in 0..cols {
-            for i in 0..rows {
-                t[i * cols + j] = values[j * rows + i];
-            }
-        }
-        t
-    } else {
-        values
-    };
-    Ok(NpyMatrix {
-        rows,
-        cols,
-        data,
-        conversion_error,
-    })
+    }
 }
 
 /// The text after `'key':` in a Python dict literal, up to the next top-level comma.

@@ -22,6 +22,15 @@ pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
 /// million would otherwise be copied into every node that reads it.
 pub const MAX_RANK: usize = 64;
 
+/// Who reads a value: a node (by index) or the graph's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// Node `k`.
+    Node(usize),
+    /// The network's output.
+    Output,
+}
+
 /// One operation of the graph.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -182,20 +191,29 @@ impl Network {
             .sum()
     }
 
-    /// For each value, the nodes that read it (graph outputs count as one reader).
-    pub fn consumers(&self) -> Vec<Vec<usize>> {
+    /// For each value, who reads it: nodes (each once) and the graph's outputs.
+    pub fn readers(&self) -> Vec<Vec<Reader>> {
         let mut c = vec![Vec::new(); self.shapes.len()];
         for (k, node) in self.nodes.iter().enumerate() {
             for &v in &node.inputs {
-                if !c[v].contains(&k) {
-                    c[v].push(k);
+                if !c[v].contains(&Reader::Node(k)) {
+                    c[v].push(Reader::Node(k));
                 }
             }
         }
         for &o in &self.outputs {
-            c[o].push(usize::MAX);
+            c[o].push(Reader::Output);
         }
         c
+    }
+
+    /// For each value, the node that produces it (`None` for the input).
+    pub fn producers(&self) -> Vec<Option<usize>> {
+        let mut p = vec![None; self.shapes.len()];
+        for (k, n) in self.nodes.iter().enumerate() {
+            p[n.output] = Some(k);
+        }
+        p
     }
 
     /// Which nodes contribute to an output (the others are dead and skipped).

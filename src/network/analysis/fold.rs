@@ -2,7 +2,7 @@
 //! or dense layer next to them, so that the layer is bounded with its scaled weights:
 //! `‖diag(a)·W‖ ≤ max|a|·‖W‖` is usually loose.
 
-use super::super::graph::{Network, Node};
+use super::super::graph::{Network, Node, Reader};
 use super::super::ops::{Broadcast, Layer};
 use crate::bound::Bound;
 
@@ -19,73 +19,23 @@ pub(super) struct Folded {
     pub max_scale: f64,
 }
 
+/// What folding needs to know about the graph.
+pub(super) struct FoldContext<'n> {
+    pub net: &'n Network,
+    pub readers: &'n [Vec<Reader>],
+    pub producers: &'n [Option<usize>],
+    pub live: &'n [bool],
+    /// The layer each node was already folded into.
+    pub absorbed_by: &'n [Option<usize>],
+}
+
 /// Absorbs the elementwise scales around layer `k` into its weights.
-pub(super) fn fold(
-    net: &Network,
-    k: usize,
-    consumers: &[Vec<usize>],
-    producer: &[usize],
-    live: &[bool],
-    absorbed_by: &[usize],
-) -> Folded {
-    let node = &net.nodes[k];
+pub(super) fn fold(cx: &FoldContext<'_>, k: usize) -> Folded {
+    let node = &cx.net.nodes[k];
     let layer = node.op.as_layer().expect("fold is called on layers");
-    let n_out = net.len_of(node.output);
-    let n_in = net.len_of(node.inputs[0]);
-    // Output side.
-    let mut d_out = vec![1.0f64; n_out];
-    let mut absorbed = Vec::new();
-    let mut pending = Vec::new();
-    let mut v = node.output;
-    while let [j] = consumers[v].as_slice() {
-        let j = *j;
-        if j == usize::MAX || !live[j] {
-            break;
-        }
-        let op = &net.nodes[j].op;
-        if op.is_reshape() {
-            pending.push(j);
-        } else {
-            let Some(d) = op
-                .as_scale()
-                .and_then(|s| absorb(&d_out, s, |d| layer.fits_output(d)))
-            else {
-                break;
-            };
-            d_out = d;
-            pending.push(j);
-            absorbed.append(&mut pending);
-        }
-        v = net.nodes[j].output;
-    }
-    // Input side.
-    let mut d_in = vec![1.0f64; n_in];
-    let mut pending = Vec::new();
-    let mut u = node.inputs[0];
-    loop {
-        let j = producer[u];
-        if j == usize::MAX || consumers[u].as_slice() != [k].as_slice() && pending.is_empty() {
-            break;
-        }
-        if consumers[u].len() != 1 || absorbed_by[j] != usize::MAX {
-            break;
-        }
-        let op = &net.nodes[j].op;
-        if op.is_reshape() {
-            pending.push(j);
-        } else {
-            let Some(d) = op
-                .as_scale()
-                .and_then(|s| absorb(&d_in, s, |d| layer.fits_input(d)))
-            else {
-                break;
-            };
-            d_in = d;
-            pending.push(j);
-            absorbed.append(&mut pending);
-        }
-        u = net.nodes[j].inputs[0];
-    }
+    let (d_out, mut absorbed) = fold_outputs(cx, k, layer);
+    let (d_in, mut before) = fold_inputs(cx, k, layer);
+    absorbed.append(&mut before);
     let (weight, rounding) = if absorbed.is_empty() {
         (None, 0.0)
     } else {
@@ -104,6 +54,71 @@ pub(super) fn fold(
         rounding,
         max_scale,
     }
+}
+
+/// The scales after layer `k` (through reshapes, each value read only by the next node):
+/// the output-side diagonal and the nodes absorbed.
+fn fold_outputs(cx: &FoldContext<'_>, k: usize, layer: &dyn Layer) -> (Vec<f64>, Vec<usize>) {
+    let net = cx.net;
+    let mut d_out = vec![1.0f64; net.len_of(net.nodes[k].output)];
+    let (mut absorbed, mut pending) = (Vec::new(), Vec::new());
+    let mut v = net.nodes[k].output;
+    while let [Reader::Node(j)] = cx.readers[v].as_slice() {
+        let j = *j;
+        if !cx.live[j] {
+            break;
+        }
+        let op = &net.nodes[j].op;
+        if op.is_reshape() {
+            pending.push(j);
+        } else {
+            let Some(d) = op
+                .as_scale()
+                .and_then(|s| absorb(&d_out, s, |d| layer.fits_output(d)))
+            else {
+                break;
+            };
+            d_out = d;
+            pending.push(j);
+            absorbed.append(&mut pending);
+        }
+        v = net.nodes[j].output;
+    }
+    (d_out, absorbed)
+}
+
+/// The scales before layer `k` (through reshapes, each read only by the next node and not
+/// already folded into an earlier layer): the input-side diagonal and the nodes absorbed.
+fn fold_inputs(cx: &FoldContext<'_>, k: usize, layer: &dyn Layer) -> (Vec<f64>, Vec<usize>) {
+    let net = cx.net;
+    let mut d_in = vec![1.0f64; net.len_of(net.nodes[k].inputs[0])];
+    let (mut absorbed, mut pending) = (Vec::new(), Vec::new());
+    let mut u = net.nodes[k].inputs[0];
+    while let Some(j) = cx.producers[u] {
+        let only_k = cx.readers[u].as_slice() == [Reader::Node(k)].as_slice();
+        if !only_k && pending.is_empty() {
+            break;
+        }
+        if cx.readers[u].len() != 1 || cx.absorbed_by[j].is_some() {
+            break;
+        }
+        let op = &net.nodes[j].op;
+        if op.is_reshape() {
+            pending.push(j);
+        } else {
+            let Some(d) = op
+                .as_scale()
+                .and_then(|s| absorb(&d_in, s, |d| layer.fits_input(d)))
+            else {
+                break;
+            };
+            d_in = d;
+            pending.push(j);
+            absorbed.append(&mut pending);
+        }
+        u = net.nodes[j].inputs[0];
+    }
+    (d_in, absorbed)
 }
 
 /// The diagonal `d ⊙ scale`, if the layer can take it into its weights (`fits`).

@@ -23,12 +23,12 @@ mod runs;
 
 pub use report::{Analysis, LayerResult, MergedRun, NetworkResult};
 
-use super::graph::Network;
+use super::graph::{Network, Reader};
 use super::lower::{empirical_lower_bound, LowerBound, LowerOptions};
 use super::ops::Role;
 use crate::bound::{Certificate, Options};
 use crate::error::{Error, Result};
-use fold::{fold, widen_for_rounding, Folded};
+use fold::{fold, widen_for_rounding, FoldContext, Folded};
 use rayon::prelude::*;
 use rules::{combine, compose, run_product, underflow_of};
 use runs::{linear_runs, merged_bound};
@@ -72,7 +72,7 @@ pub struct Progress<'a> {
 struct Graph<'n> {
     net: &'n Network,
     live: Vec<bool>,
-    consumers: Vec<Vec<usize>>,
+    readers: Vec<Vec<Reader>>,
     /// The layers (conv, dense) that contribute to an output, in graph order.
     layers: Vec<usize>,
 }
@@ -109,7 +109,7 @@ pub fn analyze(
         .collect();
     let g = Graph {
         net,
-        consumers: net.consumers(),
+        readers: net.readers(),
         live,
         layers,
     };
@@ -128,17 +128,7 @@ pub fn analyze(
     } else {
         Vec::new()
     };
-    let upper = compose(net, &g.live, &factors.value);
-    if !upper.is_finite() {
-        return Err(Error::model(
-            &net.source,
-            format!(
-                "the network's upper bound overflows f64: the composed layer bounds exceed {:e} \
-                 (no finite bound can be certified in double precision)",
-                f64::MAX
-            ),
-        ));
-    }
+    let upper = finite_upper(net, compose(net, &g.live, &factors.value))?;
     let certificate = combine(&factors.certificates);
     let (lower_search, notes) = lower_bound(&g, opts, upper, &factors, total, progress)?;
     progress(Progress {
@@ -170,20 +160,39 @@ pub fn analyze(
     })
 }
 
+/// The composed upper bound, or an error when it overflowed f64.
+fn finite_upper(net: &Network, upper: f64) -> Result<f64> {
+    if upper.is_finite() {
+        return Ok(upper);
+    }
+    Err(Error::model(
+        &net.source,
+        format!(
+            "the network's upper bound overflows f64: the composed layer bounds exceed {:e} \
+             (no finite bound can be certified in double precision)",
+            f64::MAX
+        ),
+    ))
+}
+
 /// Decides, in graph order, which elementwise scales each layer absorbs (a scale between
 /// two layers goes to the first).
 fn fold_layers(g: &Graph<'_>) -> Vec<Folded> {
     let net = g.net;
-    let mut producer = vec![usize::MAX; net.shapes.len()];
-    for (k, n) in net.nodes.iter().enumerate() {
-        producer[n.output] = k;
-    }
-    let mut absorbed_by = vec![usize::MAX; net.nodes.len()];
+    let producers = net.producers();
+    let mut absorbed_by = vec![None; net.nodes.len()];
     let mut folds = Vec::with_capacity(g.layers.len());
     for &k in &g.layers {
-        let folded = fold(net, k, &g.consumers, &producer, &g.live, &absorbed_by);
+        let cx = FoldContext {
+            net,
+            readers: &g.readers,
+            producers: &producers,
+            live: &g.live,
+            absorbed_by: &absorbed_by,
+        };
+        let folded = fold(&cx, k);
         for &a in &folded.absorbed {
-            absorbed_by[a] = k;
+            absorbed_by[a] = Some(k);
         }
         folds.push(folded);
     }
@@ -302,7 +311,7 @@ fn node_factors(g: &Graph<'_>, folds: &[Folded], factor: &mut [f64]) -> Result<(
 fn merge_runs(g: &Graph<'_>, factors: &mut Factors, opts: &Options) -> Result<Vec<MergedRun>> {
     let net = g.net;
     let mut merged = Vec::new();
-    for run in linear_runs(net, &g.live, &g.consumers) {
+    for run in linear_runs(net, &g.live, &g.readers) {
         let product = run_product(run.as_slice(), &factors.value);
         let b = merged_bound(net, &run, &factors.value, opts)?;
         merged.push(MergedRun {

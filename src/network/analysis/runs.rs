@@ -3,7 +3,7 @@
 //! by the product of their bounds.
 
 use super::super::eval::Evaluator;
-use super::super::graph::Network;
+use super::super::graph::{Network, Reader};
 use super::super::ops::Role;
 use super::rules::run_product;
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
@@ -16,7 +16,7 @@ use crate::LinearOperator;
 pub(super) fn linear_runs(
     net: &Network,
     live: &[bool],
-    consumers: &[Vec<usize>],
+    readers: &[Vec<Reader>],
 ) -> Vec<Vec<usize>> {
     let chainable =
         |k: usize| live[k] && matches!(net.nodes[k].op.role(), Role::Layer | Role::Linear { .. });
@@ -30,8 +30,8 @@ pub(super) fn linear_runs(
         let mut k = start;
         loop {
             let out = net.nodes[k].output;
-            match consumers[out].as_slice() {
-                [j] if *j != usize::MAX && chainable(*j) && !in_run[*j] => {
+            match readers[out].as_slice() {
+                [Reader::Node(j)] if chainable(*j) && !in_run[*j] => {
                     run.push(*j);
                     k = *j;
                 }

@@ -1,6 +1,8 @@
 //! The `lipschitz` command line: argument parsing, table/JSON rendering. All numerics live in
 //! the library.
 
+mod render;
+
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lipschitz::network::{
@@ -8,6 +10,7 @@ use lipschitz::network::{
 };
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{dense_norm, Options};
+use render::{check_stdout_open, print_report};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -63,7 +66,7 @@ struct NetworkArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Analyse the demo network built into the binary (a small CNN with BatchNorm, a residual
-    /// block and a dense head; src/bin/demo.onnx).
+    /// block and a dense head; src/bin/lipschitz/demo.onnx).
     Demo {
         #[command(flatten)]
         net: NetworkArgs,
@@ -257,133 +260,4 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         seconds: started.elapsed().as_secs_f64(),
     };
     print_report(&report, common.json)
-}
-
-/// Renders the report (table or JSON) and writes it to stdout in one piece.
-fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
-    if json {
-        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-        return write_stdout(&(text + "\n"));
-    }
-    let mut buf = String::new();
-    macro_rules! println {
-        ($($t:tt)*) => {{
-            use std::fmt::Write as _;
-            let _ = writeln!(buf, $($t)*);
-        }};
-    }
-    println!("{}", report.model);
-    println!("input shape {:?}\n", report.input_shape);
-    let width = report
-        .layers
-        .iter()
-        .map(|l| l.name.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 40);
-    println!(
-        "{:<width$} {:<7} {:>16} {:>16} {:>13} {:>13} {:<27} {:>8}",
-        "layer", "op", "in", "out", "lower", "upper", "certificate", "time"
-    );
-    for l in &report.layers {
-        let mut op = l.op.clone();
-        if l.circular {
-            op.push('°');
-        }
-        println!(
-            "{:<width$} {:<7} {:>16} {:>16} {:>13.8} {:>13.8} {:<27} {:>7.3}s",
-            l.name,
-            op,
-            shape(&l.input_shape),
-            shape(&l.output_shape),
-            l.lower,
-            l.upper,
-            l.certificate,
-            l.seconds
-        );
-        if !l.folded.is_empty() {
-            println!("{:<width$}   folded in: {}", "", l.folded.join(", "));
-        }
-    }
-    if report.layers.iter().any(|l| l.circular) {
-        println!("(° circular padding)");
-    }
-    let n = &report.network;
-    for run in &n.merged_runs {
-        if run.upper < run.product {
-            println!(
-                "merged linear run {} : {:.8} (product of parts {:.8})",
-                run.nodes.join(" → "),
-                run.upper,
-                run.product
-            );
-        }
-    }
-    println!("\nnetwork Lipschitz constant (ℓ2):");
-    println!("  upper bound      {:.8}  [{}]", n.upper, n.certificate);
-    println!(
-        "  naive product    {:.8}  (the same composition without merged linear runs)",
-        n.naive_product
-    );
-    match (n.lower, &n.lower_search) {
-        (Some(l), Some(s)) => println!(
-            "  lower bound      {:.8}  (attained by a pair of inputs; {} samples, {:.2}s)\n  gap upper/lower  {:.3}",
-            l,
-            s.samples,
-            s.seconds,
-            n.gap.unwrap_or(f64::INFINITY)
-        ),
-        (Some(l), None) => println!("  lower bound      {l:.8}"),
-        _ => println!("  lower bound      not computed"),
-    }
-    for note in &n.notes {
-        println!("  note: {note}");
-    }
-    println!("total time {:.3}s", report.seconds);
-    write_stdout(&buf)
-}
-
-/// Writes to stdout, reporting failure (a closed pipe, a full disk) as an error instead of
-/// panicking.
-fn write_stdout(text: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write the report to standard output: {e}"))
-}
-
-/// Whether file descriptor 1 was closed when the process started. Rust's runtime reopens a
-/// closed stdout on `/dev/null` before `main` runs (so that output silently vanishes); this
-/// constructor runs earlier, from `.init_array`, and sees the descriptor as the shell left it.
-#[cfg(target_os = "linux")]
-static STDOUT_WAS_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-#[cfg(target_os = "linux")]
-extern "C" fn record_stdout_state() {
-    // SAFETY: F_GETFD only queries the descriptor's flags.
-    if unsafe { libc::fcntl(1, libc::F_GETFD) } == -1 {
-        STDOUT_WAS_CLOSED.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static RECORD_STDOUT_STATE: extern "C" fn() = record_stdout_state;
-
-/// A closed stdout is an error rather than a silent success.
-fn check_stdout_open() -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    if STDOUT_WAS_CLOSED.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err("standard output is closed; the report could not be written".into());
-    }
-    Ok(())
-}
-
-fn shape(s: &[usize]) -> String {
-    s.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
 }
