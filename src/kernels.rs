@@ -195,6 +195,7 @@ mod x86 {
             for (r, accr) in acc.iter_mut().enumerate() {
                 // SAFETY: base + 8r + 8 ≤ chunks·32 ≤ n, inside both slices.
                 let av = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(pa.add(base + 8 * r)) });
+                // SAFETY: as above.
                 let xv = unsafe { _mm512_loadu_pd(px.add(base + 8 * r)) };
                 *accr = _mm512_add_pd(*accr, _mm512_mul_pd(av, xv));
             }
@@ -224,6 +225,7 @@ mod x86 {
                 // SAFETY: base + 8r + 8 ≤ chunks·32 ≤ n, inside x and every row.
                 let xv = unsafe { _mm512_loadu_pd(px.add(base + 8 * r)) };
                 for (k, acck) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above, for row k.
                     let av = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(pr[k].add(base + 8 * r)) });
                     acck[r] = _mm512_add_pd(acck[r], _mm512_mul_pd(av, xv));
                 }
@@ -281,6 +283,7 @@ mod x86 {
             for (r, accr) in acc.iter_mut().enumerate() {
                 // SAFETY: base + 4r + 4 ≤ chunks·32 ≤ n, inside both slices.
                 let av = _mm256_cvtps_pd(unsafe { _mm_loadu_ps(pa.add(base + 4 * r)) });
+                // SAFETY: as above.
                 let xv = unsafe { _mm256_loadu_pd(px.add(base + 4 * r)) };
                 *accr = _mm256_add_pd(*accr, _mm256_mul_pd(av, xv));
             }
@@ -471,6 +474,7 @@ mod tests {
             assert_eq!(avx2, dot_f32_f64_body(&a32, &x));
             let mut z3 = x.clone();
             let mut z4 = x.clone();
+            // SAFETY: feature checked.
             unsafe { x86::axpy_f32_f64_avx2(-1.7, &a32, &mut z3) };
             axpy_f32_f64_body(-1.7, &a32, &mut z4);
             assert_eq!(z3, z4);

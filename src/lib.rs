@@ -34,6 +34,7 @@
 //! Matrix-free operators implement [`LinearOperator`] and go through [`spectral_norm`].
 
 pub mod bound;
+#[cfg(feature = "capi")]
 pub mod capi;
 pub mod conv;
 pub mod dense;

@@ -45,6 +45,7 @@ impl<T> Copy for DisjointWrites<T> {}
 
 // SAFETY: users only write indices that no other thread touches during the parallel section.
 unsafe impl<T: Send> Send for DisjointWrites<T> {}
+// SAFETY: as for Send: concurrent users write disjoint indices only.
 unsafe impl<T: Send> Sync for DisjointWrites<T> {}
 
 impl<T> DisjointWrites<T> {

@@ -1,6 +1,10 @@
 //! The C entry points called as C would call them: results equal the Rust API's, and every
 //! bad argument gives a status and a message instead of a crash.
 
+// The C ABI is called directly with the arguments written beside each call; its safety
+// contract is what these tests exercise, so the unsafe blocks are not annotated one by one.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
 use lipschitz::capi::*;
 use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod, PaddingMode};
 use lipschitz::{dense_norm, Options};

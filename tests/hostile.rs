@@ -5,6 +5,10 @@
 //! and a hostile stdout for the CLI. Each must end in a clean error (or a correct interval),
 //! quickly, without reading a byte from outside the model's folder.
 
+// The C ABI is called directly with the arguments written beside each call; its safety
+// contract is what these tests exercise, so the unsafe blocks are not annotated one by one.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
 use lipschitz::capi::*;
 use lipschitz::network::{analyze, AnalysisOptions};
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};

@@ -65,6 +65,7 @@ pub unsafe extern "C" fn lip_network_add_dense(
         let n = unsafe { network_mut(net) }?;
         // SAFETY: `w` is NULL or rows·cols floats, `bias` NULL or `rows` floats, by contract.
         let weight = unsafe { dense_weights(w, rows, cols, builder_memory_limit()) }?.to_vec();
+        // SAFETY: as above.
         let bias = unsafe { optional_floats(bias, rows) }?;
         n.build(|b| b.dense(weight, rows, cols, bias))
     })
@@ -91,6 +92,7 @@ pub unsafe extern "C" fn lip_network_add_conv2d(
         // SAFETY: the weights hold weight_len() floats, `bias` is NULL or `out_channels`
         // floats, by contract.
         let weight = unsafe { slice(weight_oihw, layer.weight_len(), "weight_oihw", limit) }?;
+        // SAFETY: as above.
         let bias = unsafe { optional_floats(bias, layer.out_channels) }?;
         let weight = weight.to_vec();
         n.build(|b| b.conv(layer, weight, bias))
