@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[allow(dead_code)]
 fn time_forward(net: &lipschitz::network::Network) {
-    use lipschitz::network::eval::Evaluator;
+    use lipschitz::network::Evaluator;
     for accurate in [true, false] {
         let eval = Evaluator::new(net, accurate, 8 << 30).unwrap();
         let x = vec![0.5; eval.input_len()];

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The library alone, as a user who turns the CLI and the C ABI off builds it.
+cargo clippy --no-default-features --lib -- -D warnings
 # The C examples link against target/release/liblipschitz.{so,a}: build them first.
 cargo build --release
 cargo test --release

@@ -214,7 +214,7 @@ pub fn time_limit_from_secs(seconds: f64) -> Result<Option<Duration>> {
     Ok(Duration::try_from_secs_f64(seconds).ok())
 }
 
-/// Checks a requested number of worker threads (1 to [`MAX_THREADS`]).
+/// Checks a requested number of worker threads (1 to `MAX_THREADS`, 256).
 pub fn check_threads(threads: usize) -> Result<()> {
     if !(1..=MAX_THREADS).contains(&threads) {
         return Err(Error::invalid(

@@ -33,22 +33,22 @@
 //!
 //! Matrix-free operators implement [`LinearOperator`] and go through [`spectral_norm`].
 
-pub mod bound;
+mod bound;
 #[cfg(feature = "capi")]
 pub mod capi;
 pub mod conv;
-pub mod dense;
-pub mod error;
-pub mod kernels;
+mod dense;
+mod error;
+mod kernels;
 pub mod network;
 pub mod npy;
 pub mod onnx;
-pub mod operator;
-pub mod spectral;
+mod operator;
+mod spectral;
 mod untrusted;
 mod util;
 
-pub use bound::{Bound, Certificate, Method, Options, Stop};
+pub use bound::{check_threads, time_limit_from_secs, Bound, Certificate, Method, Options, Stop};
 pub use dense::{dense_matrix_norm, dense_norm, DenseMatrix};
 pub use error::{Error, Result};
 pub use operator::{explicit_matrix, LinearOperator};

@@ -100,7 +100,7 @@ fn polyphase_makes_strided_circular_layers_exact() {
     let mut exact = 0;
     for (i, (name, conv)) in common::conv_cases().into_iter().enumerate() {
         let Some((equivalent, w2)) =
-            lipschitz::conv::polyphase::polyphase(&conv, &weights(&conv, 80 + i as u64))
+            lipschitz::conv::polyphase(&conv, &weights(&conv, 80 + i as u64))
         else {
             continue;
         };

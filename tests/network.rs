@@ -7,8 +7,7 @@ mod common;
 use lipschitz::conv::{conv2d_norm, ConvMethod};
 use lipschitz::network::ops::{Affine, Conv};
 use lipschitz::network::{
-    analyze, empirical_lower_bound, eval::Evaluator, Analysis, AnalysisOptions, LowerOptions,
-    Network,
+    analyze, empirical_lower_bound, Analysis, AnalysisOptions, Evaluator, LowerOptions, Network,
 };
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{Error, Options};

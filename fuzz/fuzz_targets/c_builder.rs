@@ -43,7 +43,9 @@ impl Bytes<'_> {
 }
 
 fn floats(n: usize, salt: u8) -> Vec<f32> {
-    (0..n).map(|i| ((i * 7 + salt as usize) % 13) as f32 / 6.0 - 1.0).collect()
+    (0..n)
+        .map(|i| ((i * 7 + salt as usize) % 13) as f32 / 6.0 - 1.0)
+        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -75,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
                         w.as_ptr(),
                         rows,
                         cols,
-                        if with_bias { bias.as_ptr() } else { std::ptr::null() },
+                        if with_bias {
+                            bias.as_ptr()
+                        } else {
+                            std::ptr::null()
+                        },
                     )
                 }
             }
@@ -98,9 +104,14 @@ fuzz_target!(|data: &[u8]| {
                     pad_right: b.size(),
                     padding_mode: b.u8() as u32 % 3,
                 };
-                let n = [conv.out_channels, conv.in_channels, conv.kernel_h, conv.kernel_w]
-                    .iter()
-                    .fold(1u128, |a, &v| a * v as u128);
+                let n = [
+                    conv.out_channels,
+                    conv.in_channels,
+                    conv.kernel_h,
+                    conv.kernel_w,
+                ]
+                .iter()
+                .fold(1u128, |a, &v| a * v as u128);
                 if n > 1 << 16 || conv.out_channels > 1 << 16 {
                     continue;
                 }
@@ -188,15 +199,29 @@ fuzz_target!(|data: &[u8]| {
     let s = unsafe { lip_network_bound_ex(net, &o, &mut out) };
     assert!(s == LIP_OK || s < 0, "status {s}");
     if s == LIP_OK {
-        assert!(out.upper.is_finite() && out.upper >= 0.0, "upper {}", out.upper);
-        assert!(out.lower >= 0.0 && out.lower <= out.upper, "[{}, {}]", out.lower, out.upper);
+        assert!(
+            out.upper.is_finite() && out.upper >= 0.0,
+            "upper {}",
+            out.upper
+        );
+        assert!(
+            out.lower >= 0.0 && out.lower <= out.upper,
+            "[{}, {}]",
+            out.lower,
+            out.upper
+        );
     }
     let count = unsafe { lip_network_layer_count(net) };
     for i in 0..count.min(3) + 1 {
         let s = unsafe { lip_network_layer_bound_ex(net, i, &o, &mut out) };
         assert!(s == LIP_OK || s < 0, "status {s}");
         if s == LIP_OK {
-            assert!(out.lower >= 0.0 && out.lower <= out.upper, "[{}, {}]", out.lower, out.upper);
+            assert!(
+                out.lower >= 0.0 && out.lower <= out.upper,
+                "[{}, {}]",
+                out.lower,
+                out.upper
+            );
         }
     }
     unsafe { lip_network_free(net) };

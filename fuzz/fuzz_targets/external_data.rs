@@ -7,11 +7,10 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use lipschitz::onnx::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use lipschitz::network::{Op};
+
 use lipschitz::onnx::{load_onnx_bytes, ImportOptions};
 use prost::Message;
 use std::path::PathBuf;
@@ -31,7 +30,9 @@ fn folder() -> &'static PathBuf {
         let marker: Vec<u8> = (0..1024).flat_map(|_| MARKER.to_le_bytes()).collect();
         std::fs::write(outside.join("secret.bin"), &marker).unwrap();
         std::fs::write(outside.join("shared.bin"), &marker).unwrap();
-        let inside: Vec<u8> = (0..1024u32).flat_map(|i| ((i % 64) as f32).to_le_bytes()).collect();
+        let inside: Vec<u8> = (0..1024u32)
+            .flat_map(|i| ((i % 64) as f32).to_le_bytes())
+            .collect();
         std::fs::write(model.join("data.bin"), &inside).unwrap();
         std::fs::write(model.join("sub/data.bin"), &inside).unwrap();
         let _ = std::os::unix::fs::symlink(outside.join("secret.bin"), model.join("link.bin"));
@@ -69,7 +70,9 @@ fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
 }
 
 fn number(data: &mut &[u8], bytes: usize) -> u64 {
-    take(data, bytes).iter().fold(0, |a, &b| (a << 8) | b as u64)
+    take(data, bytes)
+        .iter()
+        .fold(0, |a, &b| (a << 8) | b as u64)
 }
 
 fn input(name: &str, dims: &[i64]) -> ValueInfoProto {
@@ -165,7 +168,8 @@ fuzz_target!(|bytes: &[u8]| {
     };
     if let Ok(net) = load_onnx_bytes(&model, "fuzz", Some(dir), &opts) {
         for node in net.nodes() {
-            if let Op::Dense { weight, .. } | Op::Conv { weight, .. } = &node.op {
+            if let Some(layer) = node.op.as_layer() {
+                let weight = layer.weights();
                 assert!(
                     !weight.contains(&MARKER),
                     "node {} holds bytes of the outside file",

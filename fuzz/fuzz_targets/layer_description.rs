@@ -56,7 +56,12 @@ fuzz_target!(|data: &[u8]| {
     if needed <= weights.len() as u64 && needed > 0 {
         let status = unsafe { lip_conv2d_norm_ex(weights.as_ptr(), &conv, &options, &mut out) };
         if status == LIP_OK {
-            assert!(out.lower >= 0.0 && out.lower <= out.upper, "{conv:?}: [{}, {}]", out.lower, out.upper);
+            assert!(
+                out.lower >= 0.0 && out.lower <= out.upper,
+                "{conv:?}: [{}, {}]",
+                out.lower,
+                out.upper
+            );
         }
     }
     let (rows, cols) = (conv.out_channels as usize, conv.in_channels as usize);

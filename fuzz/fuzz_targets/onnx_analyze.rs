@@ -41,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
         let n = &a.network;
         assert!(!n.upper.is_nan() && n.upper >= 0.0, "bad upper {}", n.upper);
         if let Some(l) = n.lower {
-            assert!(l >= 0.0 && l <= n.upper, "lower {l} above upper {}", n.upper);
+            assert!(
+                l >= 0.0 && l <= n.upper,
+                "lower {l} above upper {}",
+                n.upper
+            );
         }
     }
 });

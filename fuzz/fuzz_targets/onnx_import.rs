@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(net) = load_onnx_bytes(data, "fuzz", None, &import) {
         // Every value the evaluator will hold was checked against the limit.
         for v in 0..net.shapes().len() {
-            assert!(net.len_of(v) * 8 <= 16 << 20, "value {v} past the import limit");
+            assert!(
+                net.len_of(v) * 8 <= 16 << 20,
+                "value {v} past the import limit"
+            );
         }
     }
 });

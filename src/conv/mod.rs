@@ -16,9 +16,9 @@ mod direct;
 mod fft;
 mod norm;
 mod plan;
-pub mod polyphase;
+mod polyphase;
 mod resolution;
-pub mod spectrum;
+mod spectrum;
 mod wave;
 mod window;
 
@@ -26,6 +26,7 @@ pub use classic::{classic_bounds, ClassicBounds};
 pub use direct::DirectConv2d;
 pub use fft::FftConv2d;
 pub use norm::{conv2d_norm, ConvBound, ConvMethod};
+pub use polyphase::polyphase;
 pub use resolution::{resolution_independent_bound, ResolutionBound};
 
 use crate::error::{check_finite, Error, Result};

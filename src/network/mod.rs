@@ -12,8 +12,8 @@
 
 mod analysis;
 mod builder;
-pub mod eval;
-pub mod graph;
+mod eval;
+mod graph;
 mod lower;
 pub mod ops;
 
@@ -21,7 +21,8 @@ pub use analysis::{
     analyze, Analysis, AnalysisOptions, LayerResult, MergedRun, NetworkResult, Progress,
 };
 pub use builder::NetworkBuilder;
-pub use graph::{Network, Node, ValueId};
+pub use eval::{Evaluator, Trace};
+pub use graph::{Network, Node, Reader, ValueId, MAX_RANK, MAX_TENSOR_ELEMENTS};
 pub use lower::{empirical_lower_bound, LowerBound, LowerOptions};
 pub use ops::{
     Activation, AvgPool, Broadcast, Concat, Conv, Dense, Gather, GlobalMaxPool, MaxPool, Op,

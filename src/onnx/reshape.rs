@@ -6,9 +6,9 @@ use super::importer::{Importer, PadInfo};
 use super::proto::NodeProto;
 use crate::conv::PaddingMode;
 use crate::error::Result;
-use crate::network::graph::{MAX_RANK, MAX_TENSOR_ELEMENTS};
 use crate::network::ops::{Concat, Gather, Reshape};
 use crate::network::ValueId;
+use crate::network::{MAX_RANK, MAX_TENSOR_ELEMENTS};
 
 /// `Flatten(axis = 1)`: `(d₀…d_{a−1}, d_a…)` → two axes.
 pub(super) fn flatten(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {

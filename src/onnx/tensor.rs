@@ -6,7 +6,7 @@ use super::importer::Importer;
 use super::proto::{tensor_proto::DataType, TensorProto};
 use crate::bound::round_to_f32;
 use crate::error::{Error, Result};
-use crate::network::graph::MAX_RANK;
+use crate::network::MAX_RANK;
 use std::io::{Read, Seek, SeekFrom};
 
 /// Memory the importer may still allocate: every allocation proportional to a size read from

@@ -20,7 +20,7 @@ pub(crate) mod exact;
 mod krylov;
 mod lanczos;
 mod power;
-pub mod probabilistic;
+mod probabilistic;
 pub(crate) mod tridiagonal;
 
 use crate::bound::{Bound, Certificate, Method, Options};

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
 
 fn options(common: &Common) -> Result<Options, String> {
     if let Some(threads) = common.threads {
-        lipschitz::bound::check_threads(threads).map_err(|e| format!("--threads: {e}"))?;
+        lipschitz::check_threads(threads).map_err(|e| format!("--threads: {e}"))?;
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
@@ -168,7 +168,7 @@ fn run_network(
     layer.memory_limit = memory_limit;
     if let Some(t) = args.time_limit {
         layer.time_limit =
-            lipschitz::bound::time_limit_from_secs(t).map_err(|e| format!("--time-limit: {e}"))?;
+            lipschitz::time_limit_from_secs(t).map_err(|e| format!("--time-limit: {e}"))?;
     }
     let import = ImportOptions {
         input_shape: args.input_shape.clone(),
