@@ -46,6 +46,21 @@ impl Certificate {
     }
 }
 
+impl std::fmt::Display for Certificate {
+    /// The [`Certificate::label`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// Serialises a certificate as its [`Certificate::label`] (the form reports use).
+pub(crate) fn serialize_label<S: serde::Serializer>(
+    c: &Certificate,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&c.label())
+}
+
 /// Why an estimator stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

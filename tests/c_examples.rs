@@ -177,7 +177,7 @@ fn network_bound_example_matches_the_rust_api() {
             assert_eq!(Some(lo), report.network.lower, "{model}");
             assert_eq!(
                 n[3].parse::<i32>().unwrap(),
-                report.network.certificate_kind.code()
+                report.network.certificate.code()
             );
         }
     }

@@ -295,7 +295,7 @@ unsafe fn network_bound(
             lower: a.network.lower.unwrap_or(0.0),
             upper: a.network.upper,
             iterations: a.layers.iter().map(|l| l.iterations).sum(),
-            certificate: a.network.certificate_kind.code(),
+            certificate: a.network.certificate.code(),
         });
         Ok(())
     })

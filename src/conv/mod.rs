@@ -25,7 +25,7 @@ mod window;
 pub use classic::{classic_bounds, ClassicBounds};
 pub use direct::DirectConv2d;
 pub use fft::FftConv2d;
-pub use norm::{conv2d_norm, ConvBound, ConvMethod};
+pub use norm::{conv2d_norm, ConvBound, ConvMethod, LimitedBy};
 pub use polyphase::polyphase;
 pub use resolution::{resolution_independent_bound, ResolutionBound};
 

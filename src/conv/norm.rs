@@ -70,6 +70,16 @@ impl std::str::FromStr for ConvMethod {
     }
 }
 
+/// The end of an interval that kept it wider than `rtol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitedBy {
+    /// The upper bound stopped improving (the proven bounds' gap remains).
+    Upper,
+    /// A cap stopped the iteration while the lower end was still moving.
+    Lower,
+}
+
 /// A conv layer's certified interval with the evidence behind it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvBound {
@@ -89,8 +99,8 @@ pub struct ConvBound {
     pub frequencies_visited: usize,
     /// Frequencies in the half grid.
     pub frequencies_total: usize,
-    /// When `rtol` was not met: which end limited the width ("upper" or "lower").
-    pub limited_by: Option<String>,
+    /// When `rtol` was not met: which end limited the width.
+    pub limited_by: Option<LimitedBy>,
 }
 
 /// The window bound (see `conv::window`) from a circular norm's per-frequency values.
@@ -602,12 +612,11 @@ fn finish(mut result: ConvBound, b: Bound, lower: f64, rtol: f64) -> ConvBound {
     } else {
         // Lanczos reports `UpperLimited` when its Ritz values converged; otherwise a cap
         // stopped it while the lower end was still moving.
-        let side = if b.stop == Stop::UpperLimited {
-            "upper"
+        result.limited_by = Some(if b.stop == Stop::UpperLimited {
+            LimitedBy::Upper
         } else {
-            "lower"
-        };
-        result.limited_by = Some(side.into());
+            LimitedBy::Lower
+        });
         if b.stop == Stop::Converged {
             result.bound.stop = Stop::UpperLimited;
         }

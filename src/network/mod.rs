@@ -25,6 +25,6 @@ pub use eval::{Evaluator, Trace};
 pub use graph::{Network, Node, Reader, ValueId, MAX_RANK, MAX_TENSOR_ELEMENTS};
 pub use lower::{empirical_lower_bound, LowerBound, LowerOptions};
 pub use ops::{
-    Activation, AvgPool, Broadcast, Concat, Conv, Dense, Gather, GlobalMaxPool, MaxPool, Op,
-    Pool2d, ReduceMean, Reshape, Softmax,
+    Activation, AvgPool, Broadcast, Concat, Conv, Dense, Gather, GlobalMaxPool, LayerMethod,
+    MaxPool, Op, Pool2d, ReduceMean, Reshape, Softmax,
 };

@@ -6,7 +6,7 @@ mod render;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lipschitz::network::{
-    analyze, Analysis, AnalysisOptions, LayerResult, LowerOptions, NetworkResult,
+    analyze, Analysis, AnalysisOptions, LayerMethod, LayerResult, LowerOptions, NetworkResult,
 };
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{dense_norm, Options};
@@ -232,8 +232,8 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         output_shape: vec![m.rows],
         lower: b.lower,
         upper: b.upper,
-        certificate: b.certificate.label(),
-        method: format!("{:?}", b.method).to_lowercase(),
+        certificate: b.certificate,
+        method: LayerMethod::Dense(b.method),
         iterations: b.iterations,
         matvecs: b.matvecs,
         seconds: b.seconds,
@@ -247,8 +247,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         network: NetworkResult {
             lower: Some(b.lower),
             upper: b.upper,
-            certificate: b.certificate.label(),
-            certificate_kind: b.certificate,
+            certificate: b.certificate,
             naive_product: b.upper,
             lower_search: None,
             merged_runs: Vec::new(),

@@ -147,8 +147,7 @@ pub fn analyze(
         network: NetworkResult {
             lower,
             upper,
-            certificate: certificate.label(),
-            certificate_kind: certificate,
+            certificate,
             naive_product,
             lower_search,
             merged_runs,
@@ -266,7 +265,7 @@ fn layer_result(
         output_shape: net.shapes[node.output].clone(),
         lower: bound.lower,
         upper: bound.upper,
-        certificate: bound.certificate.label(),
+        certificate: bound.certificate,
         method: b.method,
         iterations: bound.iterations,
         matvecs: bound.matvecs,
@@ -319,7 +318,7 @@ fn merge_runs(g: &Graph<'_>, factors: &mut Factors, opts: &Options) -> Result<Ve
             product,
             lower: b.lower,
             upper: b.upper,
-            certificate: b.certificate.label(),
+            certificate: b.certificate,
         });
         if b.upper < product {
             for &k in &run {

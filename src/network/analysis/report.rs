@@ -1,7 +1,8 @@
 //! What an analysis reports: per-layer intervals, merged runs and the network bounds.
 
 use super::super::lower::LowerBound;
-use crate::bound::{Bound, Certificate};
+use super::super::ops::LayerMethod;
+use crate::bound::{serialize_label, Bound, Certificate};
 use serde::Serialize;
 
 /// One linear layer (Conv, Gemm, MatMul) and its certified interval.
@@ -19,10 +20,12 @@ pub struct LayerResult {
     pub lower: f64,
     /// Proven upper end.
     pub upper: f64,
-    /// "exact", "deterministic", "probabilistic(delta=…)".
-    pub certificate: String,
+    /// How `upper` is proven (serialised as "exact", "deterministic",
+    /// "probabilistic(delta=…)").
+    #[serde(serialize_with = "serialize_label")]
+    pub certificate: Certificate,
     /// How the interval was computed.
-    pub method: String,
+    pub method: LayerMethod,
     /// Iterations of the iterative method (0 for closed forms).
     pub iterations: u32,
     /// Operator applications.
@@ -50,7 +53,8 @@ pub struct MergedRun {
     /// Its upper end (used when below the product).
     pub upper: f64,
     /// Its certificate.
-    pub certificate: String,
+    #[serde(serialize_with = "serialize_label")]
+    pub certificate: Certificate,
 }
 
 /// The whole-network result.
@@ -62,10 +66,8 @@ pub struct NetworkResult {
     /// Proven upper bound.
     pub upper: f64,
     /// Certificate of `upper`.
-    pub certificate: String,
-    /// The same, as a value.
-    #[serde(skip)]
-    pub certificate_kind: Certificate,
+    #[serde(serialize_with = "serialize_label")]
+    pub certificate: Certificate,
     /// AutoLip with every node bounded separately: the same composition without merging
     /// linear runs (BatchNorm stays folded).
     pub naive_product: f64,

@@ -3,20 +3,32 @@
 //! the spectral bound and what folding elementwise scales into their weights needs.
 
 use super::{expect_rank4, linear_kernel, single, Context, Kernel, LinearPart, Operation, Role};
-use crate::bound::{Bound, Options};
+use crate::bound::{Bound, Method, Options};
 use crate::conv::{conv2d_norm, Conv2d, ConvMethod, ConvOperator, DirectConv2d, PaddingMode};
 use crate::dense::dense_norm;
 use crate::dense::DenseMatrix;
 use crate::error::{check_finite, Error, Result};
 use crate::LinearOperator;
+use serde::Serialize;
+
+/// The method that bounded a layer: the spectral engine's for dense layers, the conv
+/// method for convolutions. Serialised as its name (`"lanczos"`, `"exact_circular"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LayerMethod {
+    /// A dense layer.
+    Dense(Method),
+    /// A convolution.
+    Conv(ConvMethod),
+}
 
 /// A layer's certified interval and how it was computed.
 #[derive(Debug, Clone)]
 pub struct LayerBound {
     /// The interval.
     pub bound: Bound,
-    /// The method that produced it ("exact", "lanczos", …).
-    pub method: String,
+    /// The method that produced it.
+    pub method: LayerMethod,
     /// Whether the layer is a circular convolution.
     pub circular: bool,
 }
@@ -140,7 +152,7 @@ impl Layer for Conv {
         let r = conv2d_norm(weight, &self.conv, ConvMethod::Auto, opts)?;
         Ok(LayerBound {
             bound: r.bound,
-            method: format!("{:?}", r.method).to_lowercase(),
+            method: LayerMethod::Conv(r.method),
             circular: self.conv.padding_mode == PaddingMode::Circular,
         })
     }
@@ -286,10 +298,9 @@ impl Layer for Dense {
     }
     fn bound(&self, weight: &[f32], opts: &Options) -> Result<LayerBound> {
         let b = dense_norm(weight, self.rows, self.cols, opts)?;
-        let method = format!("{:?}", b.method).to_lowercase();
         Ok(LayerBound {
+            method: LayerMethod::Dense(b.method),
             bound: b,
-            method,
             circular: false,
         })
     }

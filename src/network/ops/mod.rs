@@ -19,7 +19,7 @@ mod reshape;
 pub use activation::{Activation, PRelu, Softmax};
 pub use elementwise::{Add, Affine, Broadcast, Sub};
 pub(crate) use linear::conv_for;
-pub use linear::{Conv, Dense, Layer, LayerBound};
+pub use linear::{Conv, Dense, Layer, LayerBound, LayerMethod};
 pub use pool::{AvgPool, GlobalMaxPool, MaxPool, Pool2d, ReduceMean, MAX_POOL_WORK};
 pub use reshape::{Concat, Gather, Reshape};
 
