@@ -2,7 +2,7 @@
 
 use super::importer::Importer;
 use super::proto::{attribute_proto::AttributeType, AttributeProto, NodeProto};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How a node is named in messages: `'name' (Op)`, or `#index (Op)` when it has no name.
 pub(super) fn node_label(node: &NodeProto, index: usize) -> String {
@@ -31,17 +31,17 @@ pub(super) fn attr_string(node: &NodeProto, name: &str) -> Option<String> {
         .map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 /// A two-element spatial attribute (`strides`, `dilations`), 1 by default, each ≥ 1.
-pub(super) fn pair(
-    node: &NodeProto,
-    name: &str,
-    label: &str,
-) -> std::result::Result<[usize; 2], String> {
+pub(super) fn pair(node: &NodeProto, name: &str) -> Result<[usize; 2]> {
     match attr_ints(node, name) {
         None => Ok([1, 1]),
         Some(v) if v.len() == 2 && v.iter().all(|x| (1..=1 << 20).contains(x)) => {
             Ok([v[0] as usize, v[1] as usize])
         }
-        Some(v) => Err(format!("node {label}: {name} {v:?} must be two values ≥ 1")),
+        Some(v) => Err(Error::invalid(
+            name,
+            format!("{v:?}"),
+            "must be two values ≥ 1",
+        )),
     }
 }
 pub(super) fn norm_axis(a: i64, rank: i64) -> Option<usize> {

@@ -7,7 +7,7 @@ use super::importer::Importer;
 use super::proto::NodeProto;
 use super::reshape::{resolve_reshape, squeeze_shape};
 use super::tensor::{Const, ConstData};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl Importer {
     /// `Shape(x)`: the (sliced) shape of an activation, as a constant.
@@ -129,12 +129,13 @@ impl Importer {
             "Concat" => concat(&parts.iter().flatten().cloned().collect::<Vec<_>>()),
             "Gather" => gather(node, get(0)?, get(1)?),
             "Mul" | "Add" | "Sub" | "Div" => arithmetic(op, get(0)?, get(1)?),
-            other => Err(format!(
-                "operator '{other}' on constant inputs is not supported (it does not depend on \
-                 the network input)"
+            other => Err(Error::invalid(
+                "operator",
+                other,
+                "is not supported on constant inputs (it does not depend on the network input)",
             )),
         };
-        folded.map_err(|m| self.err(format!("node {label}: {m}")))
+        folded.map_err(|e| self.err(format!("node {label}: {e}")))
     }
 }
 
@@ -155,9 +156,13 @@ fn cast(node: &NodeProto, c: &Const) -> Const {
 }
 
 /// `Concat` of 1-D constants.
-fn concat(parts: &[Const]) -> std::result::Result<Const, String> {
+fn concat(parts: &[Const]) -> Result<Const> {
     if !parts.iter().all(|p| p.dims.len() <= 1) {
-        return Err("only 1-D constant Concat is folded".into());
+        return Err(Error::invalid(
+            "constant Concat",
+            format!("{:?}", parts.iter().map(|p| &p.dims).collect::<Vec<_>>()),
+            "only 1-D constants are folded",
+        ));
     }
     let n: usize = parts.iter().map(Const::len).sum();
     let data = if parts.iter().all(Const::is_int) {
@@ -172,9 +177,13 @@ fn concat(parts: &[Const]) -> std::result::Result<Const, String> {
 }
 
 /// `Gather` along axis 0 of a 1-D constant.
-fn gather(node: &NodeProto, data: &Const, idx: &Const) -> std::result::Result<Const, String> {
+fn gather(node: &NodeProto, data: &Const, idx: &Const) -> Result<Const> {
     if data.dims.len() != 1 || attr_int(node, "axis", 0) != 0 {
-        return Err("only 1-D constant Gather is folded".into());
+        return Err(Error::invalid(
+            "constant Gather data",
+            format!("{:?}", data.dims),
+            "only 1-D constants along axis 0 are folded",
+        ));
     }
     let n = data.len() as i64;
     let vals = data.i64s();
@@ -185,9 +194,9 @@ fn gather(node: &NodeProto, data: &Const, idx: &Const) -> std::result::Result<Co
             let j = if i < 0 { i + n } else { i };
             vals.get(j as usize)
                 .copied()
-                .ok_or_else(|| format!("index {i} out of range"))
+                .ok_or_else(|| Error::invalid("Gather index", i, "out of range"))
         })
-        .collect::<std::result::Result<_, _>>()?;
+        .collect::<Result<_>>()?;
     Ok(Const {
         dims: idx.dims.clone(),
         data: ConstData::I64(out),
@@ -195,11 +204,12 @@ fn gather(node: &NodeProto, data: &Const, idx: &Const) -> std::result::Result<Co
 }
 
 /// Elementwise arithmetic of two constants of one length (or a scalar and anything).
-fn arithmetic(op: &str, a: &Const, b: &Const) -> std::result::Result<Const, String> {
+fn arithmetic(op: &str, a: &Const, b: &Const) -> Result<Const> {
     if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
-        return Err(format!(
-            "constant {op} of shapes {:?} and {:?} is not folded",
-            a.dims, b.dims
+        return Err(Error::invalid(
+            &format!("constant {op} operands"),
+            format!("{:?} and {:?}", a.dims, b.dims),
+            "only equal lengths or a scalar are folded",
         ));
     }
     let dims = if a.len() >= b.len() {

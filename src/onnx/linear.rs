@@ -97,8 +97,9 @@ impl Importer {
                 )));
             }
         }
-        let stride = pair(node, "strides", label).map_err(|m| self.err(m))?;
-        let dilation = pair(node, "dilations", label).map_err(|m| self.err(m))?;
+        let stride = pair(node, "strides").map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let dilation =
+            pair(node, "dilations").map_err(|e| self.err(format!("node {label}: {e}")))?;
         let groups = attr_int(node, "group", 1);
         if groups < 1 {
             return Err(self.err(format!("node {label}: group = {groups} must be ≥ 1")));

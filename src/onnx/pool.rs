@@ -89,8 +89,9 @@ impl Importer {
             )));
         }
         let kernel = [k[0] as usize, k[1] as usize];
-        let stride = pair(node, "strides", label).map_err(|m| self.err(m))?;
-        let dilation = pair(node, "dilations", label).map_err(|m| self.err(m))?;
+        let stride = pair(node, "strides").map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let dilation =
+            pair(node, "dilations").map_err(|e| self.err(format!("node {label}: {e}")))?;
         let pads = self.spatial_pads(node, label, [xs[2], xs[3]], kernel, stride, dilation)?;
         let pool = Pool2d {
             kernel,

@@ -5,7 +5,7 @@ use super::attrs::{attr_float, attr_int, attr_ints, attr_string, norm_axis};
 use super::importer::{Importer, PadInfo};
 use super::proto::NodeProto;
 use crate::conv::PaddingMode;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::network::ops::{Concat, Gather, Reshape};
 use crate::network::ValueId;
 use crate::network::{MAX_RANK, MAX_TENSOR_ELEMENTS};
@@ -243,16 +243,13 @@ impl Importer {
     }
 }
 
-pub(super) fn resolve_reshape(
-    xs: &[usize],
-    target: &[i64],
-    allowzero: bool,
-) -> std::result::Result<Vec<usize>, String> {
+pub(super) fn resolve_reshape(xs: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>> {
+    let bad = |reason: String| Error::invalid("reshape target", format!("{target:?}"), &reason);
     if target.len() > MAX_RANK {
-        return Err(format!(
-            "reshape target has rank {}, over the limit of {MAX_RANK}",
+        return Err(bad(format!(
+            "has rank {}, over the limit of {MAX_RANK}",
             target.len()
-        ));
+        )));
     }
     let n: usize = xs.iter().product();
     let mut out = Vec::with_capacity(target.len());
@@ -265,27 +262,21 @@ pub(super) fn resolve_reshape(
             }
             0 if !allowzero => out.push(
                 *xs.get(k)
-                    .ok_or_else(|| format!("reshape 0 at axis {k} has no input axis"))?,
+                    .ok_or_else(|| bad(format!("copies axis {k} (0), which the input lacks")))?,
             ),
             t if t > 0 => out.push(t as usize),
-            t => {
-                return Err(format!(
-                    "reshape target {target:?} has an invalid entry {t}"
-                ))
-            }
+            t => return Err(bad(format!("has an invalid entry {t}"))),
         }
     }
     let known: usize = out.iter().product();
     if let Some(k) = infer {
         if known == 0 || !n.is_multiple_of(known) {
-            return Err(format!("cannot reshape {xs:?} to {target:?}"));
+            return Err(bad(format!("does not fit the input {xs:?}")));
         }
         out[k] = n / known;
     }
     if out.iter().product::<usize>() != n {
-        return Err(format!(
-            "cannot reshape {xs:?} ({n} elements) to {target:?}"
-        ));
+        return Err(bad(format!("does not fit the input {xs:?} ({n} elements)")));
     }
     Ok(out)
 }
@@ -294,20 +285,21 @@ pub(super) fn squeeze_shape(
     xs: &[usize],
     axes: Option<&[i64]>,
     unsqueeze: bool,
-) -> std::result::Result<Vec<usize>, String> {
+) -> Result<Vec<usize>> {
+    let bad = |reason: String| Error::invalid("axes", format!("{axes:?}"), &reason);
     if unsqueeze {
-        let axes = axes.ok_or("Unsqueeze needs axes")?;
+        let axes = axes.ok_or_else(|| bad("are required by Unsqueeze".into()))?;
         if xs.len() + axes.len() > MAX_RANK {
-            return Err(format!(
-                "Unsqueeze to rank {} is over the limit of {MAX_RANK}",
+            return Err(bad(format!(
+                "make rank {}, over the limit of {MAX_RANK}",
                 xs.len() + axes.len()
-            ));
+            )));
         }
         let r = (xs.len() + axes.len()) as i64;
         let mut ax: Vec<usize> = axes
             .iter()
-            .map(|&a| norm_axis(a, r).ok_or(format!("axis {a} out of range")))
-            .collect::<std::result::Result<_, _>>()?;
+            .map(|&a| norm_axis(a, r).ok_or_else(|| bad(format!("axis {a} is out of range"))))
+            .collect::<Result<_>>()?;
         ax.sort_unstable();
         let mut out = Vec::with_capacity(r as usize);
         let mut it = xs.iter();
@@ -315,7 +307,7 @@ pub(super) fn squeeze_shape(
             if ax.contains(&k) {
                 out.push(1);
             } else {
-                out.push(*it.next().ok_or("bad Unsqueeze axes")?);
+                out.push(*it.next().ok_or_else(|| bad("repeat an axis".into()))?);
             }
         }
         Ok(out)
@@ -324,15 +316,18 @@ pub(super) fn squeeze_shape(
         let ax: Vec<usize> = match axes {
             Some(a) => a
                 .iter()
-                .map(|&a| norm_axis(a, r).ok_or(format!("axis {a} out of range")))
-                .collect::<std::result::Result<_, _>>()?,
+                .map(|&a| norm_axis(a, r).ok_or_else(|| bad(format!("axis {a} is out of range"))))
+                .collect::<Result<_>>()?,
             None => (0..xs.len()).filter(|&k| xs[k] == 1).collect(),
         };
         let mut ax = ax;
         ax.sort_unstable();
         ax.dedup();
         if let Some(&k) = ax.iter().find(|&&k| xs[k] != 1) {
-            return Err(format!("cannot squeeze axis {k} of size {}", xs[k]));
+            return Err(bad(format!(
+                "select axis {k} of size {} (only axes of size 1 can be squeezed)",
+                xs[k]
+            )));
         }
         Ok(xs
             .iter()

@@ -177,7 +177,7 @@ impl Importer {
                 )))
             }
             Some(bytes) => from_raw(bytes, dt),
-            None => typed_data(t, dt, count).map_err(|m| self.err(format!("{what}: {m}")))?,
+            None => typed_data(t, dt, count).map_err(|e| self.err(format!("{what}: {e}")))?,
         };
         // The raw bytes of an external tensor are dropped here.
         self.budget.refund(raw_bytes);
@@ -317,11 +317,7 @@ fn element_sizes(dt: DataType) -> Option<(u128, u128)> {
 }
 
 /// The values of a tensor stored in its typed fields (`float_data`, `int32_data`, …).
-fn typed_data(
-    t: &TensorProto,
-    dt: DataType,
-    count: usize,
-) -> std::result::Result<ConstData, String> {
+fn typed_data(t: &TensorProto, dt: DataType, count: usize) -> Result<ConstData> {
     let typed_len = match dt {
         DataType::Float => t.float_data.len(),
         DataType::Double => t.double_data.len(),
@@ -329,9 +325,13 @@ fn typed_data(
         _ => t.int32_data.len(),
     };
     if typed_len != count {
-        return Err(format!(
-            "{typed_len} values for shape {:?} ({count} expected); missing or truncated data",
-            t.dims
+        return Err(Error::invalid(
+            "typed data",
+            format!("{typed_len} values"),
+            &format!(
+                "shape {:?} needs {count}; missing or truncated data",
+                t.dims
+            ),
         ));
     }
     let halves =
