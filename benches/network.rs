@@ -34,7 +34,7 @@ fn network(c: &mut Criterion) {
             "upper_only"
         };
         g.bench_function(format!("resnet18_224_rtol1e-3/{name}"), |b| {
-            b.iter(|| analyze(&net, &opts, &mut |_| {}).unwrap())
+            b.iter(|| analyze(&net, &opts).unwrap())
         });
     }
     g.finish();

@@ -8,7 +8,7 @@
 #[path = "../benches/common/resnet18.rs"]
 mod resnet18;
 
-use lipschitz::network::{analyze, AnalysisOptions, LowerOptions};
+use lipschitz::network::{analyze_with_progress, AnalysisOptions, LowerOptions};
 use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
 use std::time::Instant;
@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         merge_linear_runs: true,
     };
     let t = Instant::now();
-    let report = analyze(&net, &opts, &mut |p| {
+    let report = analyze_with_progress(&net, &opts, &mut |p| {
         eprint!("\r{}/{} {:<40}", p.done, p.total, p.what);
     })?;
     eprintln!();

@@ -156,7 +156,7 @@ fn network_bound_example_matches_the_rust_api() {
     for model in ["cnn_bn.onnx", "residual.onnx"] {
         let path = root.join("tests/fixtures/onnx").join(model);
         let net = load_onnx(&path, &ImportOptions::default()).unwrap();
-        let report = analyze(&net, &analysis_options(1e-6), &mut |_| {}).unwrap();
+        let report = analyze(&net, &analysis_options(1e-6)).unwrap();
         for static_link in [false, true] {
             let out = compile_and_run(
                 "network_bound.c",
@@ -217,7 +217,7 @@ fn cpp_network() -> Network {
 
 #[test]
 fn cpp_wrapper_example_builds_the_same_network_as_rust() {
-    let report = analyze(&cpp_network(), &analysis_options(1e-6), &mut |_| {}).unwrap();
+    let report = analyze(&cpp_network(), &analysis_options(1e-6)).unwrap();
     for static_link in [false, true] {
         let out = compile_and_run("network.cpp", static_link, &[]);
         let layers = fields_of(&out, "layer ");

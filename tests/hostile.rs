@@ -138,7 +138,7 @@ fn external_data_outside_by_name_is_refused_and_inside_is_read() {
     let w: Vec<u8> = [3.0f32; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.join("model/data/w.bin"), w).unwrap();
     let net = load_onnx(&model, &ImportOptions::default()).unwrap();
-    let a = analyze(&net, &quick(), &mut |_| {}).unwrap();
+    let a = analyze(&net, &quick()).unwrap();
     assert!(a.layers[0].lower <= 6.0 && 6.0 <= a.layers[0].upper);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -211,7 +211,7 @@ fn huge_pooling_windows_give_an_error_or_a_bound_quickly() {
         let bytes = pool_model(kernel, pad);
         let outcome = within(Duration::from_secs(30), move || {
             let net = load_onnx_bytes(&bytes, "pool", None, &ImportOptions::default())?;
-            analyze(&net, &AnalysisOptions::default(), &mut |_| {}).map(|a| a.network.upper)
+            analyze(&net, &AnalysisOptions::default()).map(|a| a.network.upper)
         });
         if let Ok(upper) = outcome {
             assert!(
@@ -370,7 +370,7 @@ fn double_weights_are_certified_as_stored_not_as_rounded_to_f32() {
             vec![f64_tensor("W", &[rows, cols], &values)],
         );
         let net = load_onnx_bytes(&bytes, "f64", None, &ImportOptions::default()).unwrap();
-        let a = analyze(&net, &quick(), &mut |_| {}).unwrap();
+        let a = analyze(&net, &quick()).unwrap();
         let l = &a.layers[0];
         assert!(
             l.lower <= norm && norm <= l.upper,
@@ -385,7 +385,7 @@ fn double_weights_are_certified_as_stored_not_as_rounded_to_f32() {
             "a widened bound is not exact"
         );
         // The lower-bound search would run on the f32 copy: it is skipped, and says so.
-        let a = analyze(&net, &AnalysisOptions::default(), &mut |_| {}).unwrap();
+        let a = analyze(&net, &AnalysisOptions::default()).unwrap();
         assert!(a.network.lower.is_none());
         assert!(
             a.network.notes.iter().any(|n| n.contains("float64")),
@@ -412,7 +412,7 @@ fn gemm_alpha_is_applied_exactly_or_widened() {
         vec![f32_tensor("W", &[1, 1], &[w])],
     );
     let net = load_onnx_bytes(&bytes, "alpha", None, &ImportOptions::default()).unwrap();
-    let a = analyze(&net, &quick(), &mut |_| {}).unwrap();
+    let a = analyze(&net, &quick()).unwrap();
     let l = &a.layers[0];
     assert!(
         l.lower <= norm && norm <= l.upper,
@@ -502,7 +502,7 @@ fn bounds_that_underflow_stay_positive_and_overflow_is_an_error() {
         &ImportOptions::default(),
     )
     .unwrap();
-    let a = analyze(&net, &quick(), &mut |_| {}).unwrap();
+    let a = analyze(&net, &quick()).unwrap();
     assert!(a.network.upper > 0.0, "upper {}", a.network.upper);
     assert!(a.network.underflow);
     let net = load_onnx_bytes(
@@ -512,9 +512,7 @@ fn bounds_that_underflow_stay_positive_and_overflow_is_an_error() {
         &ImportOptions::default(),
     )
     .unwrap();
-    let e = analyze(&net, &quick(), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = analyze(&net, &quick()).unwrap_err().to_string();
     assert!(e.contains("overflows"), "{e}");
 }
 
@@ -656,7 +654,7 @@ fn constants_may_come_first_in_add_sub_and_mul() {
         ],
     );
     let net = load_onnx_bytes(&bytes, "first", None, &ImportOptions::default()).unwrap();
-    let a = analyze(&net, &AnalysisOptions::default(), &mut |_| {}).unwrap();
+    let a = analyze(&net, &AnalysisOptions::default()).unwrap();
     let (lower, upper) = (a.network.lower.unwrap(), a.network.upper);
     assert!(
         lower <= 6.0 * (1.0 + 1e-9) && 6.0 <= upper,
@@ -734,7 +732,7 @@ fn a_scale_folded_into_a_layer_that_underflows_f32_is_not_certified_as_zero() {
         ],
     );
     let net = load_onnx_bytes(&bytes, "flush", None, &ImportOptions::default()).unwrap();
-    let a = analyze(&net, &AnalysisOptions::default(), &mut |_| {}).unwrap();
+    let a = analyze(&net, &AnalysisOptions::default()).unwrap();
     let l = &a.layers[0];
     assert_eq!(l.folded.len(), 1, "the BatchNorm is folded into the Gemm");
     assert!(

@@ -42,7 +42,7 @@ fn analyse(net: &Network, rtol: f64) -> Analysis {
         layer: Options::with_rtol(rtol),
         ..AnalysisOptions::default()
     };
-    analyze(net, &opts, &mut |_| {}).unwrap()
+    analyze(net, &opts).unwrap()
 }
 
 fn load_err(name: &str) -> String {

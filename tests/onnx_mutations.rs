@@ -58,7 +58,7 @@ fn exercise(bytes: &[u8], what: &str) -> Result<(), String> {
             }),
             merge_linear_runs: true,
         };
-        match analyze(&net, &opts, &mut |_| {}) {
+        match analyze(&net, &opts) {
             Err(_) => Ok(()),
             Ok(a) => {
                 let n = &a.network;

@@ -69,7 +69,7 @@ fn check(name: &str, layers: usize, ops: &[&str]) {
         lower: None,
         merge_linear_runs: true,
     };
-    let report = analyze(&net, &analysis, &mut |_| {}).unwrap();
+    let report = analyze(&net, &analysis).unwrap();
     assert_eq!(report.layers.len(), layers, "{name}");
     for l in &report.layers {
         assert!(l.lower > 0.0 && l.lower <= l.upper, "{name} {}", l.name);

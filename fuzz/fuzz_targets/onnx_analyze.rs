@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         }),
         merge_linear_runs: true,
     };
-    if let Ok(a) = analyze(&net, &opts, &mut |_| {}) {
+    if let Ok(a) = analyze(&net, &opts) {
         let n = &a.network;
         assert!(!n.upper.is_nan() && n.upper >= 0.0, "bad upper {}", n.upper);
         if let Some(l) = n.lower {

@@ -78,7 +78,7 @@ impl LipNetwork {
             merge_linear_runs: true,
         };
         let a = with_threads(o.threads, || {
-            Ok(analyze(self.builder.network(), &analysis, &mut |_| {})?)
+            Ok(analyze(self.builder.network(), &analysis)?)
         })?;
         *cache = Some((*o, a.clone()));
         Ok(a)

@@ -11,7 +11,7 @@
 //! b.flatten()?;
 //! b.dense(vec![0.05; 3 * 32], 3, 32, None)?;
 //! let net = b.finish();
-//! let report = analyze(&net, &AnalysisOptions::default(), &mut |_| {})?;
+//! let report = analyze(&net, &AnalysisOptions::default())?;
 //! // A pair of inputs attains the lower end; the upper end is proven.
 //! assert!(report.network.lower.unwrap() <= report.network.upper);
 //! # Ok::<(), lipschitz::Error>(())

@@ -5,7 +5,7 @@
 //! use lipschitz::network::{analyze, AnalysisOptions};
 //! use lipschitz::onnx::{load_onnx, ImportOptions};
 //! let net = load_onnx("model.onnx".as_ref(), &ImportOptions::default())?;
-//! let report = analyze(&net, &AnalysisOptions::default(), &mut |_| {})?;
+//! let report = analyze(&net, &AnalysisOptions::default())?;
 //! println!("L ∈ [{:?}, {}]", report.network.lower, report.network.upper);
 //! # Ok::<(), lipschitz::Error>(())
 //! ```
@@ -18,7 +18,8 @@ mod lower;
 pub mod ops;
 
 pub use analysis::{
-    analyze, Analysis, AnalysisOptions, LayerResult, MergedRun, NetworkResult, Progress,
+    analyze, analyze_with_progress, Analysis, AnalysisOptions, LayerResult, MergedRun,
+    NetworkResult, Progress,
 };
 pub use builder::NetworkBuilder;
 pub use eval::{Evaluator, Trace};

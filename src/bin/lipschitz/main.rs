@@ -6,7 +6,8 @@ mod render;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lipschitz::network::{
-    analyze, Analysis, AnalysisOptions, LayerMethod, LayerResult, LowerOptions, NetworkResult,
+    analyze_with_progress, Analysis, AnalysisOptions, LayerMethod, LayerResult, LowerOptions,
+    NetworkResult,
 };
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{dense_norm, Options};
@@ -201,7 +202,7 @@ fn run_network(
             .map_err(|e| e.to_string())?
             .progress_chars("=> "),
     );
-    let report = analyze(&net, &opts, &mut |p| {
+    let report = analyze_with_progress(&net, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(p.what.to_string());

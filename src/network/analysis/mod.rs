@@ -86,8 +86,13 @@ struct Factors {
 }
 
 /// Analyses a network: per-layer intervals, the composed upper bound, and (unless disabled)
-/// the empirical lower bound. `progress` is called after each step.
-pub fn analyze(
+/// the empirical lower bound.
+pub fn analyze(net: &Network, opts: &AnalysisOptions) -> Result<Analysis> {
+    analyze_with_progress(net, opts, &mut |_| {})
+}
+
+/// [`analyze`], calling `progress` after each step (for a progress bar).
+pub fn analyze_with_progress(
     net: &Network,
     opts: &AnalysisOptions,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
