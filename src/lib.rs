@@ -31,7 +31,16 @@
 //! # Ok::<(), lipschitz::Error>(())
 //! ```
 //!
-//! Matrix-free operators implement [`LinearOperator`] and go through [`spectral_norm`].
+//! ## Where things are
+//! * Layers: [`dense_norm`] and, for matrix-free operators implementing [`LinearOperator`],
+//!   [`spectral_norm`]; convolutions in [`conv`] ([`conv::conv2d_norm`]).
+//! * Networks: [`network`] (the graph of operations, [`network::NetworkBuilder`],
+//!   [`network::analyze`]), read from ONNX by [`onnx::load_onnx`].
+//! * The C ABI: `capi` (feature `capi`, on by default); the command line is the `lipschitz`
+//!   binary (feature `cli`).
+//!
+//! docs/architecture.md in the repository describes the data flow and how to extend it;
+//! docs/methods.md the mathematics.
 
 mod bound;
 #[cfg(feature = "capi")]
@@ -56,3 +65,8 @@ pub use spectral::{
     kuczynski_wozniakowski_upper, spectral_norm, spectral_norm_with, spectral_norm_with_vector,
     Hints,
 };
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
