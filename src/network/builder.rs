@@ -19,7 +19,7 @@
 
 use super::graph::{Network, ValueId};
 use super::ops::{
-    Activation, Add, Affine, AvgPool, Conv, Dense, MaxPool, Op, Pool2d, ReduceMean, Reshape,
+    Activation, Affine, AvgPool, Conv, Dense, MaxPool, Op, Pool2d, ReduceMean, Reshape, Sum,
 };
 use crate::conv::Conv2d;
 use crate::error::{Error, Result};
@@ -202,7 +202,7 @@ impl NetworkBuilder {
         self.check_value(v)?;
         let name = format!("add{}", self.net.nodes.len());
         let current = self.current;
-        self.node(&name, "Add", Add, &[current, v])
+        self.node(&name, "Add", Sum::ADD, &[current, v])
     }
 
     /// Declares the network's outputs (several outputs are bounded as one concatenated

@@ -67,11 +67,7 @@ impl<'n> Evaluator<'n> {
                 kernels.push(None);
                 continue;
             }
-            let inputs: Vec<&[usize]> = node
-                .inputs
-                .iter()
-                .map(|&v| net.shapes[v].as_slice())
-                .collect();
+            let inputs = net.input_shapes(node);
             let cx = Context {
                 inputs: &inputs,
                 output: &net.shapes[node.output],

@@ -130,6 +130,14 @@ impl Network {
         &self.outputs
     }
 
+    /// The shapes of a node's inputs.
+    pub fn input_shapes(&self, node: &Node) -> Vec<&[usize]> {
+        node.inputs
+            .iter()
+            .map(|&v| self.shapes[v].as_slice())
+            .collect()
+    }
+
     /// The input shape (batch 1).
     pub fn input_shape(&self) -> &[usize] {
         &self.shapes[0]

@@ -6,7 +6,7 @@ use super::importer::Importer;
 use super::proto::NodeProto;
 use super::tensor::Const;
 use crate::error::Result;
-use crate::network::ops::{Activation, Add, Affine, Broadcast, Op, Sub};
+use crate::network::ops::{Activation, Affine, Broadcast, Sum};
 use crate::network::ValueId;
 
 /// `Add`.
@@ -52,10 +52,7 @@ impl Importer {
             node.input.get(1).map(String::as_str).unwrap_or(""),
         );
         match (self.values.get(a).copied(), self.values.get(b).copied()) {
-            (Some(va), Some(vb)) => {
-                let op: Op = if sub { Sub.into() } else { Add.into() };
-                self.push(node, label, kind, op, &[va, vb])
-            }
+            (Some(va), Some(vb)) => self.push(node, label, kind, Sum { subtract: sub }, &[va, vb]),
             (Some(v), None) | (None, Some(v)) => {
                 let var_first = self.values.get(a) == Some(&v);
                 let c = self

@@ -12,13 +12,13 @@
 //! Lanczos polynomials of `x₁` and the bound of [`super::probabilistic`] applies unchanged.
 
 use super::dense_la::{symmetric_eigen, symmetric_top_eigen};
-use super::krylov::Tracker;
+use super::krylov::{End, Tracker};
 use super::probabilistic::{lanczos_upper, log_epsilon};
 use super::tridiagonal::largest_eigenvalue;
 use super::{
     basis_capacity, gaussian, orthogonalize, rng_for, sigma_upper_from_lambda, start_vector, Hints,
 };
-use crate::bound::{Bound, Certificate, Method, Options, Stop};
+use crate::bound::{Bound, Certificate, Method, Options};
 use crate::error::Result;
 use crate::kernels::{axpy, dot, norm2, scale, UNIT_ROUNDOFF};
 use crate::operator::LinearOperator;
@@ -63,13 +63,6 @@ pub(crate) fn block_lanczos(
             }
         }
     }
-}
-
-/// How a cycle ended.
-enum End {
-    Stop(Stop),
-    /// Start again from this block.
-    Restart(Vec<f64>),
 }
 
 /// Everything that outlives one cycle.

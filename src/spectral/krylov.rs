@@ -8,6 +8,14 @@ use crate::bound::{meets_tolerance, Bound, Certificate, Method, Options, Stop};
 use crate::operator::LinearOperator;
 use std::time::{Duration, Instant};
 
+/// How a cycle of a restarted Krylov method ended.
+pub(crate) enum End {
+    /// The run is over.
+    Stop(Stop),
+    /// The basis is full or broke down: start again from this vector (or block).
+    Restart(Vec<f64>),
+}
+
 /// The state of one estimator run.
 pub(crate) struct Tracker {
     method: Method,

@@ -3,7 +3,7 @@
 //! restarts from the current Ritz vector when the basis reaches its memory budget.
 
 use super::dense_la::symmetric_top_eigen;
-use super::krylov::Tracker;
+use super::krylov::{End, Tracker};
 use super::probabilistic::{lanczos_upper, log_epsilon};
 use super::tridiagonal::largest_eigenvalue;
 use super::{basis_capacity, orthogonalize, rng_for, sigma_upper_from_lambda, start_vector, Hints};
@@ -52,14 +52,6 @@ pub(crate) fn lanczos(
             }
         }
     }
-}
-
-/// How a cycle of Lanczos steps ended.
-enum End {
-    /// The run is over.
-    Stop(Stop),
-    /// The basis is full or broke down: start again from this Ritz vector.
-    Restart(Vec<f64>),
 }
 
 /// Everything that outlives one cycle.

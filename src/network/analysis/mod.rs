@@ -299,12 +299,7 @@ fn node_factors(g: &Graph<'_>, folds: &[Folded], factor: &mut [f64]) -> Result<(
         if !g.live[k] || node.op.role() == Role::Layer {
             continue;
         }
-        let inputs: Vec<&[usize]> = node
-            .inputs
-            .iter()
-            .map(|&v| net.shapes[v].as_slice())
-            .collect();
-        let own = node.op.lipschitz(&inputs)?;
+        let own = node.op.lipschitz(&net.input_shapes(node))?;
         factor[k] = if folded[k] { 1.0 } else { own };
     }
     Ok(())

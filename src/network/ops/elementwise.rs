@@ -245,20 +245,30 @@ fn same_shapes(inputs: &[&[usize]]) -> Result<Vec<usize>> {
     Ok(inputs[0].to_vec())
 }
 
-/// The sum of two tensors of one shape (residual connections): `L_a + L_b`.
+/// The sum (`Add`, residual connections) or difference (`Sub`) of two tensors of one shape:
+/// the constant is at most `L_a + L_b`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Add;
+pub struct Sum {
+    /// Subtract the second input instead of adding it.
+    pub subtract: bool,
+}
 
-/// The difference of two tensors of one shape: `L_a + L_b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sub;
+impl Sum {
+    /// `a + b`.
+    pub const ADD: Sum = Sum { subtract: false };
+    /// `a − b`.
+    pub const SUB: Sum = Sum { subtract: true };
+}
 
-impl super::Sealed for Add {}
-impl super::Sealed for Sub {}
+impl super::Sealed for Sum {}
 
-impl Operation for Add {
+impl Operation for Sum {
     fn op_type(&self) -> &'static str {
-        "Add"
+        if self.subtract {
+            "Sub"
+        } else {
+            "Add"
+        }
     }
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
         same_shapes(inputs)
@@ -274,46 +284,23 @@ impl Operation for Add {
     }
 }
 
-impl LinearPart for Add {
+impl LinearPart for Sum {
     fn apply(&self, ins: &[&[f64]], y: &mut [f64]) {
-        for ((yi, &a), &b) in y.iter_mut().zip(ins[0]).zip(ins[1]) {
-            *yi = a + b;
+        let pairs = y.iter_mut().zip(ins[0]).zip(ins[1]);
+        if self.subtract {
+            pairs.for_each(|((yi, &a), &b)| *yi = a - b);
+        } else {
+            pairs.for_each(|((yi, &a), &b)| *yi = a + b);
         }
     }
     fn adjoint(&self, g: &[f64], outs: &mut [Vec<f64>]) {
         outs[0].copy_from_slice(g);
-        outs[1].copy_from_slice(g);
-    }
-}
-
-impl Operation for Sub {
-    fn op_type(&self) -> &'static str {
-        "Sub"
-    }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
-        same_shapes(inputs)
-    }
-    fn role(&self) -> Role {
-        Role::Sum
-    }
-    fn lipschitz(&self, _inputs: &[&[usize]]) -> Result<f64> {
-        Ok(1.0)
-    }
-    fn prepare<'a>(&'a self, _cx: &Context<'_>) -> Result<Box<dyn Kernel + 'a>> {
-        Ok(linear_kernel(*self))
-    }
-}
-
-impl LinearPart for Sub {
-    fn apply(&self, ins: &[&[f64]], y: &mut [f64]) {
-        for ((yi, &a), &b) in y.iter_mut().zip(ins[0]).zip(ins[1]) {
-            *yi = a - b;
-        }
-    }
-    fn adjoint(&self, g: &[f64], outs: &mut [Vec<f64>]) {
-        outs[0].copy_from_slice(g);
-        for (xi, &gi) in outs[1].iter_mut().zip(g) {
-            *xi = -gi;
+        if self.subtract {
+            for (xi, &gi) in outs[1].iter_mut().zip(g) {
+                *xi = -gi;
+            }
+        } else {
+            outs[1].copy_from_slice(g);
         }
     }
 }

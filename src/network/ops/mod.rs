@@ -17,7 +17,7 @@ mod pool;
 mod reshape;
 
 pub use activation::{Activation, PRelu, Softmax};
-pub use elementwise::{Add, Affine, Broadcast, Sub};
+pub use elementwise::{Affine, Broadcast, Sum};
 pub(crate) use linear::conv_for;
 pub use linear::{Conv, Dense, Layer, LayerBound, LayerMethod};
 pub use pool::{AvgPool, GlobalMaxPool, MaxPool, Pool2d, ReduceMean, MAX_POOL_WORK};
