@@ -3,7 +3,7 @@
 //! `‖diag(a)·W‖ ≤ max|a|·‖W‖` is usually loose.
 
 use super::super::graph::{Network, Node, Reader};
-use super::super::ops::{Broadcast, Layer};
+use super::super::ops::{Broadcast, Layer, Op};
 use crate::bound::Bound;
 
 /// A layer with the elementwise scales folded into it.
@@ -68,19 +68,16 @@ fn fold_outputs(cx: &FoldContext<'_>, k: usize, layer: &dyn Layer) -> (Vec<f64>,
         if !cx.live[j] {
             break;
         }
-        let op = &net.nodes[j].op;
-        if op.is_reshape() {
-            pending.push(j);
-        } else {
-            let Some(d) = op
-                .as_scale()
-                .and_then(|s| absorb(&d_out, s, |d| layer.fits_output(d)))
-            else {
-                break;
-            };
-            d_out = d;
-            pending.push(j);
-            absorbed.append(&mut pending);
+        let fits = |d: &[f64]| layer.fits_output(d);
+        if !take(
+            &net.nodes[j].op,
+            j,
+            &mut d_out,
+            &mut pending,
+            &mut absorbed,
+            fits,
+        ) {
+            break;
         }
         v = net.nodes[j].output;
     }
@@ -102,23 +99,46 @@ fn fold_inputs(cx: &FoldContext<'_>, k: usize, layer: &dyn Layer) -> (Vec<f64>, 
         if cx.readers[u].len() != 1 || cx.absorbed_by[j].is_some() {
             break;
         }
-        let op = &net.nodes[j].op;
-        if op.is_reshape() {
-            pending.push(j);
-        } else {
-            let Some(d) = op
-                .as_scale()
-                .and_then(|s| absorb(&d_in, s, |d| layer.fits_input(d)))
-            else {
-                break;
-            };
-            d_in = d;
-            pending.push(j);
-            absorbed.append(&mut pending);
+        let fits = |d: &[f64]| layer.fits_input(d);
+        if !take(
+            &net.nodes[j].op,
+            j,
+            &mut d_in,
+            &mut pending,
+            &mut absorbed,
+            fits,
+        ) {
+            break;
         }
         u = net.nodes[j].inputs[0];
     }
     (d_in, absorbed)
+}
+
+/// One step of a fold through node `j`: a reshape is passed (pending until a scale beyond
+/// it is absorbed), a scale the layer `fits` is multiplied into `d` and absorbed with the
+/// pending reshapes. False when the fold stops here.
+fn take(
+    op: &Op,
+    j: usize,
+    d: &mut Vec<f64>,
+    pending: &mut Vec<usize>,
+    absorbed: &mut Vec<usize>,
+    fits: impl Fn(&[f64]) -> bool,
+) -> bool {
+    if op.is_reshape() {
+        pending.push(j);
+        return true;
+    }
+    match op.as_scale().and_then(|s| absorb(d, s, fits)) {
+        Some(scaled) => {
+            *d = scaled;
+            pending.push(j);
+            absorbed.append(pending);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The diagonal `d ⊙ scale`, if the layer can take it into its weights (`fits`).
