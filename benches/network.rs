@@ -27,6 +27,7 @@ fn network(c: &mut Criterion) {
             layer: Options::with_rtol(1e-3),
             lower: lower.then(LowerOptions::default),
             merge_linear_runs: true,
+            ..AnalysisOptions::default()
         };
         let name = if lower {
             "with_lower_bound"

@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         layer: Options::with_rtol(rtol),
         lower: lower.then(LowerOptions::default),
         merge_linear_runs: true,
+        ..AnalysisOptions::default()
     };
     let t = Instant::now();
     let report = analyze_with_progress(&net, &opts, &mut |p| {

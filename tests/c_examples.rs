@@ -188,6 +188,7 @@ fn analysis_options(rtol: f64) -> AnalysisOptions {
         layer: Options::with_rtol(rtol),
         lower: Some(LowerOptions::default()),
         merge_linear_runs: true,
+        ..AnalysisOptions::default()
     }
 }
 

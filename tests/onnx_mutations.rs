@@ -57,6 +57,7 @@ fn exercise(bytes: &[u8], what: &str) -> Result<(), String> {
                 ..LowerOptions::default()
             }),
             merge_linear_runs: true,
+            ..AnalysisOptions::default()
         };
         match analyze(&net, &opts) {
             Err(_) => Ok(()),

@@ -68,6 +68,7 @@ fn check(name: &str, layers: usize, ops: &[&str]) {
         layer: Options::with_rtol(1e-2),
         lower: None,
         merge_linear_runs: true,
+        ..AnalysisOptions::default()
     };
     let report = analyze(&net, &analysis).unwrap();
     assert_eq!(report.layers.len(), layers, "{name}");

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             ..LowerOptions::default()
         }),
         merge_linear_runs: true,
+        ..AnalysisOptions::default()
     };
     if let Ok(a) = analyze(&net, &opts) {
         let n = &a.network;

@@ -76,6 +76,7 @@ impl LipNetwork {
             layer: opts,
             lower,
             merge_linear_runs: true,
+            ..AnalysisOptions::default()
         };
         let a = with_threads(o.threads, || {
             Ok(analyze(self.builder.network(), &analysis)?)

@@ -19,7 +19,7 @@ pub mod ops;
 
 pub use analysis::{
     analyze, analyze_with_progress, Analysis, AnalysisOptions, LayerResult, MergedRun,
-    NetworkResult, Progress,
+    MethodResult, NetworkMethod, NetworkResult, Progress,
 };
 pub use builder::NetworkBuilder;
 pub use eval::{Evaluator, Trace};

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lipschitz::network::{
     analyze_with_progress, Analysis, AnalysisOptions, LayerMethod, LayerResult, LowerOptions,
-    NetworkResult,
+    MethodResult, NetworkMethod, NetworkResult,
 };
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{dense_norm, Options};
@@ -62,6 +62,10 @@ struct NetworkArgs {
     /// Time limit per layer in seconds (the interval reached is reported).
     #[arg(long)]
     time_limit: Option<f64>,
+    /// Network bound: auto (every method that applies; the smallest is reported), product
+    /// or liplt.
+    #[arg(long, default_value = "auto")]
+    method: String,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         samples: LowerOptions::default().samples,
         memory_limit_mb: (Options::default().memory_limit >> 20) as u64,
         time_limit: None,
+        method: "auto".into(),
     };
     let result = match cli.command {
         None => run_network(None, &default_net, &default_common),
@@ -191,10 +196,17 @@ fn run_network(
         memory_limit,
         ..LowerOptions::default()
     });
+    let methods = match args.method.as_str() {
+        "auto" => NetworkMethod::ALL.to_vec(),
+        "product" => vec![NetworkMethod::Product],
+        "liplt" => vec![NetworkMethod::Product, NetworkMethod::LipLT],
+        other => return Err(format!("--method {other}: expected auto, product or liplt")),
+    };
     let opts = AnalysisOptions {
         layer,
         lower,
         merge_linear_runs: true,
+        methods,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
@@ -249,6 +261,13 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
             lower: Some(b.lower),
             upper: b.upper,
             certificate: b.certificate,
+            method: NetworkMethod::Product,
+            methods: vec![MethodResult {
+                name: NetworkMethod::Product,
+                upper: b.upper,
+                certificate: b.certificate,
+                seconds: b.seconds,
+            }],
             naive_product: b.upper,
             lower_search: None,
             merged_runs: Vec::new(),

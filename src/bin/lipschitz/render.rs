@@ -1,7 +1,7 @@
 //! Rendering a report: the table, or one JSON object, written to stdout in one piece (a
 //! closed or broken stdout is an error, not a panic or a silent success).
 
-use lipschitz::network::Analysis;
+use lipschitz::network::{Analysis, NetworkMethod};
 
 /// Renders the report (table or JSON) and writes it to stdout in one piece.
 pub(crate) fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
@@ -76,7 +76,21 @@ fn network_summary(buf: &mut String, report: &Analysis) {
         }
     }
     println!("\nnetwork Lipschitz constant (ℓ2):");
-    println!("  upper bound      {:.8}  [{}]", n.upper, n.certificate);
+    println!(
+        "  upper bound      {:.8}  [{}] by {}",
+        n.upper,
+        n.certificate,
+        method_name(n.method)
+    );
+    for m in n.methods.iter().filter(|m| m.name != n.method) {
+        println!(
+            "    {:<14} {:.8}  [{}] {:.3}s",
+            method_name(m.name),
+            m.upper,
+            m.certificate,
+            m.seconds
+        );
+    }
     println!(
         "  naive product    {:.8}  (the same composition without merged linear runs)",
         n.naive_product
@@ -141,4 +155,11 @@ fn shape(s: &[usize]) -> String {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join("×")
+}
+
+fn method_name(m: NetworkMethod) -> &'static str {
+    match m {
+        NetworkMethod::Product => "product",
+        NetworkMethod::LipLT => "LipLT",
+    }
 }

@@ -17,11 +17,12 @@
 //!   probability `≥ 1 − kδ` (union bound), which is what the result reports.
 
 mod fold;
+mod liplt;
 mod report;
 mod rules;
 mod runs;
 
-pub use report::{Analysis, LayerResult, MergedRun, NetworkResult};
+pub use report::{Analysis, LayerResult, MergedRun, MethodResult, NetworkMethod, NetworkResult};
 
 use super::graph::{Network, Reader};
 use super::lower::{empirical_lower_bound, LowerBound, LowerOptions};
@@ -45,6 +46,9 @@ pub struct AnalysisOptions {
     pub lower: Option<LowerOptions>,
     /// Bound runs of linear layers as one operator where that is tighter.
     pub merge_linear_runs: bool,
+    /// The network bounds to compute beside the product (which is always computed); the
+    /// smallest is the network's upper bound.
+    pub methods: Vec<NetworkMethod>,
 }
 
 impl Default for AnalysisOptions {
@@ -53,6 +57,7 @@ impl Default for AnalysisOptions {
             layer: Options::default(),
             lower: Some(LowerOptions::default()),
             merge_linear_runs: true,
+            methods: NetworkMethod::ALL.to_vec(),
         }
     }
 }
@@ -133,8 +138,34 @@ pub fn analyze_with_progress(
     } else {
         Vec::new()
     };
-    let upper = finite_upper(net, compose(net, &g.live, &factors.value))?;
-    let certificate = combine(&factors.certificates);
+    let product = finite_upper(net, compose(net, &g.live, &factors.value))?;
+    let mut methods = vec![MethodResult {
+        name: NetworkMethod::Product,
+        upper: product,
+        certificate: combine(&factors.certificates),
+        seconds: started.elapsed().as_secs_f64(),
+    }];
+    if opts.methods.contains(&NetworkMethod::LipLT) {
+        let t = Instant::now();
+        if let Some(b) = liplt::liplt_bound(net, &g.live, &factors.value, &opts.layer)? {
+            // The product operators are capped by the layers' bounds: their certificates
+            // count too.
+            let mut certs = factors.certificates.clone();
+            certs.push(b.certificate);
+            methods.push(MethodResult {
+                name: NetworkMethod::LipLT,
+                upper: b.upper,
+                certificate: combine(&certs),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    let best = methods
+        .iter()
+        .min_by(|a, b| a.upper.total_cmp(&b.upper))
+        .expect("the product is always there")
+        .clone();
+    let (upper, certificate) = (best.upper, best.certificate);
     let (lower_search, notes) = lower_bound(&g, opts, upper, &factors, total, progress)?;
     progress(Progress {
         done: total,
@@ -153,6 +184,8 @@ pub fn analyze_with_progress(
             lower,
             upper,
             certificate,
+            method: best.name,
+            methods,
             naive_product,
             lower_search,
             merged_runs,

@@ -41,6 +41,37 @@ pub struct LayerResult {
     pub bound: Bound,
 }
 
+/// A way to bound a whole network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMethod {
+    /// AutoLip: layer bounds composed along the graph (BatchNorm folded, linear runs merged).
+    Product,
+    /// The LipLT recursion over products of consecutive affine maps, for chains of affine
+    /// maps and slope-restricted activations (docs/methods.md).
+    #[serde(rename = "liplt")]
+    LipLT,
+}
+
+impl NetworkMethod {
+    /// Every method, in the order they are computed.
+    pub const ALL: [NetworkMethod; 2] = [NetworkMethod::Product, NetworkMethod::LipLT];
+}
+
+/// One network bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodResult {
+    /// The method.
+    pub name: NetworkMethod,
+    /// Its proven upper bound.
+    pub upper: f64,
+    /// Its certificate.
+    #[serde(serialize_with = "serialize_label")]
+    pub certificate: Certificate,
+    /// Time it took (for the product: the layer bounds and the composition).
+    pub seconds: f64,
+}
+
 /// A run of affine nodes bounded as one operator.
 #[derive(Debug, Clone, Serialize)]
 pub struct MergedRun {
@@ -68,6 +99,10 @@ pub struct NetworkResult {
     /// Certificate of `upper`.
     #[serde(serialize_with = "serialize_label")]
     pub certificate: Certificate,
+    /// The method that gave `upper` (the smallest of `methods`).
+    pub method: NetworkMethod,
+    /// Every network bound computed, with its certificate and time.
+    pub methods: Vec<MethodResult>,
     /// AutoLip with every node bounded separately: the same composition without merging
     /// linear runs (BatchNorm stays folded).
     pub naive_product: f64,

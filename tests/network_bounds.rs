@@ -1,0 +1,138 @@
+//! Network bounds beyond the product: the LipLT recursion against the same recursion
+//! evaluated on explicit matrices with an independent SVD (faer), and every method against
+//! the lower bound a pair of inputs attains.
+
+mod common;
+
+use faer::Mat;
+use lipschitz::network::{
+    analyze, Activation, AnalysisOptions, Network, NetworkBuilder, NetworkMethod,
+};
+use lipschitz::onnx::{load_onnx, ImportOptions};
+use lipschitz::Options;
+use std::path::Path;
+
+/// σ₁ of a product of row-major `f32` matrices (applied first to last), in `f64`.
+fn product_norm(layers: &[(Vec<f32>, usize, usize)]) -> f64 {
+    let mut p: Option<Mat<f64>> = None;
+    for (w, rows, cols) in layers {
+        let m = Mat::<f64>::from_fn(*rows, *cols, |i, j| w[i * cols + j] as f64);
+        p = Some(match p {
+            None => m,
+            Some(q) => &m * &q,
+        });
+    }
+    p.expect("at least one layer").singular_values().unwrap()[0]
+}
+
+/// A dense chain `W₁ σ W₂ σ … W_n` with seeded Gaussian weights.
+fn mlp(sizes: &[usize], act: Activation, seed: u64) -> (Network, Vec<(Vec<f32>, usize, usize)>) {
+    let mut b = NetworkBuilder::new("mlp", &[1, sizes[0]]).unwrap();
+    let mut layers = Vec::new();
+    for (i, pair) in sizes.windows(2).enumerate() {
+        let (cols, rows) = (pair[0], pair[1]);
+        let w: Vec<f32> = common::gaussian_matrix(rows, cols, seed + i as u64)
+            .iter()
+            .map(|v| v / (cols as f32).sqrt())
+            .collect();
+        b.dense(w.clone(), rows, cols, None).unwrap();
+        if i + 2 < sizes.len() {
+            b.activation(act).unwrap();
+        }
+        layers.push((w, rows, cols));
+    }
+    (b.finish(), layers)
+}
+
+fn analyse(net: &Network) -> lipschitz::network::Analysis {
+    let opts = AnalysisOptions {
+        layer: Options::with_rtol(1e-9),
+        ..AnalysisOptions::default()
+    };
+    analyze(net, &opts).unwrap()
+}
+
+#[test]
+fn liplt_matches_the_recursion_on_explicit_matrices() {
+    // (activation, m, r) with slopes in [m − r, m + r].
+    let cases = [
+        (Activation::Relu, 0.5, 0.5),
+        (Activation::LeakyRelu(0.1), 0.55, 0.45),
+        (Activation::Tanh, 0.5, 0.5),
+        (Activation::Sigmoid, 0.125, 0.125),
+    ];
+    for (seed, (act, m, r)) in cases.into_iter().enumerate() {
+        let (net, w) = mlp(&[8, 16, 16, 4], act, 100 + 10 * seed as u64);
+        // L₀ = ‖W₁‖, L₁ = m‖W₂W₁‖ + r‖W₂‖L₀, L₂ = m²‖W₃W₂W₁‖ + r·m‖W₃W₂‖L₀ + r‖W₃‖L₁.
+        let n = |a: usize, b: usize| product_norm(&w[a..=b]);
+        let l0 = n(0, 0);
+        let l1 = m * n(0, 1) + r * n(1, 1) * l0;
+        let l2 = m * m * n(0, 2) + r * m * n(1, 2) * l0 + r * n(2, 2) * l1;
+        let a = analyse(&net);
+        let liplt = a
+            .network
+            .methods
+            .iter()
+            .find(|x| x.name == NetworkMethod::LipLT)
+            .unwrap_or_else(|| panic!("{act:?}: no LipLT bound"));
+        assert!(
+            liplt.upper >= l2 * (1.0 - 1e-12) && liplt.upper <= l2 * (1.0 + 1e-8),
+            "{act:?}: LipLT {} vs the recursion on explicit matrices {l2}",
+            liplt.upper
+        );
+        assert!(liplt.upper < a.network.naive_product, "{act:?}");
+        assert_eq!(a.network.method, NetworkMethod::LipLT, "{act:?}");
+        assert_eq!(a.network.upper, liplt.upper);
+        let lower = a.network.lower.unwrap();
+        assert!(
+            lower <= liplt.upper,
+            "{act:?}: attained {lower} above {}",
+            liplt.upper
+        );
+    }
+}
+
+#[test]
+fn every_method_stays_above_the_attained_lower_bound_and_the_smallest_is_reported() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let mut tighter = Vec::new();
+    for name in ["mlp", "cnn_bn", "residual", "circular", "fire"] {
+        let net = load_onnx(&dir.join(format!("{name}.onnx")), &ImportOptions::default()).unwrap();
+        let a = analyse(&net);
+        let n = &a.network;
+        let lower = n.lower.unwrap();
+        for m in &n.methods {
+            assert!(
+                m.upper >= lower,
+                "{name}: {:?} {} below the attained {lower}",
+                m.name,
+                m.upper
+            );
+        }
+        let smallest = n
+            .methods
+            .iter()
+            .map(|m| m.upper)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(n.upper, smallest, "{name}");
+        assert!(n.upper <= n.naive_product, "{name}");
+        if n.method == NetworkMethod::LipLT {
+            tighter.push(name);
+        }
+    }
+    // The chains gain from LipLT; the residual block and the fire module (Concat) are not
+    // chains and keep the product.
+    assert_eq!(tighter, ["mlp", "cnn_bn", "circular"]);
+}
+
+#[test]
+fn a_network_without_activations_has_no_liplt_bound() {
+    let mut b = NetworkBuilder::new("linear", &[1, 6]).unwrap();
+    b.dense(common::gaussian_matrix(5, 6, 7), 5, 6, None)
+        .unwrap();
+    b.dense(common::gaussian_matrix(3, 5, 8), 3, 5, None)
+        .unwrap();
+    let a = analyse(&b.finish());
+    assert_eq!(a.network.methods.len(), 1);
+    assert_eq!(a.network.method, NetworkMethod::Product);
+}
