@@ -40,7 +40,13 @@ impl Certificate {
         match self {
             Certificate::Exact => "exact".into(),
             Certificate::Deterministic => "deterministic".into(),
-            Certificate::Probabilistic { delta } => format!("probabilistic(delta={delta:e})"),
+            Certificate::Probabilistic { delta } => {
+                // Sums of deltas pick up float noise (8.999999999999999e-6): show 12
+                // significant digits, never less than the true value.
+                let tidy: f64 = format!("{delta:.11e}").parse().unwrap_or(*delta);
+                let shown = if tidy >= *delta { tidy } else { *delta };
+                format!("probabilistic(delta={shown:e})")
+            }
             Certificate::None => "none".into(),
         }
     }

@@ -84,10 +84,22 @@ fn analyze_json_follows_the_contract() {
     let refs: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).unwrap()).unwrap();
     let want = refs["residual.onnx"]["network_upper"].as_f64().unwrap();
+    // That composition is the product method; network.upper is the smallest method's.
+    let methods = n["methods"].as_array().unwrap();
+    for m in methods {
+        assert!(m["name"].is_string() && m["certificate"].is_string(), "{m}");
+        assert!(m["upper"].as_f64().unwrap() >= up && m["seconds"].as_f64().unwrap() >= 0.0);
+    }
+    let product = methods
+        .iter()
+        .find(|m| m["name"] == "product")
+        .and_then(|m| m["upper"].as_f64())
+        .unwrap();
     assert!(
-        up >= want * (1.0 - 1e-9) && up <= want * (1.0 + 1e-3),
-        "{up} vs {want}"
+        product >= want * (1.0 - 1e-9) && product <= want * (1.0 + 1e-3),
+        "{product} vs {want}"
     );
+    assert!(methods.iter().any(|m| m["name"] == n["method"]));
     assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("error"));
 }
 

@@ -1,38 +1,40 @@
 //! The LipLT bound (Fazlyab et al., NeurIPS 2023; the averaged-operator argument of
-//! Combettes & Pesquet 2020) for chains of affine maps and slope-restricted activations.
+//! Combettes & Pesquet 2020), along the whole graph.
 //!
-//! An activation whose slopes lie in `[α, β]` is `σ(z) = m·z + r·ψ(z)` with `m = (α+β)/2`,
-//! `r = (β−α)/2` and `ψ` 1-Lipschitz. For a segment `z₀ = A₀x`, `zᵢ = Aᵢσᵢ(zᵢ₋₁)`, unrolling
-//! gives `zᵢ = (Π_{l≤i} m_l)·A_{i:0}x + Σ_{j≤i} r_j·(Π_{j<l≤i} m_l)·A_{i:j}ψ_j(z_{j−1})`, with
-//! `A_{i:j} = Aᵢ⋯A_j` the product of the affine maps *skipping* the activations. Hence
+//! Every nonlinear node `j` is split as `σ_j(z) = m_j·z + r_j·ψ_j(z)` with `ψ_j`
+//! 1-Lipschitz: an activation whose slopes lie in `[α, β]` has `m = (α+β)/2`,
+//! `r = (β−α)/2`; any other nonlinear operation (max pooling, softmax) has `m = 0` and `r`
+//! its constant. Replacing every `σ_j` by `m_j·I` leaves a *linearised* network, linear in
+//! the input and in the terms `r_j·ψ_j(z_j)` injected at each nonlinear node's output. So
+//! any value `v` of the network is `O_{v←x}x + Σ_j r_j·O_{v←j}ψ_j(z_j)`, with `O_{v←s}` the
+//! linearised network from `s` to `v`, and
 //!
-//! `Lᵢ ≤ |Π_{l≤i} m_l|·‖A_{i:0}‖ + Σ_{j≤i} r_j·|Π_{j<l≤i} m_l|·‖A_{i:j}‖·L_{j−1}`,  `L₀ = ‖A₀‖`,
+//! `L_v ≤ ‖O_{v←x}‖ + Σ_j r_j·‖O_{v←j}‖·L_{z_j}`
 //!
-//! which keeps the cancellations that the product `Π‖Aᵢ‖·Π max|σᵢ'|` throws away (for ReLU,
-//! `m = r = ½`). Every `‖A_{i:j}‖` is a certified upper bound of the composed operator
-//! (merged-run machinery: Lanczos on the product, capped by the product of its factors), and
-//! the recursion is evaluated with every operation rounded up.
+//! over the nonlinear nodes `j` before `v` (`z_j` is node `j`'s input). Applied in
+//! topological order to every nonlinear node's input and then to the output, this keeps the
+//! cancellations that the product throws away (for ReLU, `m = r = ½`), through residual
+//! connections and concatenations alike. For a chain it is the recursion of the paper.
 //!
-//! The graph must be a chain: one path from the input to the single output. Nonlinear
-//! operations that are not elementwise (max pooling, softmax) end a segment; segments compose
-//! by their product with the operation's constant between them.
+//! Each `‖O_{v←s}‖` is certified like a merged run: Lanczos (or a dense SVD when small) on
+//! the matrix-free linearised operator, evaluated with the `f64` direct operators, capped by
+//! its AutoLip composition; the recursion is evaluated with every operation rounded up.
 
-use super::super::graph::Network;
+use super::super::eval::Evaluator;
+use super::super::graph::{Network, ValueId};
 use super::super::ops::{Activation, Role};
-use super::rules::{add_up, mul_up};
-use super::runs::merged_bound;
-use crate::bound::{Bound, Certificate, Options};
+use super::rules::{add_up, combine, mul_up, norm_up};
+use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
+use crate::spectral::{spectral_norm_with, Hints};
+use crate::LinearOperator;
 
-/// One element of a chain, in order.
-enum Step {
-    /// An affine node.
-    Affine(usize),
-    /// An elementwise activation with slopes in `[α, β]`: `(m, r)`.
-    Activation { m: f64, r: f64 },
-    /// A nonlinear node bounded only by its constant.
-    Opaque(f64),
-}
+/// Most nonlinear nodes the bound is computed for: it needs `(K + 1)(K + 2)/2` operator
+/// norms, each a Lanczos run through the network (ResNet-18's 18 at 64×64 took a minute).
+pub(super) const MAX_NONLINEAR: usize = 12;
+
+/// Most activation values (all tensors together) of a network the bound is computed for.
+pub(super) const MAX_ELEMENTS: u128 = 1 << 20;
 
 /// The slope interval `[α, β]` of an activation, where it has a proven one.
 fn slopes(a: &Activation) -> Option<(f64, f64)> {
@@ -51,123 +53,306 @@ fn slopes(a: &Activation) -> Option<(f64, f64)> {
     })
 }
 
-/// The live nodes as a chain of steps, or `None` when the graph is not a single path or
-/// has weights that differ from the source's (the product operators run on the stored f32
-/// weights).
-fn chain(net: &Network, live: &[bool], factor: &[f64]) -> Option<Vec<Step>> {
-    let mut current = 0;
-    let mut steps = Vec::new();
+/// How the linearised network treats each node: `Some(m)` for a nonlinear node (its output
+/// is `m` times its input; 0 when the node is not elementwise), `None` for a linear one.
+type Slopes = Vec<Option<f64>>;
+
+/// What the LipLT computation gave.
+pub(super) enum Outcome {
+    /// The bound.
+    Bound(Bound),
+    /// It does not apply (several outputs, weights that differ from the source's, a
+    /// nonlinear node with several inputs, or no nonlinearity it can exploit).
+    NotApplicable,
+    /// The network exceeds its budget; why.
+    OverBudget(String),
+}
+
+/// The split `(m, r)` of every live nonlinear node, in topological order.
+fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
+    if net.outputs.len() != 1 {
+        return Err(Outcome::NotApplicable);
+    }
+    let values = net.activation_bytes() / 8;
+    if values > MAX_ELEMENTS {
+        return Err(Outcome::OverBudget(format!(
+            "{values} activation values, over the limit of {MAX_ELEMENTS}"
+        )));
+    }
+    let mut found = Vec::new();
     for (k, node) in net.nodes.iter().enumerate() {
         if !live[k] {
             continue;
         }
-        if node.inputs != [current] || node.weight_error > 0.0 {
-            return None;
+        if node.weight_error > 0.0 {
+            return Err(Outcome::NotApplicable);
         }
-        current = node.output;
-        let step = match node.op.role() {
-            Role::Layer | Role::Linear { .. } => Step::Affine(k),
-            Role::Nonlinear => match node.op.downcast_ref::<Activation>().and_then(slopes) {
-                Some((alpha, beta)) => Step::Activation {
-                    m: (alpha + beta) / 2.0,
-                    r: ((beta - alpha) / 2.0).next_up(),
-                },
-                None => Step::Opaque(factor[k]),
-            },
-            Role::Sum | Role::Stack => return None,
-        };
-        steps.push(step);
+        if node.op.role() != Role::Nonlinear {
+            continue;
+        }
+        if node.inputs.len() != 1 {
+            return Err(Outcome::NotApplicable);
+        }
+        let split = node.op.downcast_ref::<Activation>().and_then(slopes);
+        found.push(match split {
+            Some((alpha, beta)) => (k, (alpha + beta) / 2.0, ((beta - alpha) / 2.0).next_up()),
+            None => (k, 0.0, factor[k]),
+        });
     }
-    (net.outputs == [current]).then_some(steps)
+    if found.len() > MAX_NONLINEAR {
+        return Err(Outcome::OverBudget(format!(
+            "{} nonlinear nodes, over the limit of {MAX_NONLINEAR}",
+            found.len()
+        )));
+    }
+    Ok(found)
 }
 
-/// The LipLT bound of the network, when it is a chain with at least one activation that
-/// the recursion can exploit; `factor` holds every node's proven constant (layers' spectral
-/// bounds, folded scales at 1).
+/// The nonlinear nodes, or why the bound is not computed.
+type Splits = std::result::Result<Vec<(usize, f64, f64)>, Outcome>;
+
+/// The LipLT bound of the network; `factor` holds every node's proven constant (layers'
+/// spectral bounds, folded scales at 1, merged runs on their last node).
 pub(super) fn liplt_bound(
     net: &Network,
     live: &[bool],
     factor: &[f64],
     opts: &Options,
-) -> Result<Option<Bound>> {
-    let Some(steps) = chain(net, live, factor) else {
-        return Ok(None);
+) -> Result<Outcome> {
+    let nonlinear = match nonlinear_nodes(net, live, factor) {
+        Ok(n) => n,
+        Err(outcome) => return Ok(outcome),
     };
-    if !steps.iter().any(|s| matches!(s, Step::Activation { .. })) {
-        return Ok(None);
+    if !nonlinear.iter().any(|&(_, m, _)| m != 0.0) {
+        return Ok(Outcome::NotApplicable);
     }
-    let mut upper = 1.0;
+    let mut slope: Slopes = vec![None; net.nodes.len()];
+    for &(k, m, _) in &nonlinear {
+        slope[k] = Some(m);
+    }
+    let cx = Linearised {
+        net,
+        eval: Evaluator::new(net, true, opts.memory_limit)?,
+        live,
+        slope,
+        factor,
+    };
     let mut certificates = Vec::new();
-    for segment in steps.split(|s| matches!(s, Step::Opaque(_))) {
-        upper = mul_up(
-            upper,
-            segment_bound(net, segment, factor, opts, &mut certificates)?,
-        );
-    }
-    for s in &steps {
-        if let Step::Opaque(c) = s {
-            upper = mul_up(upper, *c);
+    // L of every nonlinear node's input, then of the output.
+    let mut lips: Vec<f64> = Vec::with_capacity(nonlinear.len());
+    let mut targets: Vec<ValueId> = nonlinear
+        .iter()
+        .map(|&(k, _, _)| net.nodes[k].inputs[0])
+        .collect();
+    targets.push(net.outputs[0]);
+    for (i, &target) in targets.iter().enumerate() {
+        let mut l = cx.norm(None, target, opts, &mut certificates)?;
+        for (j, &(k, _, r)) in nonlinear[..i].iter().enumerate() {
+            let n = cx.norm(Some(k), target, opts, &mut certificates)?;
+            l = add_up(l, mul_up(mul_up(r, n), lips[j]));
         }
+        lips.push(l);
     }
-    Ok(Some(Bound {
+    Ok(Outcome::Bound(Bound {
         lower: 0.0,
-        upper,
-        certificate: super::rules::combine(&certificates),
-        method: crate::bound::Method::Auto,
+        upper: *lips.last().expect("the output"),
+        certificate: combine(&certificates),
+        method: Method::Auto,
         iterations: 0,
         matvecs: 0,
-        stop: crate::bound::Stop::Direct,
+        stop: Stop::Direct,
         seconds: 0.0,
     }))
 }
 
-/// The recursion on one segment `A₀ σ₁ A₁ … σ_K A_K` (affine blocks may be empty).
-fn segment_bound(
-    net: &Network,
-    segment: &[Step],
-    factor: &[f64],
-    opts: &Options,
-    certificates: &mut Vec<Certificate>,
-) -> Result<f64> {
-    // Affine blocks A₀..A_K (node lists) and the activations' (m, r) between them.
-    let mut blocks: Vec<Vec<usize>> = vec![Vec::new()];
-    let mut acts: Vec<(f64, f64)> = Vec::new();
-    for s in segment {
-        match s {
-            Step::Affine(k) => blocks.last_mut().expect("one block").push(*k),
-            Step::Activation { m, r } => {
-                acts.push((m.abs(), *r));
-                blocks.push(Vec::new());
-            }
-            Step::Opaque(_) => unreachable!("segments are split at opaque steps"),
-        }
+/// The linearised network and what bounding its pieces needs.
+struct Linearised<'n> {
+    net: &'n Network,
+    eval: Evaluator<'n>,
+    live: &'n [bool],
+    slope: Slopes,
+    factor: &'n [f64],
+}
+
+impl Linearised<'_> {
+    /// The value a source injects into: the input, or node `k`'s output.
+    fn source_value(&self, source: Option<usize>) -> ValueId {
+        source.map_or(0, |k| self.net.nodes[k].output)
     }
-    // ‖A_{i:j}‖ for j ≤ i, certified.
-    let k = acts.len();
-    let mut norm = vec![vec![0.0; k + 1]; k + 1];
-    for i in 0..=k {
-        for j in 0..=i {
-            let nodes: Vec<usize> = blocks[j..=i].iter().flatten().copied().collect();
-            norm[i][j] = if nodes.is_empty() {
-                1.0
-            } else {
-                let b = merged_bound(net, &nodes, factor, opts)?;
-                certificates.push(b.certificate);
-                b.upper
+
+    /// The live nodes after `source` that `target` depends on, in order.
+    fn path(&self, source: Option<usize>, target: ValueId) -> Vec<usize> {
+        let net = self.net;
+        let first = source.map_or(0, |k| k + 1);
+        let mut needed = vec![false; net.shapes.len()];
+        needed[target] = true;
+        let mut nodes = Vec::new();
+        for k in (first..net.nodes.len()).rev() {
+            let node = &net.nodes[k];
+            if self.live[k] && needed[node.output] {
+                nodes.push(k);
+                for &v in &node.inputs {
+                    needed[v] = true;
+                }
+            }
+        }
+        nodes.reverse();
+        nodes
+    }
+
+    /// AutoLip of the linearised map from `source` to `target` (0 when unreachable): a
+    /// deterministic cap on its norm, every operation rounded up.
+    fn cap(&self, source: Option<usize>, nodes: &[usize], target: ValueId) -> f64 {
+        let net = self.net;
+        let mut l = vec![0.0f64; net.shapes.len()];
+        l[self.source_value(source)] = 1.0;
+        for &k in nodes {
+            let node = &net.nodes[k];
+            let ins = node.inputs.iter().map(|&v| l[v]);
+            let own = self.slope[k].map_or(self.factor[k], f64::abs);
+            l[node.output] = match node.op.role() {
+                Role::Sum => mul_up(ins.fold(0.0, add_up), own),
+                Role::Stack => mul_up(norm_up(ins), own),
+                _ => mul_up(own, l[node.inputs[0]]),
             };
         }
+        l[target]
     }
-    // L_i over the prefixes, every operation rounded up.
-    let mut lips = vec![norm[0][0]];
-    for (i, row) in norm.iter().enumerate().skip(1) {
-        // acts[l - 1] is σ_l, between A_{l−1} and A_l.
-        let m_from = |j: usize| (j + 1..=i).fold(1.0, |p, l| mul_up(p, acts[l - 1].0));
-        let mut li = mul_up(m_from(0), row[0]);
-        for j in 1..=i {
-            let term = mul_up(mul_up(acts[j - 1].1, m_from(j)), row[j]);
-            li = add_up(li, mul_up(term, lips[j - 1]));
+
+    /// A certified upper bound on `‖O_{target←source}‖`.
+    fn norm(
+        &self,
+        source: Option<usize>,
+        target: ValueId,
+        opts: &Options,
+        certificates: &mut Vec<Certificate>,
+    ) -> Result<f64> {
+        let nodes = self.path(source, target);
+        let cap = self.cap(source, &nodes, target);
+        if cap == 0.0 {
+            return Ok(0.0);
         }
-        lips.push(li);
+        let from = self.source_value(source);
+        let inner = self
+            .net
+            .shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .max();
+        let op = PathOperator {
+            cx: self,
+            nodes,
+            from,
+            target,
+            // f64 direct operators: rounding ~ (depth · inner size) · u relative to the cap.
+            error: cap * (self.net.nodes.len() as f64) * (inner.unwrap_or(1) as f64) * f64::EPSILON,
+        };
+        let inner_opts = Options {
+            method: Method::Auto,
+            ..opts.clone()
+        };
+        let hints = Hints {
+            upper: Some((cap, Certificate::Deterministic)),
+            ..Hints::default()
+        };
+        let b = spectral_norm_with(&op, &inner_opts, &hints)?;
+        certificates.push(b.certificate);
+        Ok(b.upper.min(cap))
     }
-    Ok(lips[k])
+}
+
+/// The linearised network from one value to another, as a matrix-free operator.
+struct PathOperator<'a, 'n> {
+    cx: &'a Linearised<'n>,
+    nodes: Vec<usize>,
+    from: ValueId,
+    target: ValueId,
+    error: f64,
+}
+
+impl LinearOperator for PathOperator<'_, '_> {
+    fn input_len(&self) -> usize {
+        self.cx.net.len_of(self.from)
+    }
+    fn output_len(&self) -> usize {
+        self.cx.net.len_of(self.target)
+    }
+    fn forward(&self, x: &[f64], y: &mut [f64]) {
+        let net = self.cx.net;
+        let mut values: Vec<Vec<f64>> = vec![Vec::new(); net.shapes.len()];
+        values[self.from] = x.to_vec();
+        for &k in &self.nodes {
+            let node = &net.nodes[k];
+            let zeros: Vec<Vec<f64>> = node
+                .inputs
+                .iter()
+                .map(|&v| vec![0.0; net.len_of(v)])
+                .collect();
+            let ins: Vec<&[f64]> = node
+                .inputs
+                .iter()
+                .zip(&zeros)
+                .map(|(&v, z)| {
+                    if values[v].is_empty() {
+                        z
+                    } else {
+                        &values[v][..]
+                    }
+                })
+                .collect();
+            let mut out = vec![0.0; net.len_of(node.output)];
+            match self.cx.slope[k] {
+                Some(m) if m != 0.0 => {
+                    out.iter_mut().zip(ins[0]).for_each(|(o, &v)| *o = m * v);
+                }
+                Some(_) => {}
+                None => self.cx.eval.linear_part(k).apply(&ins, &mut out),
+            }
+            values[node.output] = out;
+        }
+        if values[self.target].is_empty() {
+            y.fill(0.0);
+        } else {
+            y.copy_from_slice(&values[self.target]);
+        }
+    }
+    fn adjoint(&self, g: &[f64], x: &mut [f64]) {
+        let net = self.cx.net;
+        let mut cot: Vec<Vec<f64>> = vec![Vec::new(); net.shapes.len()];
+        cot[self.target] = g.to_vec();
+        for &k in self.nodes.iter().rev() {
+            let node = &net.nodes[k];
+            if cot[node.output].is_empty() {
+                continue;
+            }
+            let gk = std::mem::take(&mut cot[node.output]);
+            let mut outs: Vec<Vec<f64>> = node
+                .inputs
+                .iter()
+                .map(|&v| vec![0.0; net.len_of(v)])
+                .collect();
+            match self.cx.slope[k] {
+                Some(m) if m != 0.0 => {
+                    outs[0].iter_mut().zip(&gk).for_each(|(o, &v)| *o = m * v);
+                }
+                Some(_) => {}
+                None => self.cx.eval.linear_part(k).adjoint(&gk, &mut outs),
+            }
+            for (&v, d) in node.inputs.iter().zip(outs) {
+                if cot[v].is_empty() {
+                    cot[v] = d;
+                } else {
+                    cot[v].iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        if cot[self.from].is_empty() {
+            x.fill(0.0);
+        } else {
+            x.copy_from_slice(&cot[self.from]);
+        }
+    }
+    fn forward_error(&self) -> f64 {
+        self.error
+    }
 }

@@ -145,9 +145,14 @@ pub fn analyze_with_progress(
         certificate: combine(&factors.certificates),
         seconds: started.elapsed().as_secs_f64(),
     }];
+    let mut notes = Vec::new();
     if opts.methods.contains(&NetworkMethod::LipLT) {
         let t = Instant::now();
-        if let Some(b) = liplt::liplt_bound(net, &g.live, &factors.value, &opts.layer)? {
+        let outcome = liplt::liplt_bound(net, &g.live, &factors.value, &opts.layer)?;
+        if let liplt::Outcome::OverBudget(why) = &outcome {
+            notes.push(format!("LipLT not computed: {why}"));
+        }
+        if let liplt::Outcome::Bound(b) = outcome {
             // The product operators are capped by the layers' bounds: their certificates
             // count too.
             let mut certs = factors.certificates.clone();
@@ -166,7 +171,8 @@ pub fn analyze_with_progress(
         .expect("the product is always there")
         .clone();
     let (upper, certificate) = (best.upper, best.certificate);
-    let (lower_search, notes) = lower_bound(&g, opts, upper, &factors, total, progress)?;
+    let (lower_search, more_notes) = lower_bound(&g, opts, upper, &factors, total, progress)?;
+    notes.extend(more_notes);
     progress(Progress {
         done: total,
         total,
