@@ -103,6 +103,16 @@
 #define LIP_PADDING_CIRCULAR 1
 
 /**
+ * `lip_network_method_bound`'s `method`: AutoLip, the product along the graph.
+ */
+#define LIP_NETWORK_METHOD_PRODUCT 0
+
+/**
+ * `lip_network_method_bound`'s `method`: the LipLT recursion.
+ */
+#define LIP_NETWORK_METHOD_LIPLT 1
+
+/**
  * `LipOptions::method`: pick the best method for each layer.
  */
 #define LIP_METHOD_AUTO 0
@@ -578,6 +588,31 @@ int32_t lip_network_layer_bound(const struct LipNetwork *net,
                                 size_t i,
                                 double rtol,
                                 struct LipBound *out);
+
+/**
+ * How many network bounds the analysis with these options computed (the product always;
+ * LipLT where it applies). `lip_network_bound` reports the smallest.
+ *
+ * # Safety
+ * `net` is a live handle; `options` NULL or valid; `count` writable.
+ */
+int32_t lip_network_method_count(const struct LipNetwork *net,
+                                 const struct LipOptions *options,
+                                 size_t *count);
+
+/**
+ * Network bound `i` of the analysis with these options: its upper end and certificate in
+ * `*out` (`lower` is the attained lower bound, as in `lip_network_bound`) and which method
+ * it is (`LIP_NETWORK_METHOD_*`) in `*method`.
+ *
+ * # Safety
+ * `net` is a live handle; `options` NULL or valid; `out` and `method` writable.
+ */
+int32_t lip_network_method_bound(const struct LipNetwork *net,
+                                 size_t i,
+                                 const struct LipOptions *options,
+                                 struct LipBound *out,
+                                 int32_t *method);
 
 /**
  * The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).

@@ -431,3 +431,58 @@ fn fuzzed_layer(name: &str) {
         assert!(out.lower <= out.upper);
     }
 }
+
+#[test]
+fn every_network_method_is_reported_and_the_smallest_is_the_bound() {
+    use lipschitz::network::{analyze, AnalysisOptions, NetworkMethod};
+    use lipschitz::onnx::{load_onnx, ImportOptions};
+    let path = fixture("residual.onnx");
+    let rust = {
+        let p = std::path::PathBuf::from(path.to_str().unwrap());
+        let net = load_onnx(&p, &ImportOptions::default()).unwrap();
+        analyze(&net, &AnalysisOptions::default()).unwrap()
+    };
+    unsafe {
+        let net = lip_network_from_onnx(path.as_ptr(), std::ptr::null(), 0);
+        assert!(!net.is_null(), "{}", last_error());
+        let mut count = 0usize;
+        assert_eq!(
+            lip_network_method_count(net, std::ptr::null(), &mut count),
+            LIP_OK
+        );
+        assert_eq!(count, rust.network.methods.len());
+        let mut best = LipBound::default();
+        assert_eq!(
+            lip_network_bound_ex(net, std::ptr::null(), &mut best),
+            LIP_OK
+        );
+        let (mut out, mut method) = (LipBound::default(), -1);
+        for (i, m) in rust.network.methods.iter().enumerate() {
+            assert_eq!(
+                lip_network_method_bound(net, i, std::ptr::null(), &mut out, &mut method),
+                LIP_OK
+            );
+            assert_eq!(out.upper, m.upper);
+            assert!(out.upper >= best.upper);
+            let want = match m.name {
+                NetworkMethod::Product => LIP_NETWORK_METHOD_PRODUCT,
+                NetworkMethod::LipLT => LIP_NETWORK_METHOD_LIPLT,
+            };
+            assert_eq!(method, want);
+        }
+        assert!(
+            rust.network.methods.len() == 2,
+            "LipLT applies to the residual fixture"
+        );
+        assert_eq!(
+            lip_network_method_bound(net, count, std::ptr::null(), &mut out, &mut method),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("lip_network_method_bound: method index"));
+        assert_eq!(
+            lip_network_method_bound(net, 0, std::ptr::null(), &mut out, std::ptr::null_mut()),
+            LIP_ERR_NULL_POINTER
+        );
+        lip_network_free(net);
+    }
+}

@@ -7,7 +7,9 @@ use super::layer::LipBound;
 use super::options::{lip_options_default, read_options, with_threads, LipOptions};
 use super::status::{CResult, Failure, Status};
 use crate::network::ops::Role;
-use crate::network::{analyze, Analysis, AnalysisOptions, LowerOptions, Network, NetworkBuilder};
+use crate::network::{
+    analyze, Analysis, AnalysisOptions, LowerOptions, Network, NetworkBuilder, NetworkMethod,
+};
 use crate::onnx::{load_onnx, ImportOptions};
 use std::ffi::{c_char, CString};
 use std::sync::Mutex;
@@ -360,6 +362,82 @@ unsafe fn layer_bound(
         let o = unsafe { read_options(options) };
         let a = n.analysis(&o)?;
         out.put(LipBound::from(&a.layers[i].bound));
+        Ok(())
+    })
+}
+
+/// `lip_network_method_bound`'s `method`: AutoLip, the product along the graph.
+pub const LIP_NETWORK_METHOD_PRODUCT: i32 = 0;
+/// `lip_network_method_bound`'s `method`: the LipLT recursion.
+pub const LIP_NETWORK_METHOD_LIPLT: i32 = 1;
+
+/// How many network bounds the analysis with these options computed (the product always;
+/// LipLT where it applies). `lip_network_bound` reports the smallest.
+///
+/// # Safety
+/// `net` is a live handle; `options` NULL or valid; `count` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_method_count(
+    net: *const LipNetwork,
+    options: *const LipOptions,
+    count: *mut usize,
+) -> i32 {
+    guard("lip_network_method_count", || {
+        // SAFETY: the caller's contract for each pointer.
+        let (n, out, o) = unsafe {
+            (
+                network(net)?,
+                Out::new(count, "count")?,
+                read_options(options),
+            )
+        };
+        out.put(n.analysis(&o)?.network.methods.len());
+        Ok(())
+    })
+}
+
+/// Network bound `i` of the analysis with these options: its upper end and certificate in
+/// `*out` (`lower` is the attained lower bound, as in `lip_network_bound`) and which method
+/// it is (`LIP_NETWORK_METHOD_*`) in `*method`.
+///
+/// # Safety
+/// `net` is a live handle; `options` NULL or valid; `out` and `method` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lip_network_method_bound(
+    net: *const LipNetwork,
+    i: usize,
+    options: *const LipOptions,
+    out: *mut LipBound,
+    method: *mut i32,
+) -> i32 {
+    guard("lip_network_method_bound", || {
+        // SAFETY: the caller's contract for each pointer.
+        let (n, out, method) = unsafe {
+            (
+                network(net)?,
+                Out::new(out, "out")?,
+                Out::new(method, "method")?,
+            )
+        };
+        // SAFETY: `options` is NULL or valid, by contract.
+        let o = unsafe { read_options(options) };
+        let a = n.analysis(&o)?;
+        let m = a.network.methods.get(i).ok_or_else(|| {
+            Failure::invalid(format!(
+                "method index {i} out of range (the analysis computed {})",
+                a.network.methods.len()
+            ))
+        })?;
+        out.put(LipBound {
+            lower: a.network.lower.unwrap_or(0.0),
+            upper: m.upper,
+            iterations: 0,
+            certificate: m.certificate.code(),
+        });
+        method.put(match m.name {
+            NetworkMethod::Product => LIP_NETWORK_METHOD_PRODUCT,
+            NetworkMethod::LipLT => LIP_NETWORK_METHOD_LIPLT,
+        });
         Ok(())
     })
 }
