@@ -1,11 +1,12 @@
-//! Network benchmarks: loading a 47 MB ResNet-18-shaped ONNX file, and bounding the whole
-//! network (every layer to rtol 1e-3, composed bound, lower-bound search) at 1×3×224×224.
+//! Network benchmarks: loading a 47 MB ResNet-18-shaped ONNX file, bounding the whole
+//! network (every layer to rtol 1e-3, composed bound, lower-bound search) at 1×3×224×224,
+//! and the network bound methods (product, LipLT) on the bundled demo.
 
 #[path = "common/resnet18.rs"]
 mod resnet18;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lipschitz::network::{analyze, AnalysisOptions, LowerOptions};
+use lipschitz::network::{analyze, AnalysisOptions, LowerOptions, NetworkMethod};
 use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
 use std::time::Duration;
@@ -41,5 +42,25 @@ fn network(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, network);
+/// The network bounds on the bundled demo CNN: the product alone, and with LipLT.
+fn demo_methods(c: &mut Criterion) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/lipschitz/demo.onnx");
+    let net = load_onnx(&path, &ImportOptions::default()).unwrap();
+    let mut g = c.benchmark_group("network_methods");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    for (name, methods) in [
+        ("demo/product", vec![NetworkMethod::Product]),
+        ("demo/product_and_liplt", NetworkMethod::ALL.to_vec()),
+    ] {
+        let opts = AnalysisOptions {
+            lower: None,
+            methods,
+            ..AnalysisOptions::default()
+        };
+        g.bench_function(name, |b| b.iter(|| analyze(&net, &opts).unwrap()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, network, demo_methods);
 criterion_main!(benches);
