@@ -95,7 +95,12 @@ fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
         }
         let split = node.op.downcast_ref::<Activation>().and_then(slopes);
         found.push(match split {
-            Some((alpha, beta)) => (k, (alpha + beta) / 2.0, ((beta - alpha) / 2.0).next_up()),
+            Some((alpha, beta)) => {
+                // r covers the rounding of m as well: slopes of σ − m·z stay within ±r.
+                let m = (alpha + beta) / 2.0;
+                let slack = 2.0 * f64::EPSILON * alpha.abs().max(beta.abs());
+                (k, m, ((beta - alpha) / 2.0 + slack).next_up())
+            }
             None => (k, 0.0, factor[k]),
         });
     }
