@@ -24,9 +24,9 @@ use super::super::eval::Evaluator;
 use super::super::graph::{Network, ValueId};
 use super::super::ops::{Activation, Role};
 use super::rules::{add_up, combine, mul_up, norm_up};
+use super::runs::capped_norm;
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
-use crate::spectral::{spectral_norm_with, Hints};
 use crate::LinearOperator;
 
 /// Most nonlinear nodes the bound is computed for: it needs `(K + 1)(K + 2)/2` operator
@@ -252,15 +252,7 @@ impl Linearised<'_> {
             // f64 direct operators: rounding ~ (depth · inner size) · u relative to the cap.
             error: cap * (self.net.nodes.len() as f64) * (inner.unwrap_or(1) as f64) * f64::EPSILON,
         };
-        let inner_opts = Options {
-            method: Method::Auto,
-            ..opts.clone()
-        };
-        let hints = Hints {
-            upper: Some((cap, Certificate::Deterministic)),
-            ..Hints::default()
-        };
-        let b = spectral_norm_with(&op, &inner_opts, &hints)?;
+        let b = capped_norm(&op, cap, opts)?;
         certificates.push(b.certificate);
         Ok(b.upper.min(cap))
     }

@@ -131,15 +131,7 @@ pub(super) fn merged_bound(
         lens,
         error,
     };
-    let inner_opts = Options {
-        method: Method::Auto,
-        ..opts.clone()
-    };
-    let hints = Hints {
-        upper: Some((product, Certificate::Deterministic)),
-        ..Hints::default()
-    };
-    let mut b = spectral_norm_with(&op, &inner_opts, &hints)?;
+    let mut b = capped_norm(&op, product, opts)?;
     b.widen(source_error);
     if b.upper >= product {
         b.upper = product;
@@ -149,4 +141,18 @@ pub(super) fn merged_bound(
         }
     }
     Ok(b)
+}
+
+/// A certified interval for `‖op‖` given a deterministic cap on it: Lanczos (or a dense SVD
+/// when small) with the cap as its known upper end.
+pub(super) fn capped_norm(op: &dyn LinearOperator, cap: f64, opts: &Options) -> Result<Bound> {
+    let inner_opts = Options {
+        method: Method::Auto,
+        ..opts.clone()
+    };
+    let hints = Hints {
+        upper: Some((cap, Certificate::Deterministic)),
+        ..Hints::default()
+    };
+    spectral_norm_with(op, &inner_opts, &hints)
 }
