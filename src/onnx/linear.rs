@@ -26,19 +26,7 @@ pub(super) fn gemm(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<
 /// `MatMul(x, B)` with a constant 2-D `B`.
 pub(super) fn matmul(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
     let (x, _) = imp.main_input(node, label)?;
-    let name = node.input.get(1).map(String::as_str).unwrap_or("");
-    let b = imp.constant(name, label, "weight B")?;
-    if b.dims.len() != 2 {
-        return Err(imp.err(format!(
-            "node {label}: MatMul weight has shape {:?}; a 2-D constant is required",
-            b.dims
-        )));
-    }
-    let (k, n) = (b.dims[0], b.dims[1]);
-    let copies = b.len() as u128 * 8;
-    imp.budget
-        .charge(copies, &format!("node {label}: copy of weight '{name}'"))?;
-    let w = imp.constant(name, label, "weight B")?.weights();
+    let ([k, n], w) = imp.weight_b(node, label, 2)?;
     let op = Dense {
         weight: transpose(&w.values, k, n),
         rows: n,
@@ -68,6 +56,30 @@ fn scaled(w: Weights, alpha: f64) -> Weights {
 }
 
 impl Importer {
+    /// The constant 2-D weight `B` of a Gemm or MatMul (input 1) as `f32` weights, with
+    /// `copies` f32 copies of it charged to the budget first.
+    fn weight_b(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        copies: u128,
+    ) -> Result<([usize; 2], Weights)> {
+        let name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let b = self.constant(name, label, "weight B")?;
+        if b.dims.len() != 2 {
+            return Err(self.err(format!(
+                "node {label}: weight B has shape {:?}; a 2-D constant is required",
+                b.dims
+            )));
+        }
+        let (dims, len) = ([b.dims[0], b.dims[1]], b.len() as u128);
+        self.budget.charge(
+            len * 4 * copies,
+            &format!("node {label}: copy of weight '{name}'"),
+        )?;
+        Ok((dims, self.constant(name, label, "weight B")?.weights()))
+    }
+
     pub(super) fn conv(
         &mut self,
         node: &NodeProto,
@@ -226,24 +238,10 @@ impl Importer {
         }
         let alpha = self.finite_attr(node, label, "alpha", 1.0)?;
         let beta = self.finite_attr(node, label, "beta", 1.0)? as f32;
-        let b_name = node.input.get(1).map(String::as_str).unwrap_or("");
-        let b = self.constant(b_name, label, "weight B")?;
-        if b.dims.len() != 2 {
-            return Err(self.err(format!(
-                "node {label}: weight B has shape {:?}; 2-D expected",
-                b.dims
-            )));
-        }
-        let (dims, len) = ([b.dims[0], b.dims[1]], b.len());
         // The f32 copy and, without transB, its transpose.
         let trans_b = attr_int(node, "transB", 0) != 0;
-        let copies = if trans_b { 1 } else { 2 };
-        self.budget.charge(
-            len as u128 * 4 * copies,
-            &format!("node {label}: copy of weight '{b_name}'"),
-        )?;
-        let b = self.constant(b_name, label, "weight B")?;
-        let w = scaled(b.weights(), alpha);
+        let (dims, w) = self.weight_b(node, label, if trans_b { 1 } else { 2 })?;
+        let w = scaled(w, alpha);
         let (rows, cols, w_values) = if trans_b {
             (dims[0], dims[1], w.values)
         } else {
