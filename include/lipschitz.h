@@ -615,7 +615,7 @@ int32_t lip_network_method_bound(const struct LipNetwork *net,
                                  int32_t *method);
 
 /**
- * The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).
+ * The default options (rtol 1e-4, all cores, 2 GiB, 20 lower-bound starts).
  */
 struct LipOptions lip_options_default(void);
 

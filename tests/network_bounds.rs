@@ -6,7 +6,8 @@ mod common;
 
 use faer::Mat;
 use lipschitz::network::{
-    analyze, Activation, AnalysisOptions, Network, NetworkBuilder, NetworkMethod,
+    analyze, empirical_lower_bound, Activation, AnalysisOptions, LowerOptions, Network,
+    NetworkBuilder, NetworkMethod,
 };
 use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
@@ -210,4 +211,30 @@ fn liplt_through_a_residual_connection_matches_explicit_matrices() {
         liplt.upper
     );
     assert!(a.network.lower.unwrap() <= liplt.upper);
+}
+
+/// The default search reaches 0.98 × the best of 20 long independent ascents
+/// (`examples/lower_reference.rs`, committed in `tests/fixtures/lower_reference.json`) on
+/// every fixture whose 20 starts fit the default time budget.
+#[test]
+fn default_lower_bound_reaches_the_reference_ascents() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/lower_reference.json").unwrap(),
+    )
+    .unwrap();
+    for (file, best) in reference.as_object().unwrap() {
+        let net = load_onnx(
+            format!("tests/fixtures/onnx/{file}").as_ref(),
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        let found = empirical_lower_bound(&net, &LowerOptions::default()).unwrap();
+        let best = best.as_f64().unwrap();
+        assert_eq!(found.samples, LowerOptions::default().samples, "{file}");
+        assert!(
+            found.value >= 0.98 * best,
+            "{file}: default search {} < 0.98 × reference {best}",
+            found.value
+        );
+    }
 }

@@ -39,7 +39,7 @@ pub struct LipOptions {
     pub lower_samples: u32,
 }
 
-/// The default options (rtol 1e-4, all cores, 2 GiB, 3 lower-bound samples).
+/// The default options (rtol 1e-4, all cores, 2 GiB, 20 lower-bound starts).
 #[no_mangle]
 pub extern "C" fn lip_options_default() -> LipOptions {
     let o = Options::default();
