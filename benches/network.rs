@@ -42,25 +42,46 @@ fn network(c: &mut Criterion) {
     g.finish();
 }
 
-/// The network bounds on the bundled demo CNN: the product alone, and with LipLT.
-fn demo_methods(c: &mut Criterion) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/lipschitz/demo.onnx");
-    let net = load_onnx(&path, &ImportOptions::default()).unwrap();
+/// The network bounds, method by method: on the bundled demo CNN (product, LipLT; its
+/// LMI is too large for LipSDP-Neuron), and on the MLPs trained on digits (each method
+/// with the product it always includes).
+fn methods(c: &mut Criterion) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut g = c.benchmark_group("network_methods");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    for (name, methods) in [
-        ("demo/product", vec![NetworkMethod::Product]),
-        ("demo/product_and_liplt", NetworkMethod::ALL.to_vec()),
-    ] {
-        let opts = AnalysisOptions {
-            lower: None,
-            methods,
-            ..AnalysisOptions::default()
-        };
-        g.bench_function(name, |b| b.iter(|| analyze(&net, &opts).unwrap()));
+    let cases = [
+        (
+            "demo",
+            "src/bin/lipschitz/demo.onnx",
+            &[NetworkMethod::LipLT][..],
+        ),
+        (
+            "digits_mlp",
+            "tests/fixtures/onnx/digits_mlp.onnx",
+            &[NetworkMethod::LipLT, NetworkMethod::LipSdp][..],
+        ),
+        (
+            "digits_mlp3",
+            "tests/fixtures/onnx/digits_mlp3.onnx",
+            &[NetworkMethod::LipLT, NetworkMethod::LipSdp][..],
+        ),
+    ];
+    for (label, file, extra) in cases {
+        let net = load_onnx(&root.join(file), &ImportOptions::default()).unwrap();
+        let runs = std::iter::once((NetworkMethod::Product, vec![NetworkMethod::Product]))
+            .chain(extra.iter().map(|&m| (m, vec![NetworkMethod::Product, m])));
+        for (method, methods) in runs {
+            let opts = AnalysisOptions {
+                lower: None,
+                methods,
+                ..AnalysisOptions::default()
+            };
+            let name = format!("{label}/{}", method.label());
+            g.bench_function(name, |b| b.iter(|| analyze(&net, &opts).unwrap()));
+        }
     }
     g.finish();
 }
 
-criterion_group!(benches, network, demo_methods);
+criterion_group!(benches, network, methods);
 criterion_main!(benches);

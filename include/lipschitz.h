@@ -113,6 +113,11 @@
 #define LIP_NETWORK_METHOD_LIPLT 1
 
 /**
+ * `lip_network_method_bound`'s `method`: LipSDP-Neuron, verified.
+ */
+#define LIP_NETWORK_METHOD_LIPSDP 2
+
+/**
  * `LipOptions::method`: pick the best method for each layer.
  */
 #define LIP_METHOD_AUTO 0
@@ -591,7 +596,7 @@ int32_t lip_network_layer_bound(const struct LipNetwork *net,
 
 /**
  * How many network bounds the analysis with these options computed (the product always;
- * LipLT where it applies). `lip_network_bound` reports the smallest.
+ * LipLT and LipSDP-Neuron where they apply). `lip_network_bound` reports the smallest.
  *
  * # Safety
  * `net` is a live handle; `options` NULL or valid; `count` writable.

@@ -467,12 +467,13 @@ fn every_network_method_is_reported_and_the_smallest_is_the_bound() {
             let want = match m.name {
                 NetworkMethod::Product => LIP_NETWORK_METHOD_PRODUCT,
                 NetworkMethod::LipLT => LIP_NETWORK_METHOD_LIPLT,
+                NetworkMethod::LipSdp => LIP_NETWORK_METHOD_LIPSDP,
             };
             assert_eq!(method, want);
         }
         assert!(
-            rust.network.methods.len() == 2,
-            "LipLT applies to the residual fixture"
+            rust.network.methods.len() == 3,
+            "LipLT and LipSDP-Neuron apply to the residual fixture"
         );
         assert_eq!(
             lip_network_method_bound(net, count, std::ptr::null(), &mut out, &mut method),

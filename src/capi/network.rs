@@ -370,9 +370,11 @@ unsafe fn layer_bound(
 pub const LIP_NETWORK_METHOD_PRODUCT: i32 = 0;
 /// `lip_network_method_bound`'s `method`: the LipLT recursion.
 pub const LIP_NETWORK_METHOD_LIPLT: i32 = 1;
+/// `lip_network_method_bound`'s `method`: LipSDP-Neuron, verified.
+pub const LIP_NETWORK_METHOD_LIPSDP: i32 = 2;
 
 /// How many network bounds the analysis with these options computed (the product always;
-/// LipLT where it applies). `lip_network_bound` reports the smallest.
+/// LipLT and LipSDP-Neuron where they apply). `lip_network_bound` reports the smallest.
 ///
 /// # Safety
 /// `net` is a live handle; `options` NULL or valid; `count` writable.
@@ -437,6 +439,7 @@ pub unsafe extern "C" fn lip_network_method_bound(
         method.put(match m.name {
             NetworkMethod::Product => LIP_NETWORK_METHOD_PRODUCT,
             NetworkMethod::LipLT => LIP_NETWORK_METHOD_LIPLT,
+            NetworkMethod::LipSdp => LIP_NETWORK_METHOD_LIPSDP,
         });
         Ok(())
     })

@@ -62,10 +62,14 @@ struct NetworkArgs {
     /// Time limit per layer in seconds (the interval reached is reported).
     #[arg(long)]
     time_limit: Option<f64>,
-    /// Network bound: auto (every method that applies; the smallest is reported), product
-    /// or liplt.
+    /// Network bound: auto (every method that applies; the smallest is reported), product,
+    /// liplt or lipsdp (the product is always computed too).
     #[arg(long, default_value = "auto")]
     method: String,
+    /// Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for; its
+    /// cost grows as the cube (640: up to ~10 s on two cores).
+    #[arg(long, default_value_t = AnalysisOptions::default().lipsdp_max_size)]
+    lipsdp_max_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         memory_limit_mb: (Options::default().memory_limit >> 20) as u64,
         time_limit: None,
         method: "auto".into(),
+        lipsdp_max_size: AnalysisOptions::default().lipsdp_max_size,
     };
     let result = match cli.command {
         None => run_network(None, &default_net, &default_common),
@@ -200,13 +205,19 @@ fn run_network(
         "auto" => NetworkMethod::ALL.to_vec(),
         "product" => vec![NetworkMethod::Product],
         "liplt" => vec![NetworkMethod::Product, NetworkMethod::LipLT],
-        other => return Err(format!("--method {other}: expected auto, product or liplt")),
+        "lipsdp" => vec![NetworkMethod::Product, NetworkMethod::LipSdp],
+        other => {
+            return Err(format!(
+                "--method {other}: expected auto, product, liplt or lipsdp"
+            ))
+        }
     };
     let opts = AnalysisOptions {
         layer,
         lower,
         merge_linear_runs: true,
         methods,
+        lipsdp_max_size: args.lipsdp_max_size,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(

@@ -158,8 +158,5 @@ fn shape(s: &[usize]) -> String {
 }
 
 fn method_name(m: NetworkMethod) -> &'static str {
-    match m {
-        NetworkMethod::Product => "product",
-        NetworkMethod::LipLT => "LipLT",
-    }
+    m.label()
 }

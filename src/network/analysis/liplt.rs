@@ -37,7 +37,7 @@ pub(super) const MAX_NONLINEAR: usize = 12;
 pub(super) const MAX_ELEMENTS: u128 = 1 << 20;
 
 /// The slope interval `[α, β]` of an activation, where it has a proven one.
-fn slopes(a: &Activation) -> Option<(f64, f64)> {
+pub(super) fn slopes(a: &Activation) -> Option<(f64, f64)> {
     Some(match *a {
         Activation::Relu => (0.0, 1.0),
         Activation::LeakyRelu(s) => (s.min(1.0), s.max(1.0)),
@@ -55,7 +55,7 @@ fn slopes(a: &Activation) -> Option<(f64, f64)> {
 
 /// How the linearised network treats each node: `Some(m)` for a nonlinear node (its output
 /// is `m` times its input; 0 when the node is not elementwise), `None` for a linear one.
-type Slopes = Vec<Option<f64>>;
+pub(super) type Slopes = Vec<Option<f64>>;
 
 /// What the LipLT computation gave.
 pub(super) enum Outcome {
@@ -135,13 +135,7 @@ pub(super) fn liplt_bound(
     for &(k, m, _) in &nonlinear {
         slope[k] = Some(m);
     }
-    let cx = Linearised {
-        net,
-        eval: Evaluator::new(net, true, opts.memory_limit)?,
-        live,
-        slope,
-        factor,
-    };
+    let cx = Linearised::new(net, live, slope, factor, opts.memory_limit)?;
     let mut certificates = Vec::new();
     // L of every nonlinear node's input, then of the output.
     let mut lips: Vec<f64> = Vec::with_capacity(nonlinear.len());
@@ -171,7 +165,7 @@ pub(super) fn liplt_bound(
 }
 
 /// The linearised network and what bounding its pieces needs.
-struct Linearised<'n> {
+pub(super) struct Linearised<'n> {
     net: &'n Network,
     eval: Evaluator<'n>,
     live: &'n [bool],
@@ -179,7 +173,25 @@ struct Linearised<'n> {
     factor: &'n [f64],
 }
 
-impl Linearised<'_> {
+impl<'n> Linearised<'n> {
+    /// The network with every nonlinear node `k` replaced by `slope[k]` times the identity
+    /// (`slope[k]` is `None` for the linear nodes).
+    pub(super) fn new(
+        net: &'n Network,
+        live: &'n [bool],
+        slope: Slopes,
+        factor: &'n [f64],
+        memory_limit: usize,
+    ) -> Result<Self> {
+        Ok(Linearised {
+            net,
+            eval: Evaluator::new(net, true, memory_limit)?,
+            live,
+            slope,
+            factor,
+        })
+    }
+
     /// The value a source injects into: the input, or node `k`'s output.
     fn source_value(&self, source: Option<usize>) -> ValueId {
         source.map_or(0, |k| self.net.nodes[k].output)
@@ -224,20 +236,18 @@ impl Linearised<'_> {
         l[target]
     }
 
-    /// A certified upper bound on `‖O_{target←source}‖`.
-    fn norm(
+    /// The linearised map from `source` (the input, or node `k`'s output) to `target` as a
+    /// matrix-free operator with its AutoLip cap, or `None` when it is zero (unreachable).
+    pub(super) fn operator(
         &self,
         source: Option<usize>,
         target: ValueId,
-        opts: &Options,
-        certificates: &mut Vec<Certificate>,
-    ) -> Result<f64> {
+    ) -> Option<(PathOperator<'_, 'n>, f64)> {
         let nodes = self.path(source, target);
         let cap = self.cap(source, &nodes, target);
         if cap == 0.0 {
-            return Ok(0.0);
+            return None;
         }
-        let from = self.source_value(source);
         let inner = self
             .net
             .shapes
@@ -247,10 +257,24 @@ impl Linearised<'_> {
         let op = PathOperator {
             cx: self,
             nodes,
-            from,
+            from: self.source_value(source),
             target,
             // f64 direct operators: rounding ~ (depth · inner size) · u relative to the cap.
             error: cap * (self.net.nodes.len() as f64) * (inner.unwrap_or(1) as f64) * f64::EPSILON,
+        };
+        Some((op, cap))
+    }
+
+    /// A certified upper bound on `‖O_{target←source}‖`.
+    fn norm(
+        &self,
+        source: Option<usize>,
+        target: ValueId,
+        opts: &Options,
+        certificates: &mut Vec<Certificate>,
+    ) -> Result<f64> {
+        let Some((op, cap)) = self.operator(source, target) else {
+            return Ok(0.0);
         };
         let b = capped_norm(&op, cap, opts)?;
         certificates.push(b.certificate);
@@ -259,7 +283,7 @@ impl Linearised<'_> {
 }
 
 /// The linearised network from one value to another, as a matrix-free operator.
-struct PathOperator<'a, 'n> {
+pub(super) struct PathOperator<'a, 'n> {
     cx: &'a Linearised<'n>,
     nodes: Vec<usize>,
     from: ValueId,

@@ -18,9 +18,11 @@
 
 mod fold;
 mod liplt;
+mod lipsdp;
 mod report;
 mod rules;
 mod runs;
+mod sdp;
 
 pub use report::{Analysis, LayerResult, MergedRun, MethodResult, NetworkMethod, NetworkResult};
 
@@ -49,6 +51,10 @@ pub struct AnalysisOptions {
     /// The network bounds to compute beside the product (which is always computed); the
     /// smallest is the network's upper bound.
     pub methods: Vec<NetworkMethod>,
+    /// Largest LMI dimension (input coordinates + activation units) LipSDP-Neuron is
+    /// computed for. Its cost grows as the cube: the default 640 takes up to ~10 s on two
+    /// cores; 1000 about a minute.
+    pub lipsdp_max_size: usize,
 }
 
 impl Default for AnalysisOptions {
@@ -58,6 +64,7 @@ impl Default for AnalysisOptions {
             lower: Some(LowerOptions::default()),
             merge_linear_runs: true,
             methods: NetworkMethod::ALL.to_vec(),
+            lipsdp_max_size: lipsdp::DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -149,21 +156,33 @@ pub fn analyze_with_progress(
     if opts.methods.contains(&NetworkMethod::LipLT) {
         let t = Instant::now();
         let outcome = liplt::liplt_bound(net, &g.live, &factors.value, &opts.layer)?;
-        if let liplt::Outcome::OverBudget(why) = &outcome {
-            notes.push(format!("LipLT not computed: {why}"));
-        }
-        if let liplt::Outcome::Bound(b) = outcome {
-            // The product operators are capped by the layers' bounds: their certificates
-            // count too.
-            let mut certs = factors.certificates.clone();
-            certs.push(b.certificate);
-            methods.push(MethodResult {
-                name: NetworkMethod::LipLT,
-                upper: b.upper,
-                certificate: combine(&certs),
-                seconds: t.elapsed().as_secs_f64(),
-            });
-        }
+        record(
+            NetworkMethod::LipLT,
+            outcome,
+            t,
+            &factors,
+            &mut methods,
+            &mut notes,
+        );
+    }
+    if opts.methods.contains(&NetworkMethod::LipSdp) {
+        let t = Instant::now();
+        let (outcome, note) = lipsdp::lipsdp_bound(
+            net,
+            &g.live,
+            &factors.value,
+            &opts.layer,
+            opts.lipsdp_max_size,
+        )?;
+        notes.extend(note);
+        record(
+            NetworkMethod::LipSdp,
+            outcome,
+            t,
+            &factors,
+            &mut methods,
+            &mut notes,
+        );
     }
     let best = methods
         .iter()
@@ -201,6 +220,34 @@ pub fn analyze_with_progress(
         },
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Adds a method's bound to `methods`, or a note saying why it was not computed. The
+/// linearised operators are capped by the layers' bounds: their certificates count too.
+fn record(
+    name: NetworkMethod,
+    outcome: liplt::Outcome,
+    started: Instant,
+    factors: &Factors,
+    methods: &mut Vec<MethodResult>,
+    notes: &mut Vec<String>,
+) {
+    match outcome {
+        liplt::Outcome::OverBudget(why) => {
+            notes.push(format!("{} not computed: {why}", name.label()))
+        }
+        liplt::Outcome::NotApplicable => {}
+        liplt::Outcome::Bound(b) => {
+            let mut certs = factors.certificates.clone();
+            certs.push(b.certificate);
+            methods.push(MethodResult {
+                name,
+                upper: b.upper,
+                certificate: combine(&certs),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
 }
 
 /// The composed upper bound, or an error when it overflowed f64.

@@ -51,11 +51,28 @@ pub enum NetworkMethod {
     /// maps and slope-restricted activations (docs/methods.md).
     #[serde(rename = "liplt")]
     LipLT,
+    /// LipSDP-Neuron on the unrolled network, solved by a barrier method and verified by a
+    /// Cholesky factorisation with every rounding error absorbed (docs/methods.md).
+    #[serde(rename = "lipsdp")]
+    LipSdp,
 }
 
 impl NetworkMethod {
     /// Every method, in the order they are computed.
-    pub const ALL: [NetworkMethod; 2] = [NetworkMethod::Product, NetworkMethod::LipLT];
+    pub const ALL: [NetworkMethod; 3] = [
+        NetworkMethod::Product,
+        NetworkMethod::LipLT,
+        NetworkMethod::LipSdp,
+    ];
+
+    /// Its name for people: "product", "LipLT", "LipSDP-Neuron".
+    pub fn label(self) -> &'static str {
+        match self {
+            NetworkMethod::Product => "product",
+            NetworkMethod::LipLT => "LipLT",
+            NetworkMethod::LipSdp => "LipSDP-Neuron",
+        }
+    }
 }
 
 /// One network bound.
