@@ -152,7 +152,13 @@ pub(super) fn lipsdp_bound(
             None,
         ));
     };
-    let Some(upper) = sdp::verify(&problem, &gy, solution.rho, &solution.t) else {
+    // The last iterate, else the last few centred ones (further from the boundary).
+    let candidates = std::iter::once((solution.rho, &solution.t))
+        .chain(solution.earlier.iter().rev().take(4).map(|(r, t)| (*r, t)));
+    let verified = candidates
+        .into_iter()
+        .find_map(|(rho, t)| sdp::verify(&problem, &gy, rho, t));
+    let Some(upper) = verified else {
         return Ok((
             Outcome::OverBudget(
                 "the solver's multipliers did not pass the Cholesky check; not used".into(),

@@ -194,6 +194,9 @@ pub(super) struct Solution {
     pub steps: usize,
     /// Whether the gap target was reached (else the deadline or the step cap ended it).
     pub converged: bool,
+    /// The iterates at the end of each earlier centring, most recent last: further from the
+    /// boundary than the last one, so they are the fallback when its check fails.
+    pub earlier: Vec<(f64, Vec<f64>)>,
 }
 
 /// Relative duality gap the solver stops at: `ν/τ ≤ GAP·ρ`.
@@ -280,6 +283,7 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
     // The multipliers' weight in the objective (module docs of `REGULARISATION`).
     let eps = REGULARISATION * rho / t.iter().sum::<f64>();
     let mut steps = 0;
+    let mut earlier = Vec::new();
     let barrier = |rho: f64, t: &[f64], tau: f64| -> Option<f64> {
         if t.iter().any(|&v| v <= 0.0) {
             return None;
@@ -297,6 +301,7 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
                     t,
                     steps,
                     converged: false,
+                    earlier,
                 });
             }
             steps += 1;
@@ -306,6 +311,7 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
                     t,
                     steps,
                     converged: false,
+                    earlier,
                 });
             };
             let Ok(llt) = hess.llt(Side::Lower) else {
@@ -314,6 +320,7 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
                     t,
                     steps,
                     converged: false,
+                    earlier,
                 });
             };
             let mut d = Mat::from_fn(h + 1, 1, |i, _| -g[i]);
@@ -355,8 +362,10 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
                 t,
                 steps,
                 converged: true,
+                earlier,
             });
         }
+        earlier.push((rho, t.clone()));
         tau *= MU;
     }
 }
