@@ -61,6 +61,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n.lower,
         t.elapsed().as_secs_f64()
     );
+    for m in &n.methods {
+        println!(
+            "  {:<14} {:.6e} [{}] {:.2} s",
+            m.name.label(),
+            m.upper,
+            m.certificate,
+            m.seconds
+        );
+    }
+    for note in &n.notes {
+        println!("  note: {note}");
+    }
     if let Some(s) = &n.lower_search {
         println!(
             "lower search {:.2} s, {} forward passes",

@@ -70,6 +70,10 @@ struct NetworkArgs {
     /// cost grows as the cube (640: up to ~10 s on two cores).
     #[arg(long, default_value_t = AnalysisOptions::default().lipsdp_max_size)]
     lipsdp_max_size: usize,
+    /// Budget of LipLT in operator norms × activation values (~1e6 per second on two
+    /// cores; ResNet-18 at 224×224 needs about 3e8).
+    #[arg(long, default_value_t = AnalysisOptions::default().liplt_max_work as f64)]
+    liplt_max_work: f64,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         time_limit: None,
         method: "auto".into(),
         lipsdp_max_size: AnalysisOptions::default().lipsdp_max_size,
+        liplt_max_work: AnalysisOptions::default().liplt_max_work as f64,
     };
     let result = match cli.command {
         None => run_network(None, &default_net, &default_common),
@@ -218,6 +223,7 @@ fn run_network(
         merge_linear_runs: true,
         methods,
         lipsdp_max_size: args.lipsdp_max_size,
+        liplt_max_work: args.liplt_max_work.clamp(0.0, 1e30) as u128,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(

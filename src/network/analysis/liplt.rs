@@ -29,12 +29,18 @@ use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
 use crate::LinearOperator;
 
-/// Most nonlinear nodes the bound is computed for: it needs `(K + 1)(K + 2)/2` operator
-/// norms, each a Lanczos run through the network (ResNet-18's 18 at 64×64 took a minute).
+/// Most nonlinear nodes of one segment: a segment needs `(K + 1)(K + 2)/2` operator norms,
+/// each a Lanczos run through the segment (ResNet-18's 18 as one segment at 64×64 took a
+/// minute).
 pub(super) const MAX_NONLINEAR: usize = 12;
 
-/// Most activation values (all tensors together) of a network the bound is computed for.
-pub(super) const MAX_ELEMENTS: u128 = 1 << 20;
+/// Default budget of the whole bound, in operator norms × activation values of their
+/// segment: ~1e6 units take ~1 s on two cores (the demo: 2.1e6, 1.9 s), so the default
+/// keeps LipLT within ~30 s (ResNet-18 at 64×64 fits; at 224×224 it needs raising).
+pub(super) const DEFAULT_MAX_WORK: u128 = 30_000_000;
+
+/// Most activation values (all tensors together) of one segment.
+pub(super) const MAX_ELEMENTS: u128 = 1 << 23;
 
 /// The slope interval `[α, β]` of an activation, where it has a proven one.
 pub(super) fn slopes(a: &Activation) -> Option<(f64, f64)> {
@@ -73,12 +79,6 @@ fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
     if net.outputs.len() != 1 {
         return Err(Outcome::NotApplicable);
     }
-    let values = net.activation_bytes() / 8;
-    if values > MAX_ELEMENTS {
-        return Err(Outcome::OverBudget(format!(
-            "{values} activation values, over the limit of {MAX_ELEMENTS}"
-        )));
-    }
     let mut found = Vec::new();
     for (k, node) in net.nodes.iter().enumerate() {
         if !live[k] {
@@ -104,12 +104,6 @@ fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
             None => (k, 0.0, factor[k]),
         });
     }
-    if found.len() > MAX_NONLINEAR {
-        return Err(Outcome::OverBudget(format!(
-            "{} nonlinear nodes, over the limit of {MAX_NONLINEAR}",
-            found.len()
-        )));
-    }
     Ok(found)
 }
 
@@ -123,6 +117,7 @@ pub(super) fn liplt_bound(
     live: &[bool],
     factor: &[f64],
     opts: &Options,
+    max_work: u128,
 ) -> Result<Outcome> {
     let nonlinear = match nonlinear_nodes(net, live, factor) {
         Ok(n) => n,
@@ -135,26 +130,20 @@ pub(super) fn liplt_bound(
     for &(k, m, _) in &nonlinear {
         slope[k] = Some(m);
     }
+    let segments = match segments(net, live, &nonlinear, max_work) {
+        Ok(s) => s,
+        Err(outcome) => return Ok(outcome),
+    };
     let cx = Linearised::new(net, live, slope, factor, opts.memory_limit)?;
     let mut certificates = Vec::new();
-    // L of every nonlinear node's input, then of the output.
-    let mut lips: Vec<f64> = Vec::with_capacity(nonlinear.len());
-    let mut targets: Vec<ValueId> = nonlinear
-        .iter()
-        .map(|&(k, _, _)| net.nodes[k].inputs[0])
-        .collect();
-    targets.push(net.outputs[0]);
-    for (i, &target) in targets.iter().enumerate() {
-        let mut l = cx.norm(None, target, opts, &mut certificates)?;
-        for (j, &(k, _, r)) in nonlinear[..i].iter().enumerate() {
-            let n = cx.norm(Some(k), target, opts, &mut certificates)?;
-            l = add_up(l, mul_up(mul_up(r, n), lips[j]));
-        }
-        lips.push(l);
+    let mut upper = 1.0;
+    for segment in &segments {
+        let l = cx.recursion(segment, &nonlinear, opts, &mut certificates)?;
+        upper = mul_up(upper, l);
     }
     Ok(Outcome::Bound(Bound {
         lower: 0.0,
-        upper: *lips.last().expect("the output"),
+        upper,
         certificate: combine(&certificates),
         method: Method::Auto,
         iterations: 0,
@@ -162,6 +151,127 @@ pub(super) fn liplt_bound(
         stop: Stop::Direct,
         seconds: 0.0,
     }))
+}
+
+/// A piece of the network between two cut points: every path from the input to the output
+/// goes through its source and its end, so the network's constant is at most the product of
+/// its pieces' constants, and each piece gets its own recursion.
+struct Segment {
+    /// Where it starts: the input (`None`) or node `k`'s output.
+    source: Option<usize>,
+    /// The value it ends at.
+    end: ValueId,
+    /// Its nonlinear nodes: a range of the network's list.
+    nonlinear: std::ops::Range<usize>,
+}
+
+/// The nodes whose output every path from the input to the output goes through, in order:
+/// after node `k` runs, the only value still to be read is node `k`'s output.
+fn cut_points(net: &Network, live: &[bool]) -> Vec<usize> {
+    let mut last_read = vec![None; net.shapes.len()];
+    for (k, node) in net.nodes.iter().enumerate().filter(|&(k, _)| live[k]) {
+        for &v in &node.inputs {
+            last_read[v] = Some(k);
+        }
+    }
+    for &o in &net.outputs {
+        last_read[o] = Some(usize::MAX);
+    }
+    let mut open = vec![false; net.shapes.len()];
+    let mut count = usize::from(last_read[0].is_some());
+    open[0] = count == 1;
+    let mut cuts = Vec::new();
+    for (k, node) in net.nodes.iter().enumerate().filter(|&(k, _)| live[k]) {
+        for &v in &node.inputs {
+            if open[v] && last_read[v] == Some(k) {
+                open[v] = false;
+                count -= 1;
+            }
+        }
+        if last_read[node.output].is_some() && !open[node.output] {
+            open[node.output] = true;
+            count += 1;
+        }
+        if count == 1 && open[node.output] {
+            cuts.push(k);
+        }
+    }
+    cuts
+}
+
+/// Cuts the network into as few segments as the budget allows (at most [`MAX_NONLINEAR`]
+/// nonlinear nodes and [`MAX_ELEMENTS`] activation values each): the longer a segment, the
+/// more cancellations its recursion keeps. A network that is one segment gets the whole
+/// graph's recursion.
+fn segments(
+    net: &Network,
+    live: &[bool],
+    nonlinear: &[(usize, f64, f64)],
+    max_work: u128,
+) -> std::result::Result<Vec<Segment>, Outcome> {
+    let cuts = cut_points(net, live);
+    let Some(&last) = cuts.last() else {
+        return Err(Outcome::NotApplicable);
+    };
+    if net.nodes[last].output != net.outputs[0] {
+        return Err(Outcome::NotApplicable);
+    }
+    // Nonlinear nodes and activation values up to and including node k.
+    let count_to = |k: usize| nonlinear.iter().take_while(|&&(j, _, _)| j <= k).count();
+    let mut values_to = vec![0u128; net.nodes.len() + 1];
+    for (k, node) in net.nodes.iter().enumerate() {
+        let own = if live[k] {
+            net.len_of(node.output) as u128
+        } else {
+            0
+        };
+        values_to[k + 1] = values_to[k] + own;
+    }
+    let fits = |from: Option<usize>, to: usize| {
+        let (n0, v0) = from.map_or((0, 0), |f| (count_to(f), values_to[f + 1]));
+        let source = from.map_or(net.len_of(0), |f| net.len_of(net.nodes[f].output)) as u128;
+        count_to(to) - n0 <= MAX_NONLINEAR && values_to[to + 1] - v0 + source <= MAX_ELEMENTS
+    };
+    let mut out = Vec::new();
+    let mut source = None;
+    let mut i = 0;
+    let mut work = 0u128;
+    while i < cuts.len() {
+        // The furthest cut this segment can reach.
+        let mut end = None;
+        while i < cuts.len() && fits(source, cuts[i]) {
+            end = Some(cuts[i]);
+            i += 1;
+        }
+        let Some(end) = end else {
+            let from = source.map_or("the input".to_string(), |k| net.nodes[k].name.clone());
+            return Err(Outcome::OverBudget(format!(
+                "the part after {from} up to the next cut point has over {MAX_NONLINEAR} \
+                 nonlinear nodes or {MAX_ELEMENTS} activation values"
+            )));
+        };
+        let first = source.map_or(0, count_to);
+        let k = (count_to(end) - first) as u128;
+        let (v0, source_len) = source.map_or((0, net.len_of(0)), |f| {
+            (values_to[f + 1], net.len_of(net.nodes[f].output))
+        });
+        work += (k + 1) * (k + 2) / 2 * (values_to[end + 1] - v0 + source_len as u128);
+        out.push(Segment {
+            source,
+            end: net.nodes[end].output,
+            nonlinear: first..count_to(end),
+        });
+        source = Some(end);
+    }
+    if work > max_work {
+        return Err(Outcome::OverBudget(format!(
+            "its {} segments need about {work:.1e} operator-norm × activation-value units, \
+             over the budget of {max_work:.1e} (AnalysisOptions::liplt_max_work, CLI \
+             --liplt-max-work; ~1e6 units take ~1 s on two cores)",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 /// The linearised network and what bounding its pieces needs.
@@ -263,6 +373,33 @@ impl<'n> Linearised<'n> {
             error: cap * (self.net.nodes.len() as f64) * (inner.unwrap_or(1) as f64) * f64::EPSILON,
         };
         Some((op, cap))
+    }
+
+    /// The recursion over one segment (module docs): `L` of each of its nonlinear nodes'
+    /// inputs, then of its end, relative to its source.
+    fn recursion(
+        &self,
+        segment: &Segment,
+        nonlinear: &[(usize, f64, f64)],
+        opts: &Options,
+        certificates: &mut Vec<Certificate>,
+    ) -> Result<f64> {
+        let inner = &nonlinear[segment.nonlinear.clone()];
+        let mut targets: Vec<ValueId> = inner
+            .iter()
+            .map(|&(k, _, _)| self.net.nodes[k].inputs[0])
+            .collect();
+        targets.push(segment.end);
+        let mut lips: Vec<f64> = Vec::with_capacity(targets.len());
+        for (i, &target) in targets.iter().enumerate() {
+            let mut l = self.norm(segment.source, target, opts, certificates)?;
+            for (j, &(k, _, r)) in inner[..i].iter().enumerate() {
+                let n = self.norm(Some(k), target, opts, certificates)?;
+                l = add_up(l, mul_up(mul_up(r, n), lips[j]));
+            }
+            lips.push(l);
+        }
+        Ok(*lips.last().expect("the segment's end"))
     }
 
     /// A certified upper bound on `‖O_{target←source}‖`.

@@ -55,6 +55,9 @@ pub struct AnalysisOptions {
     /// computed for. Its cost grows as the cube: the default 640 takes up to ~10 s on two
     /// cores; 1000 about a minute.
     pub lipsdp_max_size: usize,
+    /// Budget of LipLT, in operator norms × activation values of their segment (~1e6 per
+    /// second on two cores); over it, LipLT is skipped with a note.
+    pub liplt_max_work: u128,
 }
 
 impl Default for AnalysisOptions {
@@ -65,6 +68,7 @@ impl Default for AnalysisOptions {
             merge_linear_runs: true,
             methods: NetworkMethod::ALL.to_vec(),
             lipsdp_max_size: lipsdp::DEFAULT_MAX_SIZE,
+            liplt_max_work: liplt::DEFAULT_MAX_WORK,
         }
     }
 }
@@ -155,7 +159,13 @@ pub fn analyze_with_progress(
     let mut notes = Vec::new();
     if opts.methods.contains(&NetworkMethod::LipLT) {
         let t = Instant::now();
-        let outcome = liplt::liplt_bound(net, &g.live, &factors.value, &opts.layer)?;
+        let outcome = liplt::liplt_bound(
+            net,
+            &g.live,
+            &factors.value,
+            &opts.layer,
+            opts.liplt_max_work,
+        )?;
         record(
             NetworkMethod::LipLT,
             outcome,
