@@ -100,7 +100,7 @@ def lipsdp(ws):
         m = m + e.T @ tz + tz.T @ e - 2 * e.T @ cp.multiply(cp.reshape(t, (w.shape[0], 1), order="F"), e)
     problem = cp.Problem(cp.Minimize(rho), [(m + m.T) / 2 << 0])
     solver = cp.CLARABEL if n <= 120 else cp.SCS
-    kwargs = {} if solver == cp.CLARABEL else {"eps": 1e-7, "max_iters": 100000}
+    kwargs = {} if solver == cp.CLARABEL else {"eps": 1e-6, "max_iters": 50000}
     started = time.time()
     problem.solve(solver=solver, **kwargs)
     return float(np.sqrt(rho.value)), solver, time.time() - started, n
