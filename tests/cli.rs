@@ -104,6 +104,42 @@ fn analyze_json_follows_the_contract() {
 }
 
 #[test]
+fn method_flag_selects_the_network_bounds() {
+    let path = fixture("mlp.onnx");
+    let names = |method: &str, extra: &[&str]| -> (Vec<String>, Value) {
+        let mut args = vec!["analyze", path.to_str().unwrap(), "--json", "--no-lower"];
+        args.extend(["--method", method]);
+        args.extend(extra);
+        let v = json_of(&run(&args));
+        let names = v["network"]["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect();
+        (names, v["network"].clone())
+    };
+    assert_eq!(names("product", &[]).0, ["product"]);
+    assert_eq!(names("liplt", &[]).0, ["product", "liplt"]);
+    let (sdp, n) = names("lipsdp", &[]);
+    assert_eq!(sdp, ["product", "lipsdp"]);
+    assert_eq!(n["method"], "lipsdp");
+    assert_eq!(names("auto", &[]).0, ["product", "liplt", "lipsdp"]);
+    // Over the size limit: not computed, and a note says why.
+    let (small, n) = names("auto", &["--lipsdp-max-size", "10"]);
+    assert_eq!(small, ["product", "liplt"]);
+    assert!(
+        n["notes"]
+            .to_string()
+            .contains("LipSDP-Neuron not computed"),
+        "{n}"
+    );
+    let bad = run(&["analyze", path.to_str().unwrap(), "--method", "sdp"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lipsdp"));
+}
+
+#[test]
 fn input_shape_flag_serves_dynamic_models() {
     let path = fixture("dynamic.onnx");
     let out = run(&["analyze", path.to_str().unwrap(), "--json"]);
