@@ -271,7 +271,7 @@ fn start(p: &Problem, gy: &Mat<f64>) -> Option<(f64, Vec<f64>)> {
 }
 
 /// Minimises `ρ` subject to `M(ρ, t) ≺ 0`, `t > 0` by the barrier method: Newton steps on
-/// `τρ − log det(−M) − Σ log t_i` with backtracking, `τ` raised tenfold after each centring,
+/// `τρ − log det(−M) − Σ log t_i` with backtracking, `τ` raised by [`MU`] after each centring,
 /// until the gap bound `ν/τ` (`ν = N + units`) is below [`GAP`]·ρ or `deadline` passes.
 /// `τ` starts at `ν/ρ₀`, where the start's own gap bound would be.
 /// `None` if no strictly feasible start was found.
@@ -292,36 +292,18 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
         let penalty: f64 = eps * t.iter().sum::<f64>();
         Some(tau * (rho + penalty) - ld - t.iter().map(|v| v.ln()).sum::<f64>())
     };
-    loop {
+    let converged = 'path: loop {
         // Centre for this τ.
         loop {
             if steps >= MAX_STEPS || Instant::now() > deadline {
-                return Some(Solution {
-                    rho,
-                    t,
-                    steps,
-                    converged: false,
-                    earlier,
-                });
+                break 'path false;
             }
             steps += 1;
             let Some((g, hess)) = newton_system(p, gy, rho, &t, tau, tau * eps) else {
-                return Some(Solution {
-                    rho,
-                    t,
-                    steps,
-                    converged: false,
-                    earlier,
-                });
+                break 'path false;
             };
             let Ok(llt) = hess.llt(Side::Lower) else {
-                return Some(Solution {
-                    rho,
-                    t,
-                    steps,
-                    converged: false,
-                    earlier,
-                });
+                break 'path false;
             };
             let mut d = Mat::from_fn(h + 1, 1, |i, _| -g[i]);
             faer::linalg::solvers::Solve::solve_in_place(&llt, d.as_mut());
@@ -329,7 +311,9 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
             if decrement <= CENTRED {
                 break;
             }
-            let f0 = barrier(rho, &t, tau).expect("the iterate is strictly feasible");
+            let Some(f0) = barrier(rho, &t, tau) else {
+                break 'path false;
+            };
             let try_step = |s: f64| -> Option<(f64, f64, Vec<f64>)> {
                 let r = rho + s * d[(0, 0)];
                 let tt: Vec<f64> = (0..h).map(|i| t[i] + s * d[(i + 1, 0)]).collect();
@@ -347,27 +331,25 @@ pub(super) fn solve(p: &Problem, gy: &Mat<f64>, deadline: Instant) -> Option<Sol
                     _ => s *= 0.5,
                 }
             }
-            let moved = accepted.is_some();
-            if let Some((_, r, tt)) = accepted {
-                rho = r;
-                t = tt;
-            }
-            if !moved {
+            let Some((_, r, tt)) = accepted else {
                 break;
-            }
+            };
+            rho = r;
+            t = tt;
         }
         if nu / tau <= GAP * rho {
-            return Some(Solution {
-                rho,
-                t,
-                steps,
-                converged: true,
-                earlier,
-            });
+            break 'path true;
         }
         earlier.push((rho, t.clone()));
         tau *= MU;
-    }
+    };
+    Some(Solution {
+        rho,
+        t,
+        steps,
+        converged,
+        earlier,
+    })
 }
 
 /// The gradient and Hessian of the barrier function at `(ρ, t)` (module docs for the
