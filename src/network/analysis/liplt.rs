@@ -74,8 +74,17 @@ pub(super) enum Outcome {
     OverBudget(String),
 }
 
-/// The split `(m, r)` of every live nonlinear node, in topological order.
-fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
+/// A slope interval `[α, β]`.
+type Interval = (f64, f64);
+
+/// Every live nonlinear node with its slope interval `[α, β]` where it has a proven one, in
+/// topological order; or `NotApplicable` when the network has several outputs, weights that
+/// differ from the source's, or a nonlinear node with several inputs (the conditions both
+/// LipLT and LipSDP-Neuron need).
+pub(super) fn nonlinear_slopes(
+    net: &Network,
+    live: &[bool],
+) -> std::result::Result<Vec<(usize, Option<Interval>)>, Outcome> {
     if net.outputs.len() != 1 {
         return Err(Outcome::NotApplicable);
     }
@@ -93,8 +102,16 @@ fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
         if node.inputs.len() != 1 {
             return Err(Outcome::NotApplicable);
         }
-        let split = node.op.downcast_ref::<Activation>().and_then(slopes);
-        found.push(match split {
+        found.push((k, node.op.downcast_ref::<Activation>().and_then(slopes)));
+    }
+    Ok(found)
+}
+
+/// The split `(m, r)` of every live nonlinear node, in topological order.
+fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
+    let found = nonlinear_slopes(net, live)?
+        .into_iter()
+        .map(|(k, split)| match split {
             Some((alpha, beta)) => {
                 // r covers the rounding of m as well: slopes of σ − m·z stay within ±r.
                 let m = (alpha + beta) / 2.0;
@@ -102,8 +119,8 @@ fn nonlinear_nodes(net: &Network, live: &[bool], factor: &[f64]) -> Splits {
                 (k, m, ((beta - alpha) / 2.0 + slack).next_up())
             }
             None => (k, 0.0, factor[k]),
-        });
-    }
+        })
+        .collect();
     Ok(found)
 }
 

@@ -9,12 +9,11 @@
 //! whose rounding (`forward_error` per column) the check absorbs. Residual connections and
 //! concatenations need nothing special: they are sums inside these linear maps.
 
-use super::liplt::{slopes, Linearised, Outcome, Slopes};
+use super::liplt::{nonlinear_slopes, Linearised, Outcome, Slopes};
 use super::sdp::{self, Block, Problem};
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
 use crate::network::graph::Network;
-use crate::network::ops::{Activation, Role};
 use crate::{explicit_matrix, LinearOperator};
 use faer::Mat;
 use std::time::{Duration, Instant};
@@ -36,25 +35,10 @@ fn activations(
     live: &[bool],
     max_size: usize,
 ) -> std::result::Result<Vec<(usize, f64, f64)>, Outcome> {
-    if net.outputs.len() != 1 {
-        return Err(Outcome::NotApplicable);
-    }
     let mut found = Vec::new();
-    for (k, node) in net.nodes.iter().enumerate() {
-        if !live[k] {
-            continue;
-        }
-        if node.weight_error > 0.0 {
-            return Err(Outcome::NotApplicable);
-        }
-        if node.op.role() != Role::Nonlinear {
-            continue;
-        }
-        let split = node.op.downcast_ref::<Activation>().and_then(slopes);
-        match split {
-            Some((alpha, beta)) if node.inputs.len() == 1 => found.push((k, alpha, beta)),
-            _ => return Err(Outcome::NotApplicable),
-        }
+    for (k, split) in nonlinear_slopes(net, live)? {
+        let (alpha, beta) = split.ok_or(Outcome::NotApplicable)?;
+        found.push((k, alpha, beta));
     }
     if found.is_empty() {
         return Err(Outcome::NotApplicable);
