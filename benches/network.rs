@@ -1,14 +1,18 @@
 //! Network benchmarks: loading a 47 MB ResNet-18-shaped ONNX file, bounding the whole
 //! network (every layer to rtol 1e-3, composed bound, lower-bound search) at 1×3×224×224,
-//! and the network bound methods (product, LipLT) on the bundled demo.
+//! and the network bound methods (product, LipLT, ECLipsE-Fast, LipSDP-Neuron) on the
+//! bundled demo, the digits MLPs and a random 784-1024×3-10 ReLU MLP.
 
 #[path = "common/resnet18.rs"]
 mod resnet18;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lipschitz::network::{analyze, AnalysisOptions, LowerOptions, NetworkMethod};
+use lipschitz::network::{
+    analyze, Activation, AnalysisOptions, LowerOptions, Network, NetworkBuilder, NetworkMethod,
+};
 use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::Options;
+use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 fn network(c: &mut Criterion) {
@@ -58,16 +62,36 @@ fn methods(c: &mut Criterion) {
         (
             "digits_mlp",
             "tests/fixtures/onnx/digits_mlp.onnx",
-            &[NetworkMethod::LipLT, NetworkMethod::LipSdp][..],
+            &[
+                NetworkMethod::LipLT,
+                NetworkMethod::Eclipse,
+                NetworkMethod::LipSdp,
+            ][..],
         ),
         (
             "digits_mlp3",
             "tests/fixtures/onnx/digits_mlp3.onnx",
-            &[NetworkMethod::LipLT, NetworkMethod::LipSdp][..],
+            &[
+                NetworkMethod::LipLT,
+                NetworkMethod::Eclipse,
+                NetworkMethod::LipSdp,
+            ][..],
         ),
     ];
-    for (label, file, extra) in cases {
-        let net = load_onnx(&root.join(file), &ImportOptions::default()).unwrap();
+    let mut nets: Vec<(&str, Network, &[NetworkMethod])> = cases
+        .into_iter()
+        .map(|(label, file, extra)| {
+            let net = load_onnx(&root.join(file), &ImportOptions::default()).unwrap();
+            (label, net, extra)
+        })
+        .collect();
+    // Too large for LipSDP-Neuron's default (N = 3856): ECLipsE-Fast's territory.
+    nets.push((
+        "mlp_784_1024x3",
+        wide_mlp(&[784, 1024, 1024, 1024, 10]),
+        &[NetworkMethod::LipLT, NetworkMethod::Eclipse][..],
+    ));
+    for (label, net, extra) in nets {
         let runs = std::iter::once((NetworkMethod::Product, vec![NetworkMethod::Product]))
             .chain(extra.iter().map(|&m| (m, vec![NetworkMethod::Product, m])));
         for (method, methods) in runs {
@@ -81,6 +105,23 @@ fn methods(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// A ReLU MLP with seeded weights uniform in `±√(3/fan_in)` (unit variance per output).
+fn wide_mlp(sizes: &[usize]) -> Network {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut b = NetworkBuilder::new("mlp_784_1024x3", &[1, sizes[0]]).unwrap();
+    for (i, w) in sizes.windows(2).enumerate() {
+        let scale = (3.0 / w[0] as f64).sqrt() as f32;
+        let weight = (0..w[0] * w[1])
+            .map(|_| rng.random_range(-scale..scale))
+            .collect();
+        b.dense(weight, w[1], w[0], None).unwrap();
+        if i + 2 < sizes.len() {
+            b.activation(Activation::Relu).unwrap();
+        }
+    }
+    b.finish()
 }
 
 criterion_group!(benches, network, methods);

@@ -13,8 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         "tests/fixtures/lower_reference.json",
     )?)?;
-    println!("| network | product | LipLT | LipSDP-Neuron (time) | lower | lower ÷ 20 ascents | analysis |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| network | product | LipLT | ECLipsE-Fast (time) | LipSDP-Neuron (time) | lower | lower ÷ 20 ascents | analysis |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let nets = [
         "mlp",
         "cnn_bn",
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .find(|r| r.name == m)
                 .map_or("—".to_string(), |r| {
                     let ratio = format!("{:.3}", r.upper / lower);
-                    if m == NetworkMethod::LipSdp {
+                    if matches!(m, NetworkMethod::LipSdp | NetworkMethod::Eclipse) {
                         format!("{ratio} ({:.2} s)", r.seconds)
                     } else {
                         ratio
@@ -55,9 +55,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|r| r.as_f64())
             .map_or("—".to_string(), |r| format!("{:.3}", lower / r));
         println!(
-            "| {name} | {} | {} | {} | {lower:.4} | {vs} | {:.2} s |",
+            "| {name} | {} | {} | {} | {} | {lower:.4} | {vs} | {:.2} s |",
             cell(NetworkMethod::Product),
             cell(NetworkMethod::LipLT),
+            cell(NetworkMethod::Eclipse),
             cell(NetworkMethod::LipSdp),
             a.seconds
         );

@@ -118,6 +118,11 @@
 #define LIP_NETWORK_METHOD_LIPSDP 2
 
 /**
+ * `lip_network_method_bound`'s `method`: ECLipsE-Fast's closed-form multipliers, verified.
+ */
+#define LIP_NETWORK_METHOD_ECLIPSE 3
+
+/**
  * `LipOptions::method`: pick the best method for each layer.
  */
 #define LIP_METHOD_AUTO 0

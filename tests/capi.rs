@@ -468,12 +468,13 @@ fn every_network_method_is_reported_and_the_smallest_is_the_bound() {
                 NetworkMethod::Product => LIP_NETWORK_METHOD_PRODUCT,
                 NetworkMethod::LipLT => LIP_NETWORK_METHOD_LIPLT,
                 NetworkMethod::LipSdp => LIP_NETWORK_METHOD_LIPSDP,
+                NetworkMethod::Eclipse => LIP_NETWORK_METHOD_ECLIPSE,
             };
             assert_eq!(method, want);
         }
         assert!(
-            rust.network.methods.len() == 3,
-            "LipLT and LipSDP-Neuron apply to the residual fixture"
+            rust.network.methods.len() == 4,
+            "LipLT, ECLipsE-Fast and LipSDP-Neuron apply to the residual fixture"
         );
         assert_eq!(
             lip_network_method_bound(net, count, std::ptr::null(), &mut out, &mut method),

@@ -124,14 +124,24 @@ fn method_flag_selects_the_network_bounds() {
     let (sdp, n) = names("lipsdp", &[]);
     assert_eq!(sdp, ["product", "lipsdp"]);
     assert_eq!(n["method"], "lipsdp");
-    assert_eq!(names("auto", &[]).0, ["product", "liplt", "lipsdp"]);
-    // Over the size limit: not computed, and a note says why.
+    assert_eq!(names("eclipse", &[]).0, ["product", "eclipse"]);
+    assert_eq!(
+        names("auto", &[]).0,
+        ["product", "liplt", "eclipse", "lipsdp"]
+    );
+    // Over the size limits: not computed, and a note says why.
     let (small, n) = names("auto", &["--lipsdp-max-size", "10"]);
-    assert_eq!(small, ["product", "liplt"]);
+    assert_eq!(small, ["product", "liplt", "eclipse"]);
     assert!(
         n["notes"]
             .to_string()
             .contains("LipSDP-Neuron not computed"),
+        "{n}"
+    );
+    let (small, n) = names("auto", &["--eclipse-max-size", "10"]);
+    assert_eq!(small, ["product", "liplt", "lipsdp"]);
+    assert!(
+        n["notes"].to_string().contains("ECLipsE-Fast not computed"),
         "{n}"
     );
     let bad = run(&["analyze", path.to_str().unwrap(), "--method", "sdp"]);

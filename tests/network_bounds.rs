@@ -271,6 +271,44 @@ fn lipsdp_matches_an_independent_solver() {
     }
 }
 
+/// ECLipsE-Fast agrees with the published recursion run in numpy on the same weights
+/// (`scripts/eclipse_reference.py`), lies above the verified LipSDP-Neuron optimum, and is
+/// tighter than LipLT on these MLPs.
+#[test]
+fn eclipse_fast_matches_the_published_recursion() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/lipsdp/eclipse.json").unwrap(),
+    )
+    .unwrap();
+    for (file, r) in reference.as_object().unwrap() {
+        let net = load_onnx(
+            format!("tests/fixtures/onnx/{file}").as_ref(),
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        let a = analyse(&net);
+        let method = |name| {
+            a.network
+                .methods
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{file}: no {name:?} bound"))
+                .upper
+        };
+        let eclipse = method(NetworkMethod::Eclipse);
+        let want = r["eclipse_fast"].as_f64().unwrap();
+        // The least ρ for its scaled multipliers may lie a little below the recursion's
+        // (`eclipse.rs`), never above it beyond rounding.
+        assert!(
+            eclipse <= want * (1.0 + 1e-6) && eclipse >= want * (1.0 - 1e-3),
+            "{file}: verified {eclipse} vs the published recursion's {want}"
+        );
+        assert!(method(NetworkMethod::LipSdp) <= eclipse, "{file}");
+        assert!(eclipse < method(NetworkMethod::LipLT), "{file}");
+        assert!(a.network.lower.unwrap() <= eclipse, "{file}");
+    }
+}
+
 /// The LipLT recursion of a chain `A_K σ ⋯ σ A_0` on explicit matrices, with σ = m·I + r·ψ:
 /// `L_i = m^i‖A_i⋯A_0‖ + Σ_{j<i} r·m^{i−1−j}‖A_i⋯A_{j+1}‖·L_j`, the last `L` the bound.
 fn liplt_chain(a: &[Mat<f64>], m: f64, r: f64) -> f64 {

@@ -372,6 +372,8 @@ pub const LIP_NETWORK_METHOD_PRODUCT: i32 = 0;
 pub const LIP_NETWORK_METHOD_LIPLT: i32 = 1;
 /// `lip_network_method_bound`'s `method`: LipSDP-Neuron, verified.
 pub const LIP_NETWORK_METHOD_LIPSDP: i32 = 2;
+/// `lip_network_method_bound`'s `method`: ECLipsE-Fast's closed-form multipliers, verified.
+pub const LIP_NETWORK_METHOD_ECLIPSE: i32 = 3;
 
 /// How many network bounds the analysis with these options computed (the product always;
 /// LipLT and LipSDP-Neuron where they apply). `lip_network_bound` reports the smallest.
@@ -440,6 +442,7 @@ pub unsafe extern "C" fn lip_network_method_bound(
             NetworkMethod::Product => LIP_NETWORK_METHOD_PRODUCT,
             NetworkMethod::LipLT => LIP_NETWORK_METHOD_LIPLT,
             NetworkMethod::LipSdp => LIP_NETWORK_METHOD_LIPSDP,
+            NetworkMethod::Eclipse => LIP_NETWORK_METHOD_ECLIPSE,
         });
         Ok(())
     })

@@ -63,13 +63,17 @@ struct NetworkArgs {
     #[arg(long)]
     time_limit: Option<f64>,
     /// Network bound: auto (every method that applies; the smallest is reported), product,
-    /// liplt or lipsdp (the product is always computed too).
+    /// liplt, eclipse or lipsdp (the product is always computed too).
     #[arg(long, default_value = "auto")]
     method: String,
     /// Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for; its
     /// cost grows as the cube (640: up to ~10 s on two cores).
     #[arg(long, default_value_t = AnalysisOptions::default().lipsdp_max_size)]
     lipsdp_max_size: usize,
+    /// Largest LMI dimension ECLipsE-Fast is computed for (a few dense factorisations:
+    /// 4096 takes a few seconds and about 1 GiB).
+    #[arg(long, default_value_t = AnalysisOptions::default().eclipse_max_size)]
+    eclipse_max_size: usize,
     /// Budget of LipLT in operator norms × activation values (~1e6 per second on two
     /// cores; ResNet-18 at 224×224 needs about 3e8).
     #[arg(long, default_value_t = AnalysisOptions::default().liplt_max_work as f64)]
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         time_limit: None,
         method: "auto".into(),
         lipsdp_max_size: AnalysisOptions::default().lipsdp_max_size,
+        eclipse_max_size: AnalysisOptions::default().eclipse_max_size,
         liplt_max_work: AnalysisOptions::default().liplt_max_work as f64,
     };
     let result = match cli.command {
@@ -210,10 +215,11 @@ fn run_network(
         "auto" => NetworkMethod::ALL.to_vec(),
         "product" => vec![NetworkMethod::Product],
         "liplt" => vec![NetworkMethod::Product, NetworkMethod::LipLT],
+        "eclipse" => vec![NetworkMethod::Product, NetworkMethod::Eclipse],
         "lipsdp" => vec![NetworkMethod::Product, NetworkMethod::LipSdp],
         other => {
             return Err(format!(
-                "--method {other}: expected auto, product, liplt or lipsdp"
+                "--method {other}: expected auto, product, liplt, eclipse or lipsdp"
             ))
         }
     };
@@ -223,6 +229,7 @@ fn run_network(
         merge_linear_runs: true,
         methods,
         lipsdp_max_size: args.lipsdp_max_size,
+        eclipse_max_size: args.eclipse_max_size,
         liplt_max_work: args.liplt_max_work.clamp(0.0, 1e30) as u128,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

@@ -1,27 +1,28 @@
-//! The LipSDP-Neuron bound, verified: the network unrolled into the program of `sdp.rs`,
-//! solved, and the solver's multipliers checked rigorously. The reported bound is the one
-//! the check proves, never the solver's objective.
-//!
-//! The unrolling cuts the network at every activation: with each activation replaced by 0
-//! (`Linearised` with slope 0), the map from the input or from an activation's output to
-//! the network output (columns of `E_y`) or to a later activation's input (rows of `Z`) is
-//! linear; its explicit matrix is computed column by column with the `f64` direct operators,
-//! whose rounding (`forward_error` per column) the check absorbs. Residual connections and
-//! concatenations need nothing special: they are sums inside these linear maps.
+//! The bounds that rest on the LipSDP-Neuron program: ECLipsE-Fast's closed-form
+//! multipliers and LipSDP-Neuron's optimal ones, on the network unrolled once
+//! (`unroll.rs`). Both are verified by the same rigorous check (`sdp::verify`): the bound
+//! reported is the one the check proves, never a solver's objective. (ECLipsE-Fast's
+//! multipliers are a poor start for LipSDP-Neuron's barrier method: from them, the first
+//! centring took 278 Newton steps on `digits_mlp3` against 106 from `sdp::start`'s.)
 
-use super::liplt::{nonlinear_slopes, Linearised, Outcome, Slopes};
-use super::sdp::{self, Block, Problem};
+use super::eclipse;
+use super::liplt::Outcome;
+use super::sdp::{self, Problem};
+use super::unroll::{lmi_size, unroll};
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
 use crate::network::graph::Network;
-use crate::{explicit_matrix, LinearOperator};
 use faer::Mat;
 use std::time::{Duration, Instant};
 
-/// Default largest LMI dimension (input coordinates + activation units): each Newton step
-/// factors and inverts an `N×N` matrix, and a few hundred steps are needed (residual
-/// fixture, `N = 504`: 270 steps, 7 s on two cores).
+/// Default largest LMI dimension (input coordinates + activation units) for LipSDP-Neuron:
+/// each Newton step factors and inverts an `N×N` matrix, and a few hundred steps are
+/// needed (residual fixture, `N = 504`: 270 steps, 7 s on two cores).
 pub(super) const DEFAULT_MAX_SIZE: usize = 640;
+
+/// Default largest LMI dimension for ECLipsE-Fast: a few dense `N×N` factorisations and
+/// the unrolled matrices (`N = 4096`: about 1 GiB, a few seconds on two cores).
+pub(super) const DEFAULT_ECLIPSE_MAX_SIZE: usize = 4096;
 
 /// Safety net on the solver's wall time, for sizes raised far above the default; its
 /// iterate when it ends is still verified (a valid, looser bound, and a note says so).
@@ -29,126 +30,158 @@ pub(super) const DEFAULT_MAX_SIZE: usize = 640;
 /// on the machine's speed.
 pub(super) const BUDGET: Duration = Duration::from_secs(300);
 
-/// The nonlinear nodes with their slopes `(k, α, β)`, or why the bound does not apply.
-fn activations(
-    net: &Network,
-    live: &[bool],
-    max_size: usize,
-) -> std::result::Result<Vec<(usize, f64, f64)>, Outcome> {
-    let mut found = Vec::new();
-    for (k, split) in nonlinear_slopes(net, live)? {
-        let (alpha, beta) = split.ok_or(Outcome::NotApplicable)?;
-        found.push((k, alpha, beta));
-    }
-    if found.is_empty() {
-        return Err(Outcome::NotApplicable);
-    }
-    let units: usize = found
-        .iter()
-        .map(|&(k, _, _)| net.len_of(net.nodes[k].output))
-        .sum();
-    let size = net.len_of(0) + units;
-    if size > max_size {
-        return Err(Outcome::OverBudget(format!(
-            "an LMI of dimension {size} (input + activation units), over the limit of \
-             {max_size} (AnalysisOptions::lipsdp_max_size, CLI --lipsdp-max-size)"
-        )));
-    }
-    Ok(found)
+/// One method's outcome and its time in seconds (the unrolling included).
+pub(super) type Timed = (Outcome, f64);
+
+/// What [`sdp_bounds`] found for each method asked for, and the notes for readers.
+pub(super) struct SdpBounds {
+    /// ECLipsE-Fast, when asked for.
+    pub eclipse: Option<Timed>,
+    /// LipSDP-Neuron, when asked for.
+    pub lipsdp: Option<Timed>,
+    /// Remarks (a solver stopped early).
+    pub notes: Vec<String>,
 }
 
-/// The LipSDP-Neuron bound of the network, verified (module docs); `factor` as for LipLT.
-pub(super) fn lipsdp_bound(
+/// The ECLipsE-Fast and LipSDP-Neuron bounds of the network, for the methods given a size
+/// limit (`None`: not asked for); `factor` as for LipLT.
+pub(super) fn sdp_bounds(
     net: &Network,
     live: &[bool],
     factor: &[f64],
     opts: &Options,
-    max_size: usize,
-) -> Result<(Outcome, Option<String>)> {
-    let nodes = match activations(net, live, max_size) {
-        Ok(n) => n,
-        Err(outcome) => return Ok((outcome, None)),
+    eclipse_max: Option<usize>,
+    lipsdp_max: Option<usize>,
+) -> Result<SdpBounds> {
+    let started = Instant::now();
+    let mut found = SdpBounds {
+        eclipse: None,
+        lipsdp: None,
+        notes: Vec::new(),
     };
-    let mut slope: Slopes = vec![None; net.nodes.len()];
-    for &(k, _, _) in &nodes {
-        slope[k] = Some(0.0);
-    }
-    let cx = Linearised::new(net, live, slope, factor, opts.memory_limit)?;
-    let n0 = net.len_of(0);
-    // Sources: the input, then every activation's output, at their columns of ξ.
-    let mut sources = vec![(None, 0, n0)];
-    let mut blocks = Vec::new();
-    let mut col = n0;
-    for &(k, alpha, beta) in &nodes {
-        let width = net.len_of(net.nodes[k].output);
-        sources.push((Some(k), col, width));
-        blocks.push(Block {
-            rows: col - n0..col - n0 + width,
-            sum: alpha + beta,
-            product: alpha * beta,
-            error: 0.0,
-        });
-        col += width;
-    }
-    let size = col;
-    let fill = |target, rows: usize, upto: usize| -> Result<(Mat<f64>, f64)> {
-        let mut m = Mat::<f64>::zeros(rows, size);
-        let mut err2 = 0.0;
-        for &(source, c0, width) in &sources[..upto] {
-            let Some((op, _)) = cx.operator(source, target) else {
-                continue;
+    let size = match lmi_size(net, live) {
+        Ok(size) => size,
+        Err(why) => {
+            let copy = || match &why {
+                Outcome::OverBudget(s) => Outcome::OverBudget(s.clone()),
+                _ => Outcome::NotApplicable,
             };
-            let a = explicit_matrix(&op, opts.memory_limit)?;
-            for j in 0..width {
-                for i in 0..rows {
-                    m[(i, c0 + j)] = a[j * rows + i];
-                }
-            }
-            err2 += width as f64 * op.forward_error().powi(2);
+            found.eclipse = eclipse_max.map(|_| (copy(), 0.0));
+            found.lipsdp = lipsdp_max.map(|_| (copy(), 0.0));
+            return Ok(found);
         }
-        Ok((m, err2.sqrt()))
     };
-    let out = net.outputs[0];
-    let (ey, ey_error) = fill(out, net.len_of(out), sources.len())?;
-    let mut z = Mat::<f64>::zeros(size - n0, size);
-    for (j, &(k, _, _)) in nodes.iter().enumerate() {
-        let target = net.nodes[k].inputs[0];
-        let rows = blocks[j].rows.clone();
-        let (zj, error) = fill(target, rows.len(), j + 1)?;
-        for c in 0..size {
-            for (r, i) in rows.clone().enumerate() {
-                z[(i, c)] = zj[(r, c)];
-            }
-        }
-        blocks[j].error = error;
+    let fits = |max: Option<usize>, knob: &str| -> Option<std::result::Result<(), Outcome>> {
+        let max = max?;
+        Some(if size <= max {
+            Ok(())
+        } else {
+            Err(Outcome::OverBudget(format!(
+                "an LMI of dimension {size} (input + activation units), over the limit of \
+                 {max} ({knob})"
+            )))
+        })
+    };
+    let eclipse_fits = fits(
+        eclipse_max,
+        "AnalysisOptions::eclipse_max_size, CLI --eclipse-max-size",
+    );
+    let lipsdp_fits = fits(
+        lipsdp_max,
+        "AnalysisOptions::lipsdp_max_size, CLI --lipsdp-max-size",
+    );
+    let (run_eclipse, run_lipsdp) = (
+        matches!(eclipse_fits, Some(Ok(()))),
+        matches!(lipsdp_fits, Some(Ok(()))),
+    );
+    if let Some(Err(why)) = eclipse_fits {
+        found.eclipse = Some((why, 0.0));
     }
-    let problem = Problem {
-        n0,
-        ey,
-        z,
-        blocks,
-        ey_error,
+    if let Some(Err(why)) = lipsdp_fits {
+        found.lipsdp = Some((why, 0.0));
+    }
+    if !(run_eclipse || run_lipsdp) {
+        return Ok(found);
+    }
+    let problem = match unroll(net, live, factor, opts)? {
+        Ok(p) => p,
+        Err(why) => {
+            let text = match why {
+                Outcome::OverBudget(s) => s,
+                _ => "the network cannot be unrolled".to_string(),
+            };
+            if run_eclipse {
+                found.eclipse = Some((Outcome::OverBudget(text.clone()), 0.0));
+            }
+            if run_lipsdp {
+                found.lipsdp = Some((Outcome::OverBudget(text), 0.0));
+            }
+            return Ok(found);
+        }
     };
     let gy = problem.ey.transpose() * &problem.ey;
-    let Some(solution) = sdp::solve(&problem, &gy, Instant::now() + BUDGET) else {
-        return Ok((
+    let unrolled = started.elapsed().as_secs_f64();
+    if run_eclipse {
+        let t = Instant::now();
+        let outcome = match &eclipse::multipliers(&problem, &gy) {
+            Some((rho, t)) => match sdp::verify(&problem, &gy, *rho, t) {
+                Some(upper) => Outcome::Bound(bound(upper, 0)),
+                None => Outcome::OverBudget(
+                    "its multipliers did not pass the Cholesky check; not used".into(),
+                ),
+            },
+            None => Outcome::OverBudget(
+                "its greedy multipliers are not feasible (activations with slopes of both \
+                 signs)"
+                    .into(),
+            ),
+        };
+        found.eclipse = Some((outcome, unrolled + t.elapsed().as_secs_f64()));
+    }
+    if run_lipsdp {
+        let t = Instant::now();
+        let (outcome, note) = lipsdp(&problem, &gy);
+        found.notes.extend(note);
+        found.lipsdp = Some((outcome, unrolled + t.elapsed().as_secs_f64()));
+    }
+    Ok(found)
+}
+
+/// A deterministic network bound `upper`.
+fn bound(upper: f64, iterations: usize) -> Bound {
+    Bound {
+        lower: 0.0,
+        upper,
+        certificate: Certificate::Deterministic,
+        method: Method::Auto,
+        iterations: iterations as u32,
+        matvecs: 0,
+        stop: Stop::Direct,
+        seconds: 0.0,
+    }
+}
+
+/// LipSDP-Neuron, solved and verified; a note when the solver stopped before converging.
+fn lipsdp(problem: &Problem, gy: &Mat<f64>) -> (Outcome, Option<String>) {
+    let Some(solution) = sdp::solve(problem, gy, Instant::now() + BUDGET) else {
+        return (
             Outcome::OverBudget("no strictly feasible start found".into()),
             None,
-        ));
+        );
     };
     // The last iterate, else the last few centred ones (further from the boundary).
     let candidates = std::iter::once((solution.rho, &solution.t))
         .chain(solution.earlier.iter().rev().take(4).map(|(r, t)| (*r, t)));
     let verified = candidates
         .into_iter()
-        .find_map(|(rho, t)| sdp::verify(&problem, &gy, rho, t));
+        .find_map(|(rho, t)| sdp::verify(problem, gy, rho, t));
     let Some(upper) = verified else {
-        return Ok((
+        return (
             Outcome::OverBudget(
                 "the solver's multipliers did not pass the Cholesky check; not used".into(),
             ),
             None,
-        ));
+        );
     };
     let note = (!solution.converged).then(|| {
         format!(
@@ -158,17 +191,5 @@ pub(super) fn lipsdp_bound(
             BUDGET.as_secs()
         )
     });
-    Ok((
-        Outcome::Bound(Bound {
-            lower: 0.0,
-            upper,
-            certificate: Certificate::Deterministic,
-            method: Method::Auto,
-            iterations: solution.steps as u32,
-            matvecs: 0,
-            stop: Stop::Direct,
-            seconds: 0.0,
-        }),
-        note,
-    ))
+    (Outcome::Bound(bound(upper, solution.steps)), note)
 }

@@ -16,6 +16,7 @@
 //!   `k` factors are probabilistic with failure probability `δ` each, it holds with
 //!   probability `≥ 1 − kδ` (union bound), which is what the result reports.
 
+mod eclipse;
 mod fold;
 mod liplt;
 mod lipsdp;
@@ -23,6 +24,7 @@ mod report;
 mod rules;
 mod runs;
 mod sdp;
+mod unroll;
 
 pub use report::{Analysis, LayerResult, MergedRun, MethodResult, NetworkMethod, NetworkResult};
 
@@ -55,6 +57,9 @@ pub struct AnalysisOptions {
     /// computed for. Its cost grows as the cube: the default 640 takes up to ~10 s on two
     /// cores; 1000 about a minute.
     pub lipsdp_max_size: usize,
+    /// Largest LMI dimension ECLipsE-Fast is computed for: a few dense factorisations, so
+    /// the default 4096 takes a few seconds and about 1 GiB.
+    pub eclipse_max_size: usize,
     /// Budget of LipLT, in operator norms × activation values of their segment (~1e6 per
     /// second on two cores); over it, LipLT is skipped with a note.
     pub liplt_max_work: u128,
@@ -68,6 +73,7 @@ impl Default for AnalysisOptions {
             merge_linear_runs: true,
             methods: NetworkMethod::ALL.to_vec(),
             lipsdp_max_size: lipsdp::DEFAULT_MAX_SIZE,
+            eclipse_max_size: lipsdp::DEFAULT_ECLIPSE_MAX_SIZE,
             liplt_max_work: liplt::DEFAULT_MAX_WORK,
         }
     }
@@ -166,33 +172,32 @@ pub fn analyze_with_progress(
             &opts.layer,
             opts.liplt_max_work,
         )?;
+        let seconds = t.elapsed().as_secs_f64();
         record(
             NetworkMethod::LipLT,
-            outcome,
-            t,
+            (outcome, seconds),
             &factors,
             &mut methods,
             &mut notes,
         );
     }
-    if opts.methods.contains(&NetworkMethod::LipSdp) {
-        let t = Instant::now();
-        let (outcome, note) = lipsdp::lipsdp_bound(
-            net,
-            &g.live,
-            &factors.value,
-            &opts.layer,
-            opts.lipsdp_max_size,
-        )?;
-        notes.extend(note);
-        record(
-            NetworkMethod::LipSdp,
-            outcome,
-            t,
-            &factors,
-            &mut methods,
-            &mut notes,
-        );
+    let asked = |m: NetworkMethod, max: usize| opts.methods.contains(&m).then_some(max);
+    let sdp = lipsdp::sdp_bounds(
+        net,
+        &g.live,
+        &factors.value,
+        &opts.layer,
+        asked(NetworkMethod::Eclipse, opts.eclipse_max_size),
+        asked(NetworkMethod::LipSdp, opts.lipsdp_max_size),
+    )?;
+    notes.extend(sdp.notes);
+    for (name, timed) in [
+        (NetworkMethod::Eclipse, sdp.eclipse),
+        (NetworkMethod::LipSdp, sdp.lipsdp),
+    ] {
+        if let Some(timed) = timed {
+            record(name, timed, &factors, &mut methods, &mut notes);
+        }
     }
     let best = methods
         .iter()
@@ -236,8 +241,7 @@ pub fn analyze_with_progress(
 /// linearised operators are capped by the layers' bounds: their certificates count too.
 fn record(
     name: NetworkMethod,
-    outcome: liplt::Outcome,
-    started: Instant,
+    (outcome, seconds): lipsdp::Timed,
     factors: &Factors,
     methods: &mut Vec<MethodResult>,
     notes: &mut Vec<String>,
@@ -254,7 +258,7 @@ fn record(
                 name,
                 upper: b.upper,
                 certificate: combine(&certs),
-                seconds: started.elapsed().as_secs_f64(),
+                seconds,
             });
         }
     }

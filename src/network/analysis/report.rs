@@ -51,6 +51,11 @@ pub enum NetworkMethod {
     /// maps and slope-restricted activations (docs/methods.md).
     #[serde(rename = "liplt")]
     LipLT,
+    /// ECLipsE-Fast: closed-form multipliers of the LipSDP-Neuron program, one per
+    /// activation node, on the unrolled network (any graph of affine maps and
+    /// slope-restricted activations), verified like LipSDP-Neuron (docs/methods.md).
+    #[serde(rename = "eclipse")]
+    Eclipse,
     /// LipSDP-Neuron on the unrolled network, solved by a barrier method and verified by a
     /// Cholesky factorisation with every rounding error absorbed (docs/methods.md).
     #[serde(rename = "lipsdp")]
@@ -59,17 +64,19 @@ pub enum NetworkMethod {
 
 impl NetworkMethod {
     /// Every method, in the order they are computed.
-    pub const ALL: [NetworkMethod; 3] = [
+    pub const ALL: [NetworkMethod; 4] = [
         NetworkMethod::Product,
         NetworkMethod::LipLT,
+        NetworkMethod::Eclipse,
         NetworkMethod::LipSdp,
     ];
 
-    /// Its name for people: "product", "LipLT", "LipSDP-Neuron".
+    /// Its name for people: "product", "LipLT", "ECLipsE-Fast", "LipSDP-Neuron".
     pub fn label(self) -> &'static str {
         match self {
             NetworkMethod::Product => "product",
             NetworkMethod::LipLT => "LipLT",
+            NetworkMethod::Eclipse => "ECLipsE-Fast",
             NetworkMethod::LipSdp => "LipSDP-Neuron",
         }
     }

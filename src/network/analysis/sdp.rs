@@ -56,7 +56,7 @@ impl Problem {
         self.n0 + self.z.nrows()
     }
 
-    fn units(&self) -> usize {
+    pub(super) fn units(&self) -> usize {
         self.z.nrows()
     }
 
@@ -70,7 +70,7 @@ impl Problem {
     }
 
     /// `S = −M(ρ, t)` in floating point; `gy = E_yᵀE_y`.
-    fn negated(&self, gy: &Mat<f64>, rho: f64, t: &[f64]) -> Mat<f64> {
+    pub(super) fn negated(&self, gy: &Mat<f64>, rho: f64, t: &[f64]) -> Mat<f64> {
         let (n0, n) = (self.n0, self.size());
         let mut s = Mat::from_fn(n, n, |i, j| -gy[(i, j)]);
         for i in 0..n0 {
@@ -224,7 +224,7 @@ const MAX_STEPS: usize = 600;
 /// input/unit blocks `[[A, B], [Bᵀ, D]]`, `S ≻ 0` iff `D ≻ 0` and
 /// `ρ > λ_max(B D⁻¹ Bᵀ − A)` (Schur complement). An estimate in floating point: the start
 /// it gives is checked by a factorisation.
-fn smallest_rho(p: &Problem, gy: &Mat<f64>, t: &[f64]) -> Option<f64> {
+pub(super) fn smallest_rho(p: &Problem, gy: &Mat<f64>, t: &[f64]) -> Option<f64> {
     let (n0, h) = (p.n0, p.units());
     let s = p.negated(gy, 0.0, t);
     let d = s.submatrix(n0, n0, h, h).to_owned();
@@ -428,11 +428,11 @@ fn newton_system(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A two-layer problem: 3 inputs, 4 ReLU units then 3 leaky units (α = 0.1), 2 outputs.
-    fn problem() -> Problem {
+    pub(in super::super) fn problem() -> Problem {
         let r = |i: usize, j: usize| (((i * 7 + j * 13) % 11) as f64 - 5.0) / 5.0;
         let n0 = 3;
         let n = n0 + 7;
