@@ -67,7 +67,7 @@ struct NetworkArgs {
     #[arg(long, default_value = "auto")]
     method: String,
     /// Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for; its
-    /// cost grows as the cube (640: up to ~10 s on two cores).
+    /// cost grows as the cube (900: up to ~5 s on two cores).
     #[arg(long, default_value_t = AnalysisOptions::default().lipsdp_max_size)]
     lipsdp_max_size: usize,
     /// Largest LMI dimension ECLipsE-Fast is computed for (a few dense factorisations:

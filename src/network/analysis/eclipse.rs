@@ -17,7 +17,8 @@
 //! `S₀` the full matrix at `ρ = 1` without the output and `μ = λ_max(E_y S₀⁻¹ E_yᵀ)`,
 //! `S(μ, μt) = μS₀ − E_yᵀE_y ⪰ 0`, so `L ≤ √μ`; the verified value is what is reported.
 
-use super::sdp::{smallest_rho, Problem};
+use super::interior::smallest_rho;
+use super::sdp::Problem;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Mat, Par, Side};
 
@@ -98,6 +99,7 @@ pub(super) fn multipliers(p: &Problem, gy: &Mat<f64>) -> Option<(f64, Vec<f64>)>
 
 #[cfg(test)]
 mod tests {
+    use super::super::interior;
     use super::super::sdp::{self, tests::problem};
     use super::*;
     use faer::linalg::solvers::DenseSolveCore;
@@ -109,7 +111,7 @@ mod tests {
         let (rho, t) = multipliers(p, &gy).unwrap();
         let proven = sdp::verify(p, &gy, rho, &t).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
-        let best = sdp::solve(p, &gy, far).unwrap();
+        let best = interior::solve(p, &gy, far).unwrap();
         assert!(best.converged);
         assert!(
             proven >= best.rho.sqrt() * (1.0 - 1e-9),

@@ -18,6 +18,7 @@
 
 mod eclipse;
 mod fold;
+mod interior;
 mod liplt;
 mod lipsdp;
 mod report;
@@ -54,8 +55,8 @@ pub struct AnalysisOptions {
     /// smallest is the network's upper bound.
     pub methods: Vec<NetworkMethod>,
     /// Largest LMI dimension (input coordinates + activation units) LipSDP-Neuron is
-    /// computed for. Its cost grows as the cube: the default 640 takes up to ~10 s on two
-    /// cores; 1000 about a minute.
+    /// computed for. Its cost grows as the cube: the default 900 takes up to ~5 s on two
+    /// cores; 1600 about 20 s.
     pub lipsdp_max_size: usize,
     /// Largest LMI dimension ECLipsE-Fast is computed for: a few dense factorisations, so
     /// the default 4096 takes a few seconds and about 1 GiB.

@@ -56,7 +56,7 @@ pub enum NetworkMethod {
     /// slope-restricted activations), verified like LipSDP-Neuron (docs/methods.md).
     #[serde(rename = "eclipse")]
     Eclipse,
-    /// LipSDP-Neuron on the unrolled network, solved by a barrier method and verified by a
+    /// LipSDP-Neuron on the unrolled network, solved by an interior-point method and verified by a
     /// Cholesky factorisation with every rounding error absorbed (docs/methods.md).
     #[serde(rename = "lipsdp")]
     LipSdp,
