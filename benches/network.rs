@@ -85,10 +85,20 @@ fn methods(c: &mut Criterion) {
             (label, net, extra)
         })
         .collect();
-    // Too large for LipSDP-Neuron's default (N = 3856): ECLipsE-Fast's territory.
+    // The 64-256×3-10 MLP shape (N = 832, within LipSDP-Neuron's default), and
+    // one too large for it (N = 3856): ECLipsE-Fast's territory.
+    nets.push((
+        "mlp_64_256x3",
+        wide_mlp("mlp_64_256x3", &[64, 256, 256, 256, 10]),
+        &[
+            NetworkMethod::LipLT,
+            NetworkMethod::Eclipse,
+            NetworkMethod::LipSdp,
+        ][..],
+    ));
     nets.push((
         "mlp_784_1024x3",
-        wide_mlp(&[784, 1024, 1024, 1024, 10]),
+        wide_mlp("mlp_784_1024x3", &[784, 1024, 1024, 1024, 10]),
         &[NetworkMethod::LipLT, NetworkMethod::Eclipse][..],
     ));
     for (label, net, extra) in nets {
@@ -108,9 +118,9 @@ fn methods(c: &mut Criterion) {
 }
 
 /// A ReLU MLP with seeded weights uniform in `±√(3/fan_in)` (unit variance per output).
-fn wide_mlp(sizes: &[usize]) -> Network {
+fn wide_mlp(name: &str, sizes: &[usize]) -> Network {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut b = NetworkBuilder::new("mlp_784_1024x3", &[1, sizes[0]]).unwrap();
+    let mut b = NetworkBuilder::new(name, &[1, sizes[0]]).unwrap();
     for (i, w) in sizes.windows(2).enumerate() {
         let scale = (3.0 / w[0] as f64).sqrt() as f32;
         let weight = (0..w[0] * w[1])
