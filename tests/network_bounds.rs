@@ -59,6 +59,9 @@ fn liplt_matches_the_recursion_on_explicit_matrices() {
     let cases = [
         (Activation::Relu, 0.5, 0.5),
         (Activation::LeakyRelu(0.1), 0.55, 0.45),
+        // Slopes in [1 − c, c] (c = 1.0999 and 1.1290, the constants).
+        (Activation::Silu, 0.5, 0.5999),
+        (Activation::Gelu { tanh: false }, 0.5, 0.6290),
         (Activation::Tanh, 0.5, 0.5),
         (Activation::Sigmoid, 0.125, 0.125),
     ];

@@ -49,6 +49,16 @@ pub(super) fn slopes(a: &Activation) -> Option<(f64, f64)> {
         Activation::LeakyRelu(s) => (s.min(1.0), s.max(1.0)),
         // α(eˣ − 1) for x < 0 has slopes in (0, α]; identity above.
         Activation::Elu(s) if s >= 0.0 => (0.0, s.max(1.0)),
+        // γx above 0, γα(eˣ − 1) below: slopes in (0, γα] and {γ}.
+        Activation::Selu { alpha, gamma } if alpha >= 0.0 && gamma >= 0.0 => {
+            (0.0, (gamma * alpha.max(1.0)).next_up())
+        }
+        // f(x) − f(−x) = x for GELU (either form) and SiLU, so f'(x) + f'(−x) = 1: the
+        // slopes lie in [1 − c, c] with c = sup f' (the proven constant, rounded up).
+        Activation::Gelu { .. } | Activation::Silu => {
+            let c = a.constant();
+            ((1.0 - c).next_down(), c)
+        }
         Activation::Sigmoid => (0.0, 0.25),
         Activation::Tanh | Activation::Softplus => (0.0, 1.0),
         Activation::HardSigmoid { alpha, .. } => (alpha.min(0.0), alpha.max(0.0)),
@@ -529,5 +539,56 @@ impl LinearOperator for PathOperator<'_, '_> {
     }
     fn forward_error(&self) -> f64 {
         self.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every difference quotient `(f(b) − f(a))/(b − a)` on a fine grid lies in the slope
+    /// interval, and the interval is tight: quotients come within 1e-3 of both ends.
+    #[test]
+    fn slope_intervals_contain_every_difference_quotient_and_are_tight() {
+        let activations = [
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::Elu(0.5),
+            Activation::Selu {
+                alpha: 1.6733,
+                gamma: 1.0507,
+            },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Softplus,
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            Activation::HardSwish,
+            Activation::Clip { min: 0.0, max: 6.0 },
+            Activation::Gelu { tanh: false },
+            Activation::Gelu { tanh: true },
+            Activation::Silu,
+        ];
+        let h = 1e-4;
+        for a in activations {
+            let (alpha, beta) = slopes(&a).unwrap();
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for i in -120_000..120_000 {
+                let x = i as f64 * h;
+                let q = (a.apply(x + h) - a.apply(x)) / h;
+                assert!(
+                    q >= alpha - 1e-9 && q <= beta + 1e-9,
+                    "{a:?}: quotient {q} at {x} outside [{alpha}, {beta}]"
+                );
+                lo = lo.min(q);
+                hi = hi.max(q);
+            }
+            assert!(
+                lo <= alpha + 1e-3 && hi >= beta - 1e-3,
+                "{a:?}: [{lo}, {hi}] vs [{alpha}, {beta}]"
+            );
+        }
     }
 }
