@@ -329,6 +329,20 @@ typedef struct LipOptions {
    * Random inputs for the network lower-bound search; 0 skips the search (lower = 0).
    */
   uint32_t lower_samples;
+  /**
+   * Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for
+   * (default 900, ~5 s; the cost grows as the cube); 0 turns it off.
+   */
+  uint64_t lipsdp_max_size;
+  /**
+   * Largest LMI dimension ECLipsE-Fast is computed for (default 4096); 0 turns it off.
+   */
+  uint64_t eclipse_max_size;
+  /**
+   * Budget of LipLT in operator norms × activation values (default 3e7, ~30 s on two
+   * cores); 0 turns it off. Finite and ≥ 0.
+   */
+  double liplt_max_work;
 } LipOptions;
 
 #ifdef __cplusplus

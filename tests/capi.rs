@@ -485,6 +485,31 @@ fn every_network_method_is_reported_and_the_smallest_is_the_bound() {
             lip_network_method_bound(net, 0, std::ptr::null(), &mut out, std::ptr::null_mut()),
             LIP_ERR_NULL_POINTER
         );
+        // The methods' limits: 0 leaves a method out, and a NaN budget is refused.
+        let mut o = lip_options_default();
+        o.lower_samples = 0;
+        o.lipsdp_max_size = 0;
+        o.liplt_max_work = 0.0;
+        assert_eq!(lip_network_method_count(net, &o, &mut count), LIP_OK);
+        assert_eq!(count, 2, "product and ECLipsE-Fast");
+        let mut names = Vec::new();
+        for i in 0..count {
+            assert_eq!(
+                lip_network_method_bound(net, i, &o, &mut out, &mut method),
+                LIP_OK
+            );
+            names.push(method);
+        }
+        assert_eq!(
+            names,
+            [LIP_NETWORK_METHOD_PRODUCT, LIP_NETWORK_METHOD_ECLIPSE]
+        );
+        o.liplt_max_work = f64::NAN;
+        assert_eq!(
+            lip_network_method_count(net, &o, &mut count),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("liplt_max_work"), "{}", last_error());
         lip_network_free(net);
     }
 }

@@ -7,9 +7,7 @@ use super::layer::LipBound;
 use super::options::{lip_options_default, read_options, with_threads, LipOptions};
 use super::status::{CResult, Failure, Status};
 use crate::network::ops::Role;
-use crate::network::{
-    analyze, Analysis, AnalysisOptions, LowerOptions, Network, NetworkBuilder, NetworkMethod,
-};
+use crate::network::{analyze, Analysis, Network, NetworkBuilder, NetworkMethod};
 use crate::onnx::{load_onnx, ImportOptions};
 use std::ffi::{c_char, CString};
 use std::sync::Mutex;
@@ -57,7 +55,7 @@ impl LipNetwork {
 
     fn analysis(&self, o: &LipOptions) -> CResult<Analysis> {
         // Validated first: invalid options are an error even when an analysis is cached.
-        let opts = o.to_options()?;
+        let analysis = o.to_analysis()?;
         let mut cache = self
             .cache
             .lock()
@@ -68,18 +66,6 @@ impl LipNetwork {
                 return Ok(a.clone());
             }
         }
-        let lower = (o.lower_samples > 0).then(|| LowerOptions {
-            samples: o.lower_samples as usize,
-            seed: o.seed,
-            memory_limit: opts.memory_limit,
-            ..LowerOptions::default()
-        });
-        let analysis = AnalysisOptions {
-            layer: opts,
-            lower,
-            merge_linear_runs: true,
-            ..AnalysisOptions::default()
-        };
         let a = with_threads(o.threads, || {
             Ok(analyze(self.builder.network(), &analysis)?)
         })?;

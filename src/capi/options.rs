@@ -4,7 +4,7 @@
 use super::handle::read_optional;
 use super::status::{CResult, Failure, Status};
 use crate::bound::{Method, Options};
-use crate::network::LowerOptions;
+use crate::network::{AnalysisOptions, LowerOptions, NetworkMethod};
 
 /// `LipOptions::method`: pick the best method for each layer.
 pub const LIP_METHOD_AUTO: i32 = 0;
@@ -37,12 +37,21 @@ pub struct LipOptions {
     pub memory_limit_bytes: u64,
     /// Random inputs for the network lower-bound search; 0 skips the search (lower = 0).
     pub lower_samples: u32,
+    /// Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for
+    /// (default 900, ~5 s; the cost grows as the cube); 0 turns it off.
+    pub lipsdp_max_size: u64,
+    /// Largest LMI dimension ECLipsE-Fast is computed for (default 4096); 0 turns it off.
+    pub eclipse_max_size: u64,
+    /// Budget of LipLT in operator norms × activation values (default 3e7, ~30 s on two
+    /// cores); 0 turns it off. Finite and ≥ 0.
+    pub liplt_max_work: f64,
 }
 
 /// The default options (rtol 1e-4, all cores, 2 GiB, 20 lower-bound starts).
 #[no_mangle]
 pub extern "C" fn lip_options_default() -> LipOptions {
     let o = Options::default();
+    let a = AnalysisOptions::default();
     LipOptions {
         rtol: o.rtol,
         max_iterations: o.max_iterations,
@@ -52,6 +61,9 @@ pub extern "C" fn lip_options_default() -> LipOptions {
         method: LIP_METHOD_AUTO,
         memory_limit_bytes: o.memory_limit as u64,
         lower_samples: LowerOptions::default().samples as u32,
+        lipsdp_max_size: a.lipsdp_max_size as u64,
+        eclipse_max_size: a.eclipse_max_size as u64,
+        liplt_max_work: a.liplt_max_work as f64,
     }
 }
 
@@ -88,6 +100,43 @@ impl LipOptions {
         };
         opts.validate()?;
         Ok(opts)
+    }
+
+    /// The network options: the layer options, the lower-bound search and the network
+    /// methods' limits (a limit of 0 leaves its method out).
+    pub(crate) fn to_analysis(self) -> CResult<AnalysisOptions> {
+        let layer = self.to_options()?;
+        if !(self.liplt_max_work.is_finite() && self.liplt_max_work >= 0.0) {
+            return Err(Failure::invalid(format!(
+                "liplt_max_work = {}: expected a finite number ≥ 0",
+                self.liplt_max_work
+            )));
+        }
+        let lower = (self.lower_samples > 0).then(|| LowerOptions {
+            samples: self.lower_samples as usize,
+            seed: self.seed,
+            memory_limit: layer.memory_limit,
+            ..LowerOptions::default()
+        });
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let methods = NetworkMethod::ALL
+            .into_iter()
+            .filter(|m| match m {
+                NetworkMethod::LipSdp => self.lipsdp_max_size > 0,
+                NetworkMethod::Eclipse => self.eclipse_max_size > 0,
+                NetworkMethod::LipLT => self.liplt_max_work > 0.0,
+                NetworkMethod::Product => true,
+            })
+            .collect();
+        Ok(AnalysisOptions {
+            layer,
+            lower,
+            merge_linear_runs: true,
+            methods,
+            lipsdp_max_size: size(self.lipsdp_max_size),
+            eclipse_max_size: size(self.eclipse_max_size),
+            liplt_max_work: self.liplt_max_work as u128,
+        })
     }
 }
 
