@@ -6,6 +6,7 @@
 //! 64-256×3-10 MLP against 14 from `interior::start`'s.)
 
 use super::eclipse;
+use super::expand::expand_max_pools;
 use super::interior;
 use super::liplt::Outcome;
 use super::sdp::{self, Problem};
@@ -55,6 +56,16 @@ pub(super) fn sdp_bounds(
     lipsdp_max: Option<usize>,
 ) -> Result<SdpBounds> {
     let started = Instant::now();
+    // Max pooling as ReLUs (`expand.rs`): the same function, with per-unit constraints.
+    let expanded = expand_max_pools(net, live, factor)?;
+    let live_expanded;
+    let (net, live, factor) = match &expanded {
+        Some((n, f)) => {
+            live_expanded = n.live_nodes();
+            (n, live_expanded.as_slice(), f.as_slice())
+        }
+        None => (net, live, factor),
+    };
     let mut found = SdpBounds {
         eclipse: None,
         lipsdp: None,

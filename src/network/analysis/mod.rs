@@ -17,6 +17,7 @@
 //!   probability `≥ 1 − kδ` (union bound), which is what the result reports.
 
 mod eclipse;
+mod expand;
 mod fold;
 mod interior;
 mod liplt;

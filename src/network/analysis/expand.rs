@@ -1,0 +1,212 @@
+//! Max pooling rewritten as ReLUs for the SDP methods: `max(a, b) = b + relu(a − b)`
+//! exactly, so a pooling window of `K` values is a tree of `K − 1` ReLUs over `K` selections
+//! of its input (depthwise convolutions with one-hot kernels, one per window offset). The
+//! rewritten network computes the same function, and its nonlinearities are all ReLUs,
+//! which LipSDP-Neuron's and ECLipsE-Fast's per-unit constraints describe; each level of a
+//! tree is its own node, so every ReLU reads only values computed before its node.
+
+use super::super::graph::{Network, ValueId};
+use super::super::ops::{Activation, Conv, MaxPool, Pool2d, Sum};
+use crate::conv::{Conv2d, PaddingMode};
+use crate::error::Result;
+
+/// The network with every live max pooling written as ReLUs, and each node's factor (the
+/// copied nodes keep theirs; a one-hot selection is an injective gather, constant 1), or
+/// `None` when there is no max pooling or one cannot be rewritten (padding, or a partial
+/// last window: windows that do not all have `K` taps inside the input).
+pub(super) fn expand_max_pools(
+    net: &Network,
+    live: &[bool],
+    factor: &[f64],
+) -> Result<Option<(Network, Vec<f64>)>> {
+    let pools: Vec<usize> = (0..net.nodes.len())
+        .filter(|&k| live[k] && net.nodes[k].op.downcast_ref::<MaxPool>().is_some())
+        .collect();
+    if pools.is_empty() {
+        return Ok(None);
+    }
+    for &k in &pools {
+        let node = &net.nodes[k];
+        let pool = &node.op.downcast_ref::<MaxPool>().expect("filtered").0;
+        let shape = &net.shapes[node.inputs[0]];
+        if shape.len() != 4 || !full_windows(pool, [shape[2], shape[3]], &net.shapes[node.output]) {
+            return Ok(None);
+        }
+    }
+    let mut out = Network::new(&net.source, &net.shapes[0])?;
+    let mut factors = Vec::new();
+    // Value ids of the original network in the rewritten one.
+    let mut value: Vec<ValueId> = vec![0; net.shapes.len()];
+    for (k, node) in net.nodes.iter().enumerate() {
+        let inputs: Vec<ValueId> = node.inputs.iter().map(|&v| value[v]).collect();
+        let produced = match node.op.downcast_ref::<MaxPool>() {
+            Some(MaxPool(pool)) if live[k] => {
+                let shape = net.shapes[node.inputs[0]].clone();
+                max_as_relus(&mut out, &mut factors, &node.name, pool, &shape, inputs[0])?
+            }
+            _ => {
+                let v = out.push(&node.name, &node.kind, node.op.clone(), &inputs)?;
+                out.nodes.last_mut().expect("just pushed").weight_error = node.weight_error;
+                factors.push(factor[k]);
+                v
+            }
+        };
+        value[node.output] = produced;
+    }
+    out.outputs = net.outputs.iter().map(|&v| value[v]).collect();
+    Ok(Some((out, factors)))
+}
+
+/// Whether every output of the pooling has all `kH·kW` taps inside the unpadded input.
+fn full_windows(pool: &Pool2d, input: [usize; 2], output: &[usize]) -> bool {
+    if pool.pads != [0; 4] || output.len() != 4 {
+        return false;
+    }
+    (0..2).all(|a| {
+        let span = pool.dilation[a] * (pool.kernel[a] - 1) + 1;
+        input[a] >= span && (output[2 + a] - 1) * pool.stride[a] + span <= input[a]
+    })
+}
+
+/// Appends the selections and the ReLU tree of one max pooling reading `x`; returns the
+/// value of the maxima.
+fn max_as_relus(
+    out: &mut Network,
+    factors: &mut Vec<f64>,
+    name: &str,
+    pool: &Pool2d,
+    shape: &[usize],
+    x: ValueId,
+) -> Result<ValueId> {
+    let channels = shape[1];
+    let [kh, kw] = pool.kernel;
+    let conv = Conv2d {
+        out_channels: channels,
+        in_channels: channels,
+        kernel: pool.kernel,
+        input: [shape[2], shape[3]],
+        stride: pool.stride,
+        dilation: pool.dilation,
+        groups: channels,
+        pads: [0; 4],
+        padding_mode: PaddingMode::Zeros,
+    };
+    let mut level = Vec::with_capacity(kh * kw);
+    for (i, j) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
+        let mut weight = vec![0.0f32; channels * kh * kw];
+        for c in 0..channels {
+            weight[c * kh * kw + i * kw + j] = 1.0;
+        }
+        let op = Conv {
+            conv: conv.clone(),
+            weight,
+            bias: None,
+        };
+        level.push(out.push(&format!("{name}/select{i}_{j}"), "Conv", op, &[x])?);
+        factors.push(1.0);
+    }
+    let mut depth = 0;
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        let pairs = level.len() / 2;
+        // The level's ReLUs before its sums, so that they form one run of activations.
+        let relus: Vec<(ValueId, ValueId)> = (0..pairs)
+            .map(|p| -> Result<(ValueId, ValueId)> {
+                let (a, b) = (level[2 * p], level[2 * p + 1]);
+                let tag = format!("{name}/max{depth}_{p}");
+                let d = out.push(&format!("{tag}/diff"), "Sub", Sum::SUB, &[a, b])?;
+                factors.push(1.0);
+                let r = out.push(&format!("{tag}/relu"), "Relu", Activation::Relu, &[d])?;
+                factors.push(1.0);
+                Ok((r, b))
+            })
+            .collect::<Result<_>>()?;
+        for (p, (r, b)) in relus.into_iter().enumerate() {
+            let m = out.push(&format!("{name}/max{depth}_{p}"), "Add", Sum::ADD, &[b, r])?;
+            factors.push(1.0);
+            next.push(m);
+        }
+        if level.len() % 2 == 1 {
+            next.push(*level.last().expect("odd length"));
+        }
+        level = next;
+        depth += 1;
+    }
+    Ok(level[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::eval::Evaluator;
+    use super::super::super::NetworkBuilder;
+    use super::*;
+
+    fn pool(kernel: usize, stride: usize, pads: usize) -> Pool2d {
+        Pool2d {
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            pads: [pads; 4],
+            dilation: [1, 1],
+            ceil_mode: false,
+        }
+    }
+
+    /// conv → ReLU → the pooling → flatten → dense.
+    fn network(p: Pool2d) -> Network {
+        let mut b = NetworkBuilder::new("pooled", &[1, 2, 7, 7]).unwrap();
+        let w = |n: usize, s: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 37 + s) % 19) as f32 - 9.0) / 9.0)
+                .collect()
+        };
+        b.conv(Conv2d::new(3, 2, [2, 2], [7, 7]), w(24, 1), None)
+            .unwrap();
+        b.activation(Activation::Relu).unwrap();
+        b.max_pool(p).unwrap();
+        b.flatten().unwrap();
+        let n = b.network().len_of(b.current());
+        b.dense(w(2 * n, 5), 2, n, None).unwrap();
+        b.finish()
+    }
+
+    /// The rewritten network computes the same function: its outputs equal the original's
+    /// on random inputs, for windows of 4 (non-overlapping) and 9 (overlapping, a tree with
+    /// an odd level) values.
+    #[test]
+    fn max_pooling_as_relus_is_the_same_function() {
+        for p in [pool(2, 2, 0), pool(3, 1, 0)] {
+            let net = network(p);
+            let live = net.live_nodes();
+            let factor = vec![1.0; net.nodes.len()];
+            let (expanded, factors) = expand_max_pools(&net, &live, &factor).unwrap().unwrap();
+            assert_eq!(factors.len(), expanded.nodes.len());
+            assert!(expanded
+                .nodes
+                .iter()
+                .all(|n| n.op.downcast_ref::<MaxPool>().is_none()));
+            let relus = expanded.nodes.iter().filter(|n| n.kind == "Relu").count();
+            assert_eq!(relus, 1 + p.kernel[0] * p.kernel[1] - 1);
+            let (a, b) = (
+                Evaluator::new(&net, true, 1 << 26).unwrap(),
+                Evaluator::new(&expanded, true, 1 << 26).unwrap(),
+            );
+            for s in 0..20 {
+                let x: Vec<f64> = (0..a.input_len())
+                    .map(|i| ((i * 7919 + s * 104729) % 1000) as f64 / 250.0 - 2.0)
+                    .collect();
+                let (ya, yb) = (a.output(&a.forward(&x)), b.output(&b.forward(&x)));
+                for (u, v) in ya.iter().zip(&yb) {
+                    assert!((u - v).abs() <= 1e-12 * (1.0 + u.abs()), "{u} vs {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn padded_pooling_is_left_alone() {
+        let net = network(pool(3, 2, 1));
+        let live = net.live_nodes();
+        let factor = vec![1.0; net.nodes.len()];
+        assert!(expand_max_pools(&net, &live, &factor).unwrap().is_none());
+    }
+}
