@@ -57,6 +57,10 @@ fn exercise(bytes: &[u8], what: &str) -> Result<(), String> {
                 ..LowerOptions::default()
             }),
             merge_linear_runs: true,
+            // The SDP methods run on the small fixtures (mlp, circular); on cnn_bn and fire
+            // (LMIs of 896 and 450) they would take a second or more per mutant.
+            lipsdp_max_size: 300,
+            eclipse_max_size: 300,
             ..AnalysisOptions::default()
         };
         match analyze(&net, &opts) {

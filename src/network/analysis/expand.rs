@@ -12,8 +12,7 @@ use crate::error::Result;
 
 /// The network with every live max pooling written as ReLUs, and each node's factor (the
 /// copied nodes keep theirs; a one-hot selection is an injective gather, constant 1), or
-/// `None` when there is no max pooling or one cannot be rewritten (padding, or a partial
-/// last window: windows that do not all have `K` taps inside the input).
+/// `None` when there is no max pooling or one cannot be rewritten (see [`rewritable`]).
 pub(super) fn expand_max_pools(
     net: &Network,
     live: &[bool],
@@ -25,13 +24,8 @@ pub(super) fn expand_max_pools(
     if pools.is_empty() {
         return Ok(None);
     }
-    for &k in &pools {
-        let node = &net.nodes[k];
-        let pool = &node.op.downcast_ref::<MaxPool>().expect("filtered").0;
-        let shape = &net.shapes[node.inputs[0]];
-        if shape.len() != 4 || !full_windows(pool, [shape[2], shape[3]], &net.shapes[node.output]) {
-            return Ok(None);
-        }
+    if !pools.iter().all(|&k| rewritable(net, k)) {
+        return Ok(None);
     }
     let mut out = Network::new(&net.source, &net.shapes[0])?;
     let mut factors = Vec::new();
@@ -57,15 +51,38 @@ pub(super) fn expand_max_pools(
     Ok(Some((out, factors)))
 }
 
-/// Whether every output of the pooling has all `kH·kW` taps inside the unpadded input.
-fn full_windows(pool: &Pool2d, input: [usize; 2], output: &[usize]) -> bool {
-    if pool.pads != [0; 4] || output.len() != 4 {
+/// Whether max pooling node `k` can be written with zero-padded selections: every window
+/// has all `kH·kW` taps inside the zero-padded input (no partial last window), and where
+/// there is padding its input is nonnegative (a ReLU's, sigmoid's, … output), so that the
+/// zeros a border window selects never exceed its largest tap: `max` ignores them as it
+/// ignores ONNX's `−∞` padding.
+fn rewritable(net: &Network, k: usize) -> bool {
+    let node = &net.nodes[k];
+    let pool = &node.op.downcast_ref::<MaxPool>().expect("a max pooling").0;
+    let (input, output) = (&net.shapes[node.inputs[0]], &net.shapes[node.output]);
+    if input.len() != 4 || output.len() != 4 {
         return false;
     }
-    (0..2).all(|a| {
+    let full = (0..2).all(|a| {
+        let padded = input[2 + a] + pool.pads[a] + pool.pads[a + 2];
         let span = pool.dilation[a] * (pool.kernel[a] - 1) + 1;
-        input[a] >= span && (output[2 + a] - 1) * pool.stride[a] + span <= input[a]
-    })
+        padded >= span && (output[2 + a] - 1) * pool.stride[a] + span <= padded
+    });
+    full && (pool.pads == [0; 4] || nonnegative(net, node.inputs[0]))
+}
+
+/// Whether value `v` is the output of an activation whose values are all ≥ 0.
+fn nonnegative(net: &Network, v: ValueId) -> bool {
+    net.nodes
+        .iter()
+        .find(|n| n.output == v)
+        .and_then(|n| n.op.downcast_ref::<Activation>())
+        .is_some_and(|a| match *a {
+            Activation::Relu | Activation::Sigmoid | Activation::Softplus => true,
+            Activation::HardSigmoid { .. } => true,
+            Activation::Clip { min, .. } => min >= 0.0,
+            _ => false,
+        })
 }
 
 /// Appends the selections and the ReLU tree of one max pooling reading `x`; returns the
@@ -88,7 +105,7 @@ fn max_as_relus(
         stride: pool.stride,
         dilation: pool.dilation,
         groups: channels,
-        pads: [0; 4],
+        pads: pool.pads,
         padding_mode: PaddingMode::Zeros,
     };
     let mut level = Vec::with_capacity(kh * kw);
@@ -151,8 +168,8 @@ mod tests {
         }
     }
 
-    /// conv → ReLU → the pooling → flatten → dense.
-    fn network(p: Pool2d) -> Network {
+    /// conv → ReLU (if `relu`) → the pooling → flatten → dense.
+    fn network(p: Pool2d, relu: bool) -> Network {
         let mut b = NetworkBuilder::new("pooled", &[1, 2, 7, 7]).unwrap();
         let w = |n: usize, s: usize| -> Vec<f32> {
             (0..n)
@@ -161,7 +178,9 @@ mod tests {
         };
         b.conv(Conv2d::new(3, 2, [2, 2], [7, 7]), w(24, 1), None)
             .unwrap();
-        b.activation(Activation::Relu).unwrap();
+        if relu {
+            b.activation(Activation::Relu).unwrap();
+        }
         b.max_pool(p).unwrap();
         b.flatten().unwrap();
         let n = b.network().len_of(b.current());
@@ -171,11 +190,15 @@ mod tests {
 
     /// The rewritten network computes the same function: its outputs equal the original's
     /// on random inputs, for windows of 4 (non-overlapping) and 9 (overlapping, a tree with
-    /// an odd level) values.
+    /// an odd level) values, and a padded pooling after a ReLU.
     #[test]
     fn max_pooling_as_relus_is_the_same_function() {
-        for p in [pool(2, 2, 0), pool(3, 1, 0)] {
-            let net = network(p);
+        for (p, relu) in [
+            (pool(2, 2, 0), true),
+            (pool(3, 1, 0), false),
+            (pool(3, 2, 1), true),
+        ] {
+            let net = network(p, relu);
             let live = net.live_nodes();
             let factor = vec![1.0; net.nodes.len()];
             let (expanded, factors) = expand_max_pools(&net, &live, &factor).unwrap().unwrap();
@@ -185,7 +208,7 @@ mod tests {
                 .iter()
                 .all(|n| n.op.downcast_ref::<MaxPool>().is_none()));
             let relus = expanded.nodes.iter().filter(|n| n.kind == "Relu").count();
-            assert_eq!(relus, 1 + p.kernel[0] * p.kernel[1] - 1);
+            assert_eq!(relus, usize::from(relu) + p.kernel[0] * p.kernel[1] - 1);
             let (a, b) = (
                 Evaluator::new(&net, true, 1 << 26).unwrap(),
                 Evaluator::new(&expanded, true, 1 << 26).unwrap(),
@@ -202,9 +225,11 @@ mod tests {
         }
     }
 
+    /// Padding whose zeros could exceed the taps (the input can be negative) is not
+    /// rewritten.
     #[test]
-    fn padded_pooling_is_left_alone() {
-        let net = network(pool(3, 2, 1));
+    fn padded_pooling_of_signed_values_is_left_alone() {
+        let net = network(pool(3, 2, 1), false);
         let live = net.live_nodes();
         let factor = vec![1.0; net.nodes.len()];
         assert!(expand_max_pools(&net, &live, &factor).unwrap().is_none());
