@@ -281,7 +281,7 @@ fn pkg_config_file_links_the_examples() {
 
 #[test]
 fn error_paths_and_eight_threads_from_c() {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/cnn_bn.onnx");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/circular.onnx");
     for static_link in [false, true] {
         let out = compile_and_run("error_paths.c", static_link, &[model.to_str().unwrap()]);
         assert_eq!(out.trim(), "ok", "{out}");
