@@ -74,6 +74,7 @@ pub(super) fn slopes(a: &Activation) -> Option<(f64, f64)> {
 pub(super) type Slopes = Vec<Option<f64>>;
 
 /// What the LipLT computation gave.
+#[derive(Clone)]
 pub(super) enum Outcome {
     /// The bound.
     Bound(Bound),

@@ -74,12 +74,8 @@ pub(super) fn sdp_bounds(
     let size = match lmi_size(net, live) {
         Ok(size) => size,
         Err(why) => {
-            let copy = || match &why {
-                Outcome::OverBudget(s) => Outcome::OverBudget(s.clone()),
-                _ => Outcome::NotApplicable,
-            };
-            found.eclipse = eclipse_max.map(|_| (copy(), 0.0));
-            found.lipsdp = lipsdp_max.map(|_| (copy(), 0.0));
+            found.eclipse = eclipse_max.map(|_| (why.clone(), 0.0));
+            found.lipsdp = lipsdp_max.map(|_| (why, 0.0));
             return Ok(found);
         }
     };
@@ -118,15 +114,11 @@ pub(super) fn sdp_bounds(
     let problem = match unroll(net, live, factor, opts)? {
         Ok(p) => p,
         Err(why) => {
-            let text = match why {
-                Outcome::OverBudget(s) => s,
-                _ => "the network cannot be unrolled".to_string(),
-            };
             if run_eclipse {
-                found.eclipse = Some((Outcome::OverBudget(text.clone()), 0.0));
+                found.eclipse = Some((why.clone(), 0.0));
             }
             if run_lipsdp {
-                found.lipsdp = Some((Outcome::OverBudget(text), 0.0));
+                found.lipsdp = Some((why, 0.0));
             }
             return Ok(found);
         }
