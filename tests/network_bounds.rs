@@ -241,22 +241,34 @@ fn default_lower_bound_reaches_the_reference_ascents() {
     }
 }
 
+/// Every entry of a reference file (`{"model.onnx": {...}}`) with the analysis of its
+/// model from `tests/fixtures/onnx/`.
+fn analysed_references(
+    path: &str,
+) -> Vec<(String, serde_json::Value, lipschitz::network::Analysis)> {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    reference
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(file, r)| {
+            let net = load_onnx(
+                format!("tests/fixtures/onnx/{file}").as_ref(),
+                &ImportOptions::default(),
+            )
+            .unwrap();
+            (file.clone(), r.clone(), analyse(&net))
+        })
+        .collect()
+}
+
 /// The verified LipSDP-Neuron bound agrees with an independent solver (cvxpy with Clarabel
 /// or SCS, `scripts/lipsdp_reference.py`) on a random MLP and two MLPs trained on digits,
 /// and is the network's bound there.
 #[test]
 fn lipsdp_matches_an_independent_solver() {
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("tests/fixtures/lipsdp/reference.json").unwrap(),
-    )
-    .unwrap();
-    for (file, r) in reference.as_object().unwrap() {
-        let net = load_onnx(
-            format!("tests/fixtures/onnx/{file}").as_ref(),
-            &ImportOptions::default(),
-        )
-        .unwrap();
-        let a = analyse(&net);
+    for (file, r, a) in analysed_references("tests/fixtures/lipsdp/reference.json") {
         let sdp = a
             .network
             .methods
@@ -279,17 +291,7 @@ fn lipsdp_matches_an_independent_solver() {
 /// tighter than LipLT on these MLPs.
 #[test]
 fn eclipse_fast_matches_the_published_recursion() {
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("tests/fixtures/lipsdp/eclipse.json").unwrap(),
-    )
-    .unwrap();
-    for (file, r) in reference.as_object().unwrap() {
-        let net = load_onnx(
-            format!("tests/fixtures/onnx/{file}").as_ref(),
-            &ImportOptions::default(),
-        )
-        .unwrap();
-        let a = analyse(&net);
+    for (file, r, a) in analysed_references("tests/fixtures/lipsdp/eclipse.json") {
         let method = |name| {
             a.network
                 .methods
