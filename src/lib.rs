@@ -45,6 +45,7 @@
 mod bound;
 #[cfg(feature = "capi")]
 pub mod capi;
+pub mod certify;
 pub mod conv;
 mod dense;
 mod error;

@@ -69,3 +69,37 @@ impl<T> DisjointWrites<T> {
         unsafe { *self.ptr.add(index) = value };
     }
 }
+
+/// `a·b` rounded up (0 only when a factor is 0): products of bounds stay upper bounds
+/// through rounding, and never underflow to 0.
+pub(crate) fn mul_up(a: f64, b: f64) -> f64 {
+    if a == 0.0 || b == 0.0 {
+        0.0
+    } else {
+        (a * b).next_up()
+    }
+}
+
+/// `a + b` rounded up (for non-negative terms).
+pub(crate) fn add_up(a: f64, b: f64) -> f64 {
+    (a + b).next_up()
+}
+
+/// `√(Σ xᵢ²)` rounded up.
+pub(crate) fn norm_up(xs: impl IntoIterator<Item = f64>) -> f64 {
+    let sq = xs.into_iter().fold(0.0, |s, x| add_up(s, mul_up(x, x)));
+    if sq == 0.0 {
+        0.0
+    } else {
+        sq.sqrt().next_up()
+    }
+}
+
+/// `√a` rounded up (for `a ≥ 0`).
+pub(crate) fn sqrt_up(a: f64) -> f64 {
+    if a == 0.0 {
+        0.0
+    } else {
+        a.sqrt().next_up()
+    }
+}

@@ -1,13 +1,15 @@
 //! The `lipschitz` command line: argument parsing, table/JSON rendering. All numerics live in
 //! the library.
 
+mod certify;
+mod plot;
 mod render;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lipschitz::network::{
     analyze_with_progress, Analysis, AnalysisOptions, LayerMethod, LayerResult, LowerOptions,
-    MethodResult, NetworkMethod, NetworkResult,
+    MethodResult, Network, NetworkMethod, NetworkResult,
 };
 use lipschitz::onnx::{load_onnx, load_onnx_bytes, ImportOptions};
 use lipschitz::{dense_norm, Options};
@@ -111,6 +113,19 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Certified robustness: for each input sample, the ℓ2 radius within which no input
+    /// changes the predicted class (global and per class pair), and the certified accuracy
+    /// at each --eps.
+    Certify {
+        /// Path to the .onnx classifier (logits, or a Softmax over them).
+        model: std::path::PathBuf,
+        #[command(flatten)]
+        certify: certify::CertifyArgs,
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// The demo network (written by scripts/make_onnx_fixtures.py).
@@ -148,6 +163,12 @@ fn main() -> ExitCode {
             common,
         }) => run_dense(&matrix, &method, &common),
         Some(Command::Analyze { model, net, common }) => run_network(Some(&model), &net, &common),
+        Some(Command::Certify {
+            model,
+            certify,
+            net,
+            common,
+        }) => certify::run(&model, &certify, &net, &common),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,11 +196,13 @@ fn options(common: &Common) -> Result<Options, String> {
     Ok(opts)
 }
 
-fn run_network(
+/// The network and the analysis options the arguments describe (`model: None` is the
+/// demo).
+fn load_network(
     model: Option<&std::path::Path>,
     args: &NetworkArgs,
     common: &Common,
-) -> Result<(), String> {
+) -> Result<(Network, AnalysisOptions), String> {
     let mut layer = options(common)?;
     let memory_limit = usize::try_from(args.memory_limit_mb)
         .ok()
@@ -232,12 +255,27 @@ fn run_network(
         eclipse_max_size: args.eclipse_max_size,
         liplt_max_work: args.liplt_max_work.clamp(0.0, 1e30) as u128,
     };
+    Ok((net, opts))
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar() -> Result<ProgressBar, String> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
             .map_err(|e| e.to_string())?
             .progress_chars("=> "),
     );
+    Ok(bar)
+}
+
+fn run_network(
+    model: Option<&std::path::Path>,
+    args: &NetworkArgs,
+    common: &Common,
+) -> Result<(), String> {
+    let (net, opts) = load_network(model, args, common)?;
+    let bar = progress_bar()?;
     let report = analyze_with_progress(&net, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);

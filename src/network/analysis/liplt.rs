@@ -23,7 +23,7 @@
 use super::super::eval::Evaluator;
 use super::super::graph::{Network, ValueId};
 use super::super::ops::{Activation, Role};
-use super::rules::{add_up, combine, mul_up, norm_up};
+use super::rules::{add_up, mul_up, norm_up};
 use super::runs::capped_norm;
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
@@ -172,7 +172,7 @@ pub(super) fn liplt_bound(
     Ok(Outcome::Bound(Bound {
         lower: 0.0,
         upper,
-        certificate: combine(&certificates),
+        certificate: Certificate::compose(&certificates),
         method: Method::Auto,
         iterations: 0,
         matvecs: 0,

@@ -37,7 +37,7 @@ use crate::bound::{Certificate, Options};
 use crate::error::{Error, Result};
 use fold::{fold, widen_for_rounding, FoldContext, Folded};
 use rayon::prelude::*;
-use rules::{combine, compose, run_product, underflow_of};
+use rules::{compose, run_product, underflow_of};
 use runs::{linear_runs, merged_bound};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -161,7 +161,7 @@ pub fn analyze_with_progress(
     let mut methods = vec![MethodResult {
         name: NetworkMethod::Product,
         upper: product,
-        certificate: combine(&factors.certificates),
+        certificate: Certificate::compose(&factors.certificates),
         seconds: started.elapsed().as_secs_f64(),
     }];
     let mut notes = Vec::new();
@@ -259,7 +259,7 @@ fn record(
             methods.push(MethodResult {
                 name,
                 upper: b.upper,
-                certificate: combine(&certs),
+                certificate: Certificate::compose(&certs),
                 seconds,
             });
         }

@@ -3,33 +3,6 @@
 
 use super::super::graph::Network;
 use super::super::ops::Role;
-use crate::bound::Certificate;
-
-/// Weakest certificate among the factors; probabilistic failure probabilities add up.
-pub(super) fn combine(certs: &[Certificate]) -> Certificate {
-    let mut delta = 0.0;
-    let mut all_exact = true;
-    for c in certs {
-        match c {
-            Certificate::None => return Certificate::None,
-            Certificate::Probabilistic { delta: d } => {
-                delta += d;
-                all_exact = false;
-            }
-            Certificate::Deterministic => all_exact = false,
-            Certificate::Exact => {}
-        }
-    }
-    if delta > 0.0 {
-        Certificate::Probabilistic {
-            delta: delta.min(1.0),
-        }
-    } else if all_exact && certs.len() <= 1 {
-        Certificate::Exact
-    } else {
-        Certificate::Deterministic
-    }
-}
 
 /// True when the composed bound is below f64's normal range though no factor is 0.
 pub(super) fn underflow_of(upper: f64, factor: &[f64]) -> bool {
@@ -41,30 +14,7 @@ pub(super) fn run_product(run: &[usize], factor: &[f64]) -> f64 {
     run.iter().fold(1.0, |p, &k| mul_up(p, factor[k]))
 }
 
-/// `a·b` rounded up (0 only when a factor is 0): products of bounds stay upper bounds
-/// through rounding, and never underflow to 0.
-pub(super) fn mul_up(a: f64, b: f64) -> f64 {
-    if a == 0.0 || b == 0.0 {
-        0.0
-    } else {
-        (a * b).next_up()
-    }
-}
-
-/// `a + b` rounded up (for non-negative terms).
-pub(super) fn add_up(a: f64, b: f64) -> f64 {
-    (a + b).next_up()
-}
-
-/// `√(Σ xᵢ²)` rounded up.
-pub(super) fn norm_up(xs: impl IntoIterator<Item = f64>) -> f64 {
-    let sq = xs.into_iter().fold(0.0, |s, x| add_up(s, mul_up(x, x)));
-    if sq == 0.0 {
-        0.0
-    } else {
-        sq.sqrt().next_up()
-    }
-}
+pub(super) use crate::util::{add_up, mul_up, norm_up};
 
 /// AutoLip over the graph with per-node factors; the rules of the module docs, every
 /// operation rounded up.
