@@ -33,7 +33,10 @@ fn options(model: &str) -> CertifyOptions {
         "cnn" => constants.analysis.lipsdp_max_size = 300,
         _ => constants.max_pair_analyses = 0,
     }
-    CertifyOptions { constants }
+    CertifyOptions {
+        constants,
+        local: true,
+    }
 }
 
 struct Certified {
@@ -125,7 +128,8 @@ fn pgd_finds_no_label_change_inside_any_certified_radius() {
         let eval = Evaluator::new(&c.net, true, 1 << 30).unwrap();
         let (mut attacked, mut broken_at_10x) = (0, 0);
         for (i, s) in c.report.samples.iter().enumerate() {
-            let r = s.radius_global.max(s.radius_pairwise.unwrap());
+            let r = s.radius_local.unwrap();
+            assert!(r >= s.radius_pairwise.unwrap() && r >= s.radius_global);
             if r <= 0.0 {
                 continue;
             }
@@ -193,11 +197,13 @@ fn pairwise_radii_are_never_below_global_ones_and_accuracy_follows() {
         let r = &c.report;
         for s in &r.samples {
             assert!(s.radius_pairwise.unwrap() >= s.radius_global, "{model}: {s:?}");
+            assert!(s.radius_local.unwrap() >= s.radius_pairwise.unwrap(), "{model}: {s:?}");
         }
         let acc = &r.certified_accuracy;
         let pairwise = acc.pairwise.as_ref().unwrap();
         for k in 0..EPS.len() {
             assert!(pairwise[k] >= acc.global[k], "{model} at ε = {}", EPS[k]);
+            assert!(acc.local.as_ref().unwrap()[k] >= pairwise[k]);
             assert!(acc.global[k] <= r.clean_accuracy);
             // Recount from the samples.
             let count = r
@@ -264,6 +270,7 @@ fn bad_samples_are_refused_with_reasons() {
             pairwise: false,
             ..ConstantOptions::default()
         },
+        local: false,
     };
     let certifier = Certifier::new(&net, &opts, &mut |_, _, _| {}).unwrap();
     let shape = certifier.sample_shape().to_vec();

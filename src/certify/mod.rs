@@ -32,6 +32,7 @@
 //! ```
 
 mod constants;
+mod local;
 mod samples;
 
 pub use constants::{Constant, ConstantOptions, Constants};
@@ -52,6 +53,8 @@ pub const MARGIN_ROUNDING: f64 = 1e-7;
 pub struct CertifyOptions {
     /// How the constants are computed.
     pub constants: ConstantOptions,
+    /// Also compute local radii (bound propagation on the ball around each sample).
+    pub local: bool,
 }
 
 /// One sample's prediction and radii.
@@ -68,7 +71,8 @@ pub struct SampleResult {
     /// `min_j (f_ŷ − f_j − allowance) / L_ŷj` (≥ the global radius), when pairwise bounds
     /// were computed.
     pub radius_pairwise: Option<f64>,
-    /// The radius from local bounds (not computed yet: always `None`).
+    /// The radius from local bounds on the ball around the sample (≥ the pairwise radius),
+    /// when asked for and the network has interval rules for every node.
     pub radius_local: Option<f64>,
 }
 
@@ -121,6 +125,7 @@ pub struct Certification {
 pub struct Certifier {
     logits: Logits,
     constants: Constants,
+    local: bool,
 }
 
 impl Certifier {
@@ -133,7 +138,11 @@ impl Certifier {
     ) -> Result<Self> {
         let logits = Logits::of(net)?;
         let constants = constants::compute(&logits, &opts.constants, progress)?;
-        Ok(Certifier { logits, constants })
+        Ok(Certifier {
+            logits,
+            constants,
+            local: opts.local,
+        })
     }
 
     /// The constants.
@@ -182,12 +191,26 @@ impl Certifier {
         let net = &self.logits.net;
         let memory = crate::Options::default().memory_limit;
         let eval = Evaluator::new(net, true, memory)?;
+        let mut notes = self.constants.notes.clone();
+        let abs_ops = local::AbsOps::new(net);
+        let local = match self.local.then(|| local::LocalBounds::new(net, &abs_ops)) {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                notes.push(format!("no local radii: {e}"));
+                None
+            }
+            None => None,
+        };
         let done = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<SampleResult> = (0..samples.n)
             .into_par_iter()
             .map(|i| {
                 let logits = eval.output(&eval.forward(samples.input(i)));
-                let r = self.radii(&logits, samples.labels[i]);
+                let r = self.radii(&logits, samples.labels[i], |gaps, y, start| {
+                    local
+                        .as_ref()
+                        .map(|l| l.radius(samples.input(i), y, gaps, start))
+                });
                 let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if finished % 256 == 0 || finished == samples.n {
                     progress(finished);
@@ -216,12 +239,13 @@ impl Certifier {
                 .pairwise
                 .as_ref()
                 .map(|_| accuracy(&|r| r.radius_pairwise.unwrap_or(0.0))),
-            local: None,
+            local: local
+                .as_ref()
+                .map(|_| accuracy(&|r| r.radius_local.unwrap_or(0.0))),
         };
         let probabilistic = [c.global.certificate, c.pairwise_certificate]
             .iter()
             .any(|c| matches!(c, Certificate::Probabilistic { .. }));
-        let mut notes = c.notes.clone();
         if c.softmax_removed {
             notes.push(
                 "the trailing Softmax is left out: the radii certify the argmax of the logits, \
@@ -247,8 +271,15 @@ impl Certifier {
         })
     }
 
-    /// The prediction and radii of one sample from its logits.
-    fn radii(&self, logits: &[f64], label: usize) -> SampleResult {
+    /// The prediction and radii of one sample from its logits; `local(gaps, ŷ, start)` is
+    /// the local radius search, given every `f_ŷ − f_j` less the allowance and the radius
+    /// certified already.
+    fn radii(
+        &self,
+        logits: &[f64],
+        label: usize,
+        local: impl Fn(&[f64], usize, f64) -> Option<f64>,
+    ) -> SampleResult {
         let c = &self.constants;
         let predicted = (0..logits.len()).fold(0, |best, k| {
             if logits[k] > logits[best] {
@@ -272,13 +303,18 @@ impl Certifier {
                 .map(|j| radius(top - logits[j], m[predicted * c.classes + j]))
                 .fold(f64::INFINITY, f64::min)
         });
+        let radius_global = radius(margin, sqrt2_l);
+        let radius_pairwise = radius_pairwise.map(|r| r.min(f64::MAX));
+        let gaps: Vec<f64> = logits.iter().map(|&f| top - f - allowance).collect();
+        let start = radius_pairwise.unwrap_or(radius_global).max(radius_global);
+        let radius_local = local(&gaps, predicted, start).map(|r| r.max(start));
         SampleResult {
             label,
             predicted,
             margin,
-            radius_global: radius(margin, sqrt2_l),
-            radius_pairwise: radius_pairwise.map(|r| r.min(f64::MAX)),
-            radius_local: None,
+            radius_global,
+            radius_pairwise,
+            radius_local,
         }
     }
 }

@@ -29,6 +29,10 @@ pub(crate) struct CertifyArgs {
     /// Use only exact or deterministic bounds (no probabilistic layer bound).
     #[arg(long)]
     deterministic: bool,
+    /// Also compute local radii: the constant over the ball around each sample, from the
+    /// activation slopes interval bound propagation proves there, searched with the radius.
+    #[arg(long)]
+    local: bool,
     /// Bound at most this many class pairs with a network analysis each (beyond, pairs use
     /// the cheaper √2·L and ‖w_i − w_j‖·L_body bounds).
     #[arg(long, default_value_t = ConstantOptions::default().max_pair_analyses)]
@@ -49,6 +53,7 @@ pub(crate) fn run(
             max_pair_analyses: args.max_pair_analyses,
             deterministic: args.deterministic,
         },
+        local: args.local,
     };
     let bar = progress_bar()?;
     let certifier = Certifier::new(&net, &opts, &mut |done, total, what| {
@@ -140,22 +145,28 @@ fn table(report: &Certification) -> String {
     );
     let _ = writeln!(out, "clean accuracy {:.2} %\n", 100.0 * report.clean_accuracy);
     let acc = &report.certified_accuracy;
-    let _ = writeln!(out, "{:>10} {:>12} {:>12}", "ε", "global", "pairwise");
+    let _ = writeln!(
+        out,
+        "{:>10} {:>12} {:>12} {:>12}",
+        "ε", "global", "pairwise", "local"
+    );
+    let cell = |p: Option<&Vec<f64>>, k: usize| {
+        p.map_or("-".to_string(), |p| format!("{:.2} %", 100.0 * p[k]))
+    };
     for (k, e) in report.eps.iter().enumerate() {
-        let pairwise = acc
-            .pairwise
-            .as_ref()
-            .map_or("-".to_string(), |p| format!("{:.2} %", 100.0 * p[k]));
         let _ = writeln!(
             out,
-            "{e:>10.4} {:>12} {pairwise:>12}",
-            format!("{:.2} %", 100.0 * acc.global[k])
+            "{e:>10.4} {:>12} {:>12} {:>12}",
+            cell(Some(&acc.global), k),
+            cell(acc.pairwise.as_ref(), k),
+            cell(acc.local.as_ref(), k)
         );
     }
     let _ = writeln!(out, "\nradius of correctly classified samples (quartiles):");
-    let kinds: [(&str, Box<dyn Fn(usize) -> Option<f64>>); 2] = [
+    let kinds: [(&str, Box<dyn Fn(usize) -> Option<f64>>); 3] = [
         ("global", Box::new(|i| Some(report.samples[i].radius_global))),
         ("pairwise", Box::new(|i| report.samples[i].radius_pairwise)),
+        ("local", Box::new(|i| report.samples[i].radius_local)),
     ];
     for (name, radius) in kinds {
         if let Some([a, b, c]) = quartiles(report, radius) {
