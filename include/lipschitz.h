@@ -268,32 +268,6 @@ typedef struct LipConv2d {
 } LipConv2d;
 
 /**
- * A certified interval: `lower ≤ ‖W‖₂ ≤ upper`.
- *
- * `lower` is attained by a vector; `upper` is proven as `certificate` says (one of the
- * `LIP_CERT_*` codes). `iterations` counts estimator steps (0 for a direct method; for a
- * network, the steps of all its layers).
- */
-typedef struct LipBound {
-  /**
-   * Attained lower end.
-   */
-  double lower;
-  /**
-   * Proven upper end.
-   */
-  double upper;
-  /**
-   * Estimator steps.
-   */
-  uint32_t iterations;
-  /**
-   * One of the `LIP_CERT_*` codes.
-   */
-  int32_t certificate;
-} LipBound;
-
-/**
  * Options for the `_ex` functions. Start from `lip_options_default()` and change fields.
  */
 typedef struct LipOptions {
@@ -344,6 +318,91 @@ typedef struct LipOptions {
    */
   double liplt_max_work;
 } LipOptions;
+
+/**
+ * One sample's result.
+ */
+typedef struct LipSampleRadii {
+  /**
+   * The predicted class (the first largest logit).
+   */
+  int64_t predicted;
+  /**
+   * `f_predicted − max_{j ≠ predicted} f_j`.
+   */
+  double margin;
+  /**
+   * `margin / (√2·L)` (less a rounding allowance): no input closer than this changes the
+   * prediction.
+   */
+  double radius_global;
+  /**
+   * The radius from the per-pair bounds `L_ij` (≥ `radius_global`).
+   */
+  double radius_pairwise;
+  /**
+   * The radius from local bounds on the ball around the sample (≥ `radius_pairwise`);
+   * NaN when `local` was 0 or the network has a node without an interval rule.
+   */
+  double radius_local;
+} LipSampleRadii;
+
+/**
+ * What holds for every radius of a `lip_network_certify` call.
+ */
+typedef struct LipCertifySummary {
+  /**
+   * The network's certified Lipschitz constant `L` (of the logits).
+   */
+  double lipschitz;
+  /**
+   * Certificate of `L` (`LIP_CERT_*`).
+   */
+  int32_t certificate;
+  /**
+   * Certificate of all pairwise bounds together: when probabilistic, every radius holds
+   * with that probability.
+   */
+  int32_t pairwise_certificate;
+  /**
+   * Number of classes.
+   */
+  uint32_t classes;
+  /**
+   * Class pairs bounded by a network analysis of their own.
+   */
+  uint32_t pair_analyses;
+  /**
+   * Fraction of samples whose prediction equals the label.
+   */
+  double clean_accuracy;
+} LipCertifySummary;
+
+/**
+ * A certified interval: `lower ≤ ‖W‖₂ ≤ upper`.
+ *
+ * `lower` is attained by a vector; `upper` is proven as `certificate` says (one of the
+ * `LIP_CERT_*` codes). `iterations` counts estimator steps (0 for a direct method; for a
+ * network, the steps of all its layers).
+ */
+typedef struct LipBound {
+  /**
+   * Attained lower end.
+   */
+  double lower;
+  /**
+   * Proven upper end.
+   */
+  double upper;
+  /**
+   * Estimator steps.
+   */
+  uint32_t iterations;
+  /**
+   * One of the `LIP_CERT_*` codes.
+   */
+  int32_t certificate;
+} LipBound;
 
 #ifdef __cplusplus
 extern "C" {
@@ -457,6 +516,30 @@ int32_t lip_network_checkpoint(const struct LipNetwork *net, size_t *id);
  * `net` is a live handle.
  */
 int32_t lip_network_add_residual(struct LipNetwork *net, size_t id);
+
+/**
+ * Certifies `n` samples of `dim` values each (`inputs`, row-major, one sample after the
+ * other, in the network's input layout) with their `labels` (class indices).
+ *
+ * The constants (the network's `L` and one bound per class pair, which take one network
+ * analysis each) are computed on every call with `options` (NULL: defaults); certify many
+ * samples per call. `local` ≠ 0 also computes local radii. Writes `n` results to
+ * `radii_out` and the summary to `summary_out` (NULL to skip). A sample is certified at
+ * radius ε when its prediction equals its label and its radius is ≥ ε.
+ *
+ * # Safety
+ * `net` is a live handle; `inputs` points to `n·dim` floats, `labels` to `n` values,
+ * `radii_out` to `n` writable results; `options` and `summary_out` are NULL or valid.
+ */
+int32_t lip_network_certify(const struct LipNetwork *net,
+                            const float *inputs,
+                            size_t n,
+                            size_t dim,
+                            const int64_t *labels,
+                            int32_t local,
+                            const struct LipOptions *options,
+                            struct LipSampleRadii *radii_out,
+                            struct LipCertifySummary *summary_out);
 
 /**
  * Spectral norm of a dense layer `y = W x`.

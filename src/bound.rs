@@ -29,29 +29,29 @@ impl Certificate {
     /// any is `None`; probabilistic with the failure probabilities added (union bound) if
     /// any is probabilistic; exact for a single exact factor; deterministic otherwise.
     pub fn compose(certs: &[Certificate]) -> Certificate {
-    let mut delta = 0.0;
-    let mut all_exact = true;
-    for c in certs {
-        match c {
-            Certificate::None => return Certificate::None,
-            Certificate::Probabilistic { delta: d } => {
-                delta += d;
-                all_exact = false;
+        let mut delta = 0.0;
+        let mut all_exact = true;
+        for c in certs {
+            match c {
+                Certificate::None => return Certificate::None,
+                Certificate::Probabilistic { delta: d } => {
+                    delta += d;
+                    all_exact = false;
+                }
+                Certificate::Deterministic => all_exact = false,
+                Certificate::Exact => {}
             }
-            Certificate::Deterministic => all_exact = false,
-            Certificate::Exact => {}
+        }
+        if delta > 0.0 {
+            Certificate::Probabilistic {
+                delta: delta.min(1.0),
+            }
+        } else if all_exact && certs.len() <= 1 {
+            Certificate::Exact
+        } else {
+            Certificate::Deterministic
         }
     }
-    if delta > 0.0 {
-        Certificate::Probabilistic {
-            delta: delta.min(1.0),
-        }
-    } else if all_exact && certs.len() <= 1 {
-        Certificate::Exact
-    } else {
-        Certificate::Deterministic
-    }
-}
 
     /// Stable integer code used by the C ABI and JSON consumers.
     pub fn code(&self) -> i32 {

@@ -81,9 +81,7 @@ pub enum Dtype {
 impl Dtype {
     fn parse(descr: &str) -> std::result::Result<Self, String> {
         let unsupported = || {
-            format!(
-                "dtype {descr} is not supported (float32/64, little-endian integers or bool)"
-            )
+            format!("dtype {descr} is not supported (float32/64, little-endian integers or bool)")
         };
         // Byte order: little-endian, native (`=`, little on every supported target) or not
         // applicable (`|`); big-endian only for single bytes.
@@ -224,9 +222,7 @@ fn parse_npz(bytes: &[u8]) -> std::result::Result<Vec<(String, NpyArray)>, Strin
     let mut budget = MAX_NPY_BYTES;
     let mut arrays = Vec::new();
     for i in 0..archive.len() {
-        let mut entry = archive
-            .by_index(i)
-            .map_err(|e| format!("entry {i}: {e}"))?;
+        let mut entry = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
         let name = entry.name().to_string();
         if entry.size() > budget {
             return Err(format!(
@@ -394,7 +390,10 @@ mod tests {
             let mut buffer = std::io::Cursor::new(Vec::new());
             let mut w = zip::ZipWriter::new(&mut buffer);
             let options = zip::write::SimpleFileOptions::default().compression_method(method);
-            let x: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let x: Vec<u8> = [1.5f32, -2.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             w.start_file("x.npy", options).unwrap();
             w.write_all(&npy("<f4", false, "(1, 2)", &x)).unwrap();
             w.start_file("y.npy", options).unwrap();

@@ -287,3 +287,56 @@ fn error_paths_and_eight_threads_from_c() {
         assert_eq!(out.trim(), "ok", "{out}");
     }
 }
+
+#[test]
+fn certify_example_matches_the_rust_api() {
+    use lipschitz::certify::{Certifier, CertifyOptions, Samples};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/certify");
+    let model = dir.join("mlp.onnx");
+    let (x, y) = (dir.join("x_test.npy"), dir.join("y_test.npy"));
+    let net = load_onnx(&model, &ImportOptions::default()).unwrap();
+    let opts = CertifyOptions {
+        local: true,
+        ..CertifyOptions::default()
+    };
+    let certifier = Certifier::new(&net, &opts, &mut |_, _, _| {}).unwrap();
+    let samples = Samples::read(&x, Some(&y), certifier.sample_shape(), 10).unwrap();
+    let report = certifier.certify(&samples, &[0.2]).unwrap();
+    let out = compile_and_run(
+        "certify.c",
+        false,
+        &[
+            model.to_str().unwrap(),
+            x.to_str().unwrap(),
+            y.to_str().unwrap(),
+            "0.2",
+        ],
+    );
+    let rows = fields_of(&out, "sample ");
+    assert_eq!(rows.len(), 360, "{out}");
+    for (f, s) in rows.iter().zip(&report.samples) {
+        let num = |k: usize| f[k].parse::<f64>().unwrap();
+        assert_eq!(f[2].parse::<usize>().unwrap(), s.label);
+        assert_eq!(f[3].parse::<usize>().unwrap(), s.predicted);
+        assert_eq!(num(4), s.margin);
+        assert_eq!(num(5), s.radius_global);
+        assert_eq!(Some(num(6)), s.radius_pairwise);
+        assert_eq!(Some(num(7)), s.radius_local);
+    }
+    let summary = &fields_of(&out, "summary ")[0];
+    assert_eq!(summary[1].parse::<f64>().unwrap(), report.lipschitz.upper);
+    assert_eq!(summary[4].parse::<f64>().unwrap(), report.clean_accuracy);
+    let certified = &fields_of(&out, "certified ")[0];
+    let acc = &report.certified_accuracy;
+    for (k, expected) in [
+        acc.global[0],
+        acc.pairwise.as_ref().unwrap()[0],
+        acc.local.as_ref().unwrap()[0],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got: f64 = certified[2 + k].parse().unwrap();
+        assert!((got - expected).abs() < 1e-6, "{certified:?} vs {acc:?}");
+    }
+}

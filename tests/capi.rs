@@ -298,6 +298,75 @@ fn network_functions_refuse_bad_arguments() {
         assert_eq!(lip_network_layer_bound(net, 0, 1e-8, &mut out), LIP_OK);
         let rust = dense_norm(&good, 2, 4, &Options::with_rtol(1e-8)).unwrap();
         assert_eq!((out.lower, out.upper), (rust.lower, rust.upper));
+
+        // Certification: two classes, two samples of four values.
+        let x = [1.0f32, 0.0, 0.5, 0.0, -1.0, 0.0, 0.5, 0.0];
+        let mut radii = [LipSampleRadii {
+            predicted: -1,
+            margin: 0.0,
+            radius_global: 0.0,
+            radius_pairwise: 0.0,
+            radius_local: 0.0,
+        }; 2];
+        let mut summary = std::mem::zeroed::<LipCertifySummary>();
+        let null: *const LipOptions = std::ptr::null();
+        let labels = [1i64, 0];
+        let certify =
+            |x: *const f32, dim: usize, labels: *const i64, radii: *mut LipSampleRadii| {
+                lip_network_certify(net, x, 2, dim, labels, 1, null, radii, std::ptr::null_mut())
+            };
+        assert_eq!(
+            certify(std::ptr::null(), 4, labels.as_ptr(), radii.as_mut_ptr()),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            certify(x.as_ptr(), 4, std::ptr::null(), radii.as_mut_ptr()),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            certify(x.as_ptr(), 4, labels.as_ptr(), std::ptr::null_mut()),
+            LIP_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            certify(x.as_ptr(), 3, labels.as_ptr(), radii.as_mut_ptr()),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("dim = 3"), "{}", last_error());
+        let bad = [1i64, -3];
+        assert_eq!(
+            certify(x.as_ptr(), 4, bad.as_ptr(), radii.as_mut_ptr()),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("labels[1] = -3"), "{}", last_error());
+        let big = [1i64, 2];
+        assert_eq!(
+            certify(x.as_ptr(), 4, big.as_ptr(), radii.as_mut_ptr()),
+            LIP_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("2 classes"), "{}", last_error());
+        assert_eq!(
+            lip_network_certify(
+                net,
+                x.as_ptr(),
+                2,
+                4,
+                labels.as_ptr(),
+                1,
+                null,
+                radii.as_mut_ptr(),
+                &mut summary
+            ),
+            LIP_OK
+        );
+        // y = W x with rows (1, 2, 0, 1) and (2, 3, 4, 5): sample 0 gives (1, 4), class 1
+        // by 3; W has no nonlinearity, so the pair bound is ‖w_1 − w_0‖ = √(1 + 1 + 16 + 16).
+        assert_eq!(radii[0].predicted, 1);
+        assert!((radii[0].margin - 3.0).abs() < 1e-12);
+        let exact = 3.0 / 34f64.sqrt();
+        assert!(radii[0].radius_pairwise <= exact && radii[0].radius_pairwise > exact * 0.999);
+        assert!(radii[0].radius_local >= radii[0].radius_pairwise);
+        assert_eq!(summary.classes, 2);
+        assert!((summary.lipschitz - rust.upper).abs() <= 1e-6 * rust.upper);
         lip_network_free(net);
         assert!(lip_network_new(shape.as_ptr(), 0).is_null());
         let zero = [1i64, 0];

@@ -20,7 +20,11 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn load(model: &str) -> Network {
-    load_onnx(&fixture(&format!("{model}.onnx")), &ImportOptions::default()).unwrap()
+    load_onnx(
+        &fixture(&format!("{model}.onnx")),
+        &ImportOptions::default(),
+    )
+    .unwrap()
 }
 
 /// Constants as the tests compute them: every method on the MLP; on the CNNs LipSDP only
@@ -173,7 +177,10 @@ fn margins_and_global_radii_agree_with_numpy() {
                 .filter(|&(j, _)| j != s.predicted)
                 .map(|(_, &v)| v)
                 .fold(f64::NEG_INFINITY, f64::max);
-            assert_eq!(f[s.predicted], top, "{model} sample {i}: argmax differs from numpy");
+            assert_eq!(
+                f[s.predicted], top,
+                "{model} sample {i}: argmax differs from numpy"
+            );
             let margin = top - second;
             assert!(
                 (s.margin - margin).abs() <= 1e-9 * (1.0 + margin.abs()),
@@ -196,8 +203,14 @@ fn pairwise_radii_are_never_below_global_ones_and_accuracy_follows() {
         let c = certified(model);
         let r = &c.report;
         for s in &r.samples {
-            assert!(s.radius_pairwise.unwrap() >= s.radius_global, "{model}: {s:?}");
-            assert!(s.radius_local.unwrap() >= s.radius_pairwise.unwrap(), "{model}: {s:?}");
+            assert!(
+                s.radius_pairwise.unwrap() >= s.radius_global,
+                "{model}: {s:?}"
+            );
+            assert!(
+                s.radius_local.unwrap() >= s.radius_pairwise.unwrap(),
+                "{model}: {s:?}"
+            );
         }
         let acc = &r.certified_accuracy;
         let pairwise = acc.pairwise.as_ref().unwrap();
@@ -213,13 +226,20 @@ fn pairwise_radii_are_never_below_global_ones_and_accuracy_follows() {
                 .count();
             assert_eq!(acc.global[k], count as f64 / 360.0);
         }
-        assert!(r.clean_accuracy > 0.95, "{model}: clean accuracy {}", r.clean_accuracy);
+        assert!(
+            r.clean_accuracy > 0.95,
+            "{model}: clean accuracy {}",
+            r.clean_accuracy
+        );
     }
     // The target of issue 16 on the 1-Lipschitz CNN, with pairs bounded one by one at the
     // default settings, is checked by the CLI test below on the committed numbers.
     let lip = &certified("lip_cnn").report;
     let pairwise = lip.certified_accuracy.pairwise.as_ref().unwrap();
-    assert!(pairwise[1] > lip.certified_accuracy.global[1] + 0.1, "{pairwise:?}");
+    assert!(
+        pairwise[1] > lip.certified_accuracy.global[1] + 0.1,
+        "{pairwise:?}"
+    );
 }
 
 #[test]
@@ -238,11 +258,21 @@ fn an_npz_with_flat_float64_inputs_gives_the_same_radii() {
 fn a_network_with_a_softmax_is_certified_on_its_logits() {
     use lipschitz::network::{Activation, NetworkBuilder, Softmax};
     let mut b = NetworkBuilder::new("toy", &[1, 3]).unwrap();
-    b.dense(vec![1.0, 0.0, 0.5, 0.0, 2.0, 0.0, -1.0, 0.0, 1.0], 3, 3, None)
-        .unwrap();
+    b.dense(
+        vec![1.0, 0.0, 0.5, 0.0, 2.0, 0.0, -1.0, 0.0, 1.0],
+        3,
+        3,
+        None,
+    )
+    .unwrap();
     b.activation(Activation::Tanh).unwrap();
-    b.dense(vec![1.0, -1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0], 3, 3, None)
-        .unwrap();
+    b.dense(
+        vec![1.0, -1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0],
+        3,
+        3,
+        None,
+    )
+    .unwrap();
     let logits = b.finish();
     let mut b = NetworkBuilder::from_network(logits.clone());
     b.then("Softmax", Softmax { len: 3, inner: 1 }).unwrap();
@@ -325,13 +355,17 @@ fn bad_samples_are_refused_with_reasons() {
     use lipschitz::network::NetworkBuilder;
     let mut b = NetworkBuilder::new("one logit", &[1, 2]).unwrap();
     b.dense(vec![1.0, 1.0], 1, 2, None).unwrap();
-    let e = Certifier::new(&b.finish(), &opts, &mut |_, _, _| {}).err().unwrap();
+    let e = Certifier::new(&b.finish(), &opts, &mut |_, _, _| {})
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("at least 2 logits"), "{e}");
     let mut b = NetworkBuilder::new("two outputs", &[1, 2]).unwrap();
     let first = b.dense(vec![1.0, 0.0, 0.0, 1.0], 2, 2, None).unwrap();
     let second = b.dense(vec![1.0, 0.0, 0.0, 1.0], 2, 2, None).unwrap();
     b.set_outputs(&[first, second]).unwrap();
-    let e = Certifier::new(&b.finish(), &opts, &mut |_, _, _| {}).err().unwrap();
+    let e = Certifier::new(&b.finish(), &opts, &mut |_, _, _| {})
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("one output"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -195,6 +195,29 @@ impl<T> Out<T> {
     }
 }
 
+/// A checked, writable array of `n` result slots.
+pub(crate) struct OutSlice<T>(NonNull<T>, usize);
+
+impl<T: Copy> OutSlice<T> {
+    /// Checks `p` before any work is done.
+    ///
+    /// # Safety
+    /// `p` is NULL or points to writable memory for `n` values of `T` that outlives the call.
+    pub(crate) unsafe fn new(p: *mut T, n: usize, name: &str) -> CResult<Self> {
+        NonNull::new(p)
+            .map(|p| OutSlice(p, n))
+            .ok_or_else(|| Failure::null(name))
+    }
+
+    /// Writes the results (`values.len()` must be the `n` given to `new`).
+    pub(crate) fn put(self, values: &[T]) {
+        assert_eq!(values.len(), self.1, "OutSlice::put: wrong count");
+        // SAFETY: non-null by construction; `n` writable slots by the contract accepted in
+        // `new`; a fresh Rust slice cannot overlap the caller's buffer.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.as_ptr(), self.1) }
+    }
+}
+
 // ---- network handles ---------------------------------------------------------------------
 
 /// Addresses of the live network handles. Every entry point checks its handle here before

@@ -5,11 +5,12 @@
 //! `tests/c_header.rs` checks the committed copy). Files: `status.rs` (codes, the failure
 //! type), `handle.rs` (every pointer read and write, the handle registry, the boundary
 //! guards), `options.rs`, `layer.rs` (single layers), `network.rs` (handles and queries),
-//! `builder.rs` (`lip_network_add_*`). The contract is described in docs/c-api.md.
+//! `builder.rs` (`lip_network_add_*`), `certify.rs` (`lip_network_certify`). The contract is described in docs/c-api.md.
 
 use std::ffi::c_char;
 
 mod builder;
+mod certify;
 mod handle;
 mod layer;
 mod network;
@@ -17,6 +18,7 @@ mod options;
 mod status;
 
 pub use builder::*;
+pub use certify::*;
 pub use layer::*;
 pub use network::*;
 pub use options::*;

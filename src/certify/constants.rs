@@ -219,7 +219,8 @@ pub(crate) fn compute(
         .flat_map(|i| (i + 1..c).map(move |j| (i, j)))
         .collect();
     let analysed = opts.pairwise && pairs.len() <= opts.max_pair_analyses;
-    let total = 1 + usize::from(opts.pairwise && logits.head.is_some()) + analysed as usize * pairs.len();
+    let total =
+        1 + usize::from(opts.pairwise && logits.head.is_some()) + analysed as usize * pairs.len();
     let mut done = 0;
     progress(done, total, "logits");
     let source = logits.net.source().to_string();

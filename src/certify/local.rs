@@ -18,7 +18,7 @@
 //! magnitudes involved — ample for the `f64` sums of any fan-in this crate accepts.
 
 use crate::error::{Error, Result};
-use crate::network::ops::{Activation, Affine, Broadcast, Conv, Context, Dense, Kernel, Sum};
+use crate::network::ops::{Activation, Affine, Broadcast, Context, Conv, Dense, Kernel, Sum};
 use crate::network::Network;
 
 /// Relative widening of every interval for rounding.
@@ -77,15 +77,14 @@ impl<'n> LocalBounds<'n> {
             let refuse = |why: &str| {
                 Error::model(
                     net.source(),
-                    format!(
-                        "local radii: node '{}' ({}) {why}",
-                        node.name, node.kind
-                    ),
+                    format!("local radii: node '{}' ({}) {why}", node.name, node.kind),
                 )
             };
             if let Some(a) = node.op.downcast_ref::<Activation>() {
                 if slope_range(a, 0.0, 0.0).is_none() {
-                    return Err(refuse("has no interval rule here (ReLU, LeakyReLU, Tanh, Sigmoid and ELU do)"));
+                    return Err(refuse(
+                        "has no interval rule here (ReLU, LeakyReLU, Tanh, Sigmoid and ELU do)",
+                    ));
                 }
                 steps.push(Step::Activation(*a));
                 continue;
@@ -123,11 +122,7 @@ impl<'n> LocalBounds<'n> {
     /// The largest certified radius found for the prediction `y` at `x`, starting from the
     /// radius `start` (already certified); `gaps[j] = f_y − f_j − allowance`.
     pub fn radius(&self, x: &[f64], y: usize, gaps: &[f64], start: f64) -> f64 {
-        if gaps
-            .iter()
-            .enumerate()
-            .any(|(j, &g)| j != y && g <= 0.0)
-        {
+        if gaps.iter().enumerate().any(|(j, &g)| j != y && g <= 0.0) {
             return 0.0;
         }
         let mut best = start;
@@ -260,7 +255,10 @@ impl<'n> LocalBounds<'n> {
                             .iter()
                             .map(|&i| {
                                 let v = &values[i];
-                                v.r.iter().zip(&v.m).map(|(r, m)| r + SLACK * m.abs()).collect()
+                                v.r.iter()
+                                    .zip(&v.m)
+                                    .map(|(r, m)| r + SLACK * m.abs())
+                                    .collect()
                             })
                             .collect();
                         let ins: Vec<&[f64]> = widened.iter().map(Vec::as_slice).collect();
@@ -306,7 +304,11 @@ impl<'n> LocalBounds<'n> {
                 Step::Dead => {}
                 Step::Sum { subtract } => {
                     add_into(&mut cot[node.inputs[0]], &g, 1.0);
-                    add_into(&mut cot[node.inputs[1]], &g, if *subtract { -1.0 } else { 1.0 });
+                    add_into(
+                        &mut cot[node.inputs[1]],
+                        &g,
+                        if *subtract { -1.0 } else { 1.0 },
+                    );
                 }
                 Step::Activation(_) => {
                     let s = slopes[k].as_ref().expect("set in the forward pass");
@@ -329,13 +331,22 @@ impl<'n> LocalBounds<'n> {
                 }
                 Step::Linear { exact, abs, .. } => {
                     let lin = exact.linear().expect("linear");
-                    let mut ms: Vec<Vec<f64>> =
-                        node.inputs.iter().map(|&v| vec![0.0; net.len_of(v)]).collect();
+                    let mut ms: Vec<Vec<f64>> = node
+                        .inputs
+                        .iter()
+                        .map(|&v| vec![0.0; net.len_of(v)])
+                        .collect();
                     lin.adjoint(&g.m, &mut ms);
                     let widened: Vec<f64> =
-                        g.r.iter().zip(&g.m).map(|(r, m)| r + SLACK * m.abs()).collect();
-                    let mut rs: Vec<Vec<f64>> =
-                        node.inputs.iter().map(|&v| vec![0.0; net.len_of(v)]).collect();
+                        g.r.iter()
+                            .zip(&g.m)
+                            .map(|(r, m)| r + SLACK * m.abs())
+                            .collect();
+                    let mut rs: Vec<Vec<f64>> = node
+                        .inputs
+                        .iter()
+                        .map(|&v| vec![0.0; net.len_of(v)])
+                        .collect();
                     match abs {
                         Some(a) => a.linear().expect("linear").adjoint(&widened, &mut rs),
                         None => lin.adjoint(&widened, &mut rs),
@@ -354,15 +365,14 @@ impl<'n> LocalBounds<'n> {
         let Some(g) = cot[0].take() else {
             return 0.0;
         };
-        let sq: f64 = g
-            .m
-            .iter()
-            .zip(&g.r)
-            .map(|(m, r)| {
-                let a = m.abs() + r;
-                a * a
-            })
-            .sum();
+        let sq: f64 =
+            g.m.iter()
+                .zip(&g.r)
+                .map(|(m, r)| {
+                    let a = m.abs() + r;
+                    a * a
+                })
+                .sum();
         (sq * (1.0 + SLACK)).sqrt() * (1.0 + SLACK)
     }
 }
@@ -483,14 +493,7 @@ impl AbsOps {
                     values: vec![0.0; a.shift.values.len()],
                     inner: a.shift.inner,
                 };
-                Some((
-                    Affine {
-                        scale,
-                        shift: zero,
-                    }
-                    .into(),
-                    None,
-                ))
+                Some((Affine { scale, shift: zero }.into(), None))
             } else {
                 // Pooling by averages, selections and concatenations have nonnegative
                 // matrices: |A| = A.
@@ -517,7 +520,8 @@ mod tests {
     /// conv → relu → conv (stride 2) → tanh → flatten → dense, random weights.
     fn network(seed: u64) -> Network {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut w = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5..0.5)).collect() };
+        let mut w =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5..0.5)).collect() };
         let mut b = NetworkBuilder::new("local", &[1, 2, 5, 5]).unwrap();
         let c1 = Conv2d::new(3, 2, [3, 3], [5, 5]).padding(1);
         b.conv(c1, w(54), Some(w(3))).unwrap();
@@ -553,10 +557,12 @@ mod tests {
                 for _ in 0..200 {
                     let d: Vec<f64> = (0..50).map(|_| rng.random_range(-1.0..1.0)).collect();
                     let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
-                    let p: Vec<f64> =
-                        x.iter().zip(&d).map(|(a, b)| a + b * r_ball / n).collect();
+                    let p: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + b * r_ball / n).collect();
                     let g = grad(&p, y, j);
-                    assert!(g <= l, "R = {r_ball}: gradient {g} above the local bound {l}");
+                    assert!(
+                        g <= l,
+                        "R = {r_ball}: gradient {g} above the local bound {l}"
+                    );
                 }
                 if r_ball == 1e-6 {
                     // No unit changes state in a tiny ball: the box is almost a point.
@@ -572,7 +578,10 @@ mod tests {
                 let t = eval.forward(&p);
                 for (v, iv) in t.values.iter().zip(&values) {
                     for i in 0..v.len() {
-                        assert!((v[i] - iv.m[i]).abs() <= iv.r[i], "value outside its interval");
+                        assert!(
+                            (v[i] - iv.m[i]).abs() <= iv.r[i],
+                            "value outside its interval"
+                        );
                     }
                 }
             }

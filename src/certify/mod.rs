@@ -281,13 +281,8 @@ impl Certifier {
         local: impl Fn(&[f64], usize, f64) -> Option<f64>,
     ) -> SampleResult {
         let c = &self.constants;
-        let predicted = (0..logits.len()).fold(0, |best, k| {
-            if logits[k] > logits[best] {
-                k
-            } else {
-                best
-            }
-        });
+        let predicted =
+            (0..logits.len()).fold(0, |best, k| if logits[k] > logits[best] { k } else { best });
         let top = logits[predicted];
         let runner_up = (0..logits.len())
             .filter(|&j| j != predicted)

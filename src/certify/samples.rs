@@ -62,7 +62,9 @@ impl Samples {
         sample_shape: &[usize],
         classes: usize,
     ) -> Result<Self> {
-        let is_npz = inputs.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+        let is_npz = inputs
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
         let (x, mut y) = if is_npz {
             let mut arrays = read_npz(inputs)?;
             let mut take = |name: &str| {

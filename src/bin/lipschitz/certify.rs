@@ -94,7 +94,8 @@ pub(crate) fn run(
 
 /// One row per sample.
 fn csv(report: &Certification) -> String {
-    let mut out = String::from("index,label,predicted,margin,radius_global,radius_pairwise,radius_local\n");
+    let mut out =
+        String::from("index,label,predicted,margin,radius_global,radius_pairwise,radius_local\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:e}"));
     for (i, s) in report.samples.iter().enumerate() {
         let _ = writeln!(
@@ -143,7 +144,11 @@ fn table(report: &Certification) -> String {
         "pairwise bounds: {} class pairs analysed, {}",
         report.pair_analyses, report.pairwise_certificate
     );
-    let _ = writeln!(out, "clean accuracy {:.2} %\n", 100.0 * report.clean_accuracy);
+    let _ = writeln!(
+        out,
+        "clean accuracy {:.2} %\n",
+        100.0 * report.clean_accuracy
+    );
     let acc = &report.certified_accuracy;
     let _ = writeln!(
         out,
@@ -164,7 +169,10 @@ fn table(report: &Certification) -> String {
     }
     let _ = writeln!(out, "\nradius of correctly classified samples (quartiles):");
     let kinds: [(&str, Box<dyn Fn(usize) -> Option<f64>>); 3] = [
-        ("global", Box::new(|i| Some(report.samples[i].radius_global))),
+        (
+            "global",
+            Box::new(|i| Some(report.samples[i].radius_global)),
+        ),
         ("pairwise", Box::new(|i| report.samples[i].radius_pairwise)),
         ("local", Box::new(|i| report.samples[i].radius_local)),
     ];

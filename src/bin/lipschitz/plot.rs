@@ -41,7 +41,11 @@ pub(crate) fn accuracy_curve(report: &Certification) -> Result<String, String> {
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(draw_error)?;
-        let colours = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44)];
+        let colours = [
+            RGBColor(31, 119, 180),
+            RGBColor(214, 39, 40),
+            RGBColor(44, 160, 44),
+        ];
         for ((name, r), colour) in kinds.iter().zip(colours) {
             let points = (0..=400).map(|k| {
                 let e = x_max * k as f64 / 400.0;
@@ -55,9 +59,12 @@ pub(crate) fn accuracy_curve(report: &Certification) -> Result<String, String> {
                     PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
             chart
-                .draw_series(report.eps.iter().map(|&e| {
-                    Circle::new((e, accuracy(r, e)), 4, colour.filled())
-                }))
+                .draw_series(
+                    report
+                        .eps
+                        .iter()
+                        .map(|&e| Circle::new((e, accuracy(r, e)), 4, colour.filled())),
+                )
                 .map_err(draw_error)?;
         }
         chart
