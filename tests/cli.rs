@@ -244,3 +244,124 @@ fn bad_input_exits_nonzero_with_one_error_line() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn certify_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/certify")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn certify_writes_json_csv_and_an_svg_plot() {
+    let dir = std::env::temp_dir().join(format!("lipschitz-cli-certify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (csv, svg) = (dir.join("radii.csv"), dir.join("curve.svg"));
+    let (model, x, y) = (
+        certify_fixture("mlp.onnx"),
+        certify_fixture("x_test.npy"),
+        certify_fixture("y_test.npy"),
+    );
+    let out = run(&[
+        "certify",
+        &model,
+        "--inputs",
+        &x,
+        "--labels",
+        &y,
+        "--eps",
+        "0.1,0.2",
+        "--local",
+        "--json",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let v = json_of(&out);
+    assert_eq!(v["n"], 360);
+    assert_eq!(v["eps"], serde_json::json!([0.1, 0.2]));
+    assert!(v["clean_accuracy"].as_f64().unwrap() > 0.95);
+    assert_eq!(v["lipschitz"]["method"], "lipsdp");
+    assert_eq!(v["lipschitz"]["certificate"], "deterministic");
+    let acc = &v["certified_accuracy"];
+    for k in 0..2 {
+        let g = acc["global"][k].as_f64().unwrap();
+        let p = acc["pairwise"][k].as_f64().unwrap();
+        let l = acc["local"][k].as_f64().unwrap();
+        assert!(g <= p && p <= l, "{acc}");
+    }
+    let samples = v["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 360);
+    for key in [
+        "label",
+        "predicted",
+        "margin",
+        "radius_global",
+        "radius_pairwise",
+        "radius_local",
+    ] {
+        assert!(samples[0].get(key).is_some(), "no {key}");
+    }
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 361);
+    assert!(rows.starts_with("index,label,predicted,margin,radius_global"));
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("pairwise") && plot.contains("<polyline"));
+
+    // The table, from an .npz holding both arrays.
+    let out = run(&[
+        "certify",
+        &model,
+        "--inputs",
+        &certify_fixture("subset.npz"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("40 samples, 10 classes"), "{text}");
+    assert!(
+        text.contains("0.1412") && text.contains("pairwise"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn certify_refuses_bad_arguments_in_one_line() {
+    let (model, x) = (certify_fixture("mlp.onnx"), certify_fixture("x_test.npy"));
+    for (args, expected) in [
+        (vec!["--inputs", x.as_str()], "pass --labels"),
+        (
+            vec!["--inputs", x.as_str(), "--labels", x.as_str()],
+            "expected (360,)",
+        ),
+        (
+            vec![
+                "--inputs",
+                x.as_str(),
+                "--labels",
+                &certify_fixture("y_test.npy"),
+                "--eps",
+                "-1",
+            ],
+            "eps",
+        ),
+    ] {
+        let mut all = vec!["certify", model.as_str(), "--method", "product"];
+        all.extend(args);
+        let out = run(&all);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}

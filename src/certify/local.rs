@@ -577,11 +577,8 @@ mod tests {
                 let p: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + b * r_ball / n).collect();
                 let t = eval.forward(&p);
                 for (v, iv) in t.values.iter().zip(&values) {
-                    for i in 0..v.len() {
-                        assert!(
-                            (v[i] - iv.m[i]).abs() <= iv.r[i],
-                            "value outside its interval"
-                        );
+                    for ((v, m), r) in v.iter().zip(&iv.m).zip(&iv.r) {
+                        assert!((v - m).abs() <= *r, "value outside its interval");
                     }
                 }
             }

@@ -212,7 +212,7 @@ impl Certifier {
                         .map(|l| l.radius(samples.input(i), y, gaps, start))
                 });
                 let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if finished % 256 == 0 || finished == samples.n {
+                if finished.is_multiple_of(256) || finished == samples.n {
                     progress(finished);
                 }
                 r

@@ -3,7 +3,9 @@
 
 use crate::render::write_stdout;
 use crate::{load_network, progress_bar, Common, NetworkArgs};
-use lipschitz::certify::{Certification, Certifier, CertifyOptions, ConstantOptions, Samples};
+use lipschitz::certify::{
+    Certification, Certifier, CertifyOptions, ConstantOptions, SampleResult, Samples,
+};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +20,12 @@ pub(crate) struct CertifyArgs {
     #[arg(long)]
     labels: Option<PathBuf>,
     /// The ℓ2 radii to report certified accuracy at (default 36/255, 72/255, 108/255).
-    #[arg(long, value_delimiter = ',', default_value = "0.1412,0.2824,0.4235")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1412,0.2824,0.4235",
+        allow_negative_numbers = true
+    )]
     eps: Vec<f64>,
     /// Write one CSV row per sample (label, prediction, margin, radii) to this file.
     #[arg(long)]
@@ -112,10 +119,15 @@ fn csv(report: &Certification) -> String {
     out
 }
 
+/// A sample's radius of one kind, if computed.
+type RadiusOf = fn(&SampleResult) -> Option<f64>;
+
 /// The quartiles of the radii of correctly classified samples.
-fn quartiles(report: &Certification, radius: impl Fn(usize) -> Option<f64>) -> Option<[f64; 3]> {
-    let mut r: Vec<f64> = (0..report.n)
-        .filter(|&i| report.samples[i].predicted == report.samples[i].label)
+fn quartiles(report: &Certification, radius: RadiusOf) -> Option<[f64; 3]> {
+    let mut r: Vec<f64> = report
+        .samples
+        .iter()
+        .filter(|s| s.predicted == s.label)
         .filter_map(radius)
         .collect();
     if r.is_empty() {
@@ -168,13 +180,10 @@ fn table(report: &Certification) -> String {
         );
     }
     let _ = writeln!(out, "\nradius of correctly classified samples (quartiles):");
-    let kinds: [(&str, Box<dyn Fn(usize) -> Option<f64>>); 3] = [
-        (
-            "global",
-            Box::new(|i| Some(report.samples[i].radius_global)),
-        ),
-        ("pairwise", Box::new(|i| report.samples[i].radius_pairwise)),
-        ("local", Box::new(|i| report.samples[i].radius_local)),
+    let kinds: [(&str, RadiusOf); 3] = [
+        ("global", |s| Some(s.radius_global)),
+        ("pairwise", |s| s.radius_pairwise),
+        ("local", |s| s.radius_local),
     ];
     for (name, radius) in kinds {
         if let Some([a, b, c]) = quartiles(report, radius) {

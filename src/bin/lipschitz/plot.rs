@@ -23,8 +23,11 @@ pub(crate) fn accuracy_curve(report: &Certification) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, (720, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
+        let name = std::path::Path::new(&report.model)
+            .file_name()
+            .map_or(report.model.clone(), |n| n.to_string_lossy().into_owned());
         let title = format!(
-            "Certified accuracy (ℓ2), {} samples, L ≤ {:.4}",
+            "{name}: certified accuracy (ℓ2), {} samples, L ≤ {:.4}",
             report.n, report.lipschitz.upper
         );
         let mut chart = ChartBuilder::on(&root)
@@ -38,6 +41,8 @@ pub(crate) fn accuracy_curve(report: &Certification) -> Result<String, String> {
             .configure_mesh()
             .x_desc("ε (ℓ2 radius)")
             .y_desc("certified accuracy (%)")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(draw_error)?;
@@ -69,6 +74,7 @@ pub(crate) fn accuracy_curve(report: &Certification) -> Result<String, String> {
         }
         chart
             .configure_series_labels()
+            .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .position(SeriesLabelPosition::UpperRight)
