@@ -8,14 +8,17 @@ Writes tests/fixtures/certify/:
 - lip_cnn.onnx  Conv 1→8, Relu, Conv 8→16 stride 2, Relu, Flatten, Gemm 256→10, every
                 layer projected after each step onto spectral norm ≤ 1 (the exact norm of the
                 zero-padded conv at 8×8, from its explicit matrix): a 1-Lipschitz network
+- gs_cnn.onnx   the same with GroupSort-2 (MaxMin over channel halves) instead of Relu, the
+                1-Lipschitz design of Anil et al. 2019. ONNX has no MaxMin: it is written
+                exactly with supported operators, max(a, b) = b + relu(a − b) and
+                min(a, b) = a − relu(a − b), where a, b and a − b are 1×1 convolutions
+                selecting the channel halves (weights 0 and ±1, exact in float32)
 - x_test.npy    float32 (360, 1, 8, 8), pixels scaled to [0, 1]; the held-out split
 - y_test.npy    int64 (360,)
 - subset.npz    arrays x (float64, 40×64, flattened) and y (int32): the first 40 test
                 samples in another layout, dtype and container
 - logits_<model>.npy  float64 (360, 10): each model's logits on x_test computed here by NumPy,
                 an independent reference for the crate's forward pass and margins
-
-GroupSort / MaxMin activations are not used: the importer does not read them yet (issue 14).
 
     python3 -m venv venv && venv/bin/pip install onnx numpy scikit-learn
     venv/bin/python scripts/certify_models.py
@@ -121,6 +124,26 @@ class Relu:
         return dy * self.mask, []
 
 
+class MaxMin:
+    """GroupSort with groups of 2 over the channel halves: [max(a, b), min(a, b)]."""
+
+    def params(self):
+        return []
+
+    def forward(self, x):
+        h = x.shape[1] // 2
+        a, b = x[:, :h], x[:, h:]
+        self.mask = a >= b
+        return np.concatenate([np.where(self.mask, a, b), np.where(self.mask, b, a)], axis=1)
+
+    def backward(self, dy):
+        h = dy.shape[1] // 2
+        dmax, dmin = dy[:, :h], dy[:, h:]
+        da = np.where(self.mask, dmax, dmin)
+        db = np.where(self.mask, dmin, dmax)
+        return np.concatenate([da, db], axis=1), []
+
+
 class Flatten:
     def params(self):
         return []
@@ -205,6 +228,23 @@ def write_onnx(layers, input_shape, path, name):
                                           name=f"fc{k}"))
         elif isinstance(layer, Relu):
             nodes.append(helper.make_node("Relu", [value], [out], name=f"relu{k}"))
+        elif isinstance(layer, MaxMin):
+            c = layer.channels
+            h = c // 2
+            eye = np.eye(h, dtype=np.float32)
+            zero = np.zeros((h, h), dtype=np.float32)
+            for part, w in [("a", np.hstack([eye, zero])), ("b", np.hstack([zero, eye])),
+                            ("d", np.hstack([eye, -eye]))]:
+                inits.append(numpy_helper.from_array(w.reshape(h, c, 1, 1), f"sel{k}{part}"))
+                nodes.append(helper.make_node("Conv", [value, f"sel{k}{part}"], [f"{out}{part}"],
+                                              kernel_shape=[1, 1], name=f"maxmin{k}_{part}"))
+            nodes.append(helper.make_node("Relu", [f"{out}d"], [f"{out}r"], name=f"maxmin{k}_relu"))
+            nodes.append(helper.make_node("Add", [f"{out}b", f"{out}r"], [f"{out}max"],
+                                          name=f"maxmin{k}_max"))
+            nodes.append(helper.make_node("Sub", [f"{out}a", f"{out}r"], [f"{out}min"],
+                                          name=f"maxmin{k}_min"))
+            nodes.append(helper.make_node("Concat", [f"{out}max", f"{out}min"], [out], axis=1,
+                                          name=f"maxmin{k}"))
         else:
             nodes.append(helper.make_node("Flatten", [value], [out], name=f"flatten{k}"))
         value = out
@@ -244,8 +284,17 @@ def main():
         "lip_cnn": ([Conv(rng, 1, 8, 1), Relu(), Conv(rng, 8, 16, 2), Relu(), Flatten(),
                      Dense(rng, 256, 10)], (1, 8, 8),
                     [(1, 8, 8), None, (8, 8, 8), None, None, (256,)], 24.0, 100),
+        "gs_cnn": ([Conv(rng, 1, 8, 1), MaxMin(), Conv(rng, 8, 16, 2), MaxMin(), Flatten(),
+                    Dense(rng, 256, 10)], (1, 8, 8),
+                   [(1, 8, 8), None, (8, 8, 8), None, None, (256,)], 24.0, 100),
     }
+    only = os.environ.get("ONLY")  # retrain one model: ONLY=gs_cnn
     for name, (layers, shape, norm_shapes, scale, epochs) in models.items():
+        if only and name != only:
+            continue
+        for layer, prev in zip(layers[1:], layers):
+            if isinstance(layer, MaxMin):
+                layer.channels = prev.w.shape[0]
         xs = x_train.reshape(-1, *shape)
         project = spectral_projection(layers, norm_shapes) if norm_shapes else None
         if project:
@@ -257,6 +306,8 @@ def main():
         print(f"{name}: test accuracy {accuracy:.3f}")
         write_onnx(layers, shape, os.path.join(OUT, f"{name}.onnx"), name)
         np.save(os.path.join(OUT, f"logits_{name}.npy"), logits)
+    if only:
+        return
     np.save(os.path.join(OUT, "x_test.npy"), x_test.reshape(-1, 1, 8, 8).astype(np.float32))
     np.save(os.path.join(OUT, "y_test.npy"), y_test.astype(np.int64))
     np.savez(os.path.join(OUT, "subset.npz"), x=x_test[:40].astype(np.float64),

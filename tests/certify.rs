@@ -1,5 +1,6 @@
 //! Certified robustness on classifiers trained on scikit-learn's digits
-//! (scripts/certify_models.py): every certified radius survives a PGD attack, the margins and
+//! (scripts/certify_models.py: an MLP, a CNN, and 1-Lipschitz CNNs with ReLU and with
+//! GroupSort): every certified radius survives a PGD attack, the margins and
 //! global radii agree with NumPy, pairwise radii are never below global ones, and bad sample
 //! files are refused with reasons.
 
@@ -27,9 +28,10 @@ fn load(model: &str) -> Network {
     .unwrap()
 }
 
-/// Constants as the tests compute them: every method on the MLP; on the CNNs LipSDP only
-/// where the LMI is small (the CNN pairs then use ECLipsE-Fast and LipLT), and on the
-/// 1-Lipschitz CNN the pairs from the head's row distances and LipSDP on the body.
+/// Constants as the tests compute them: every method on the MLP; on the CNN LipSDP only
+/// where the LMI is small (the pairs then use ECLipsE-Fast and LipLT), and on the
+/// 1-Lipschitz CNNs (ReLU, GroupSort) the pairs from the head's row distances and LipSDP on
+/// the body.
 fn options(model: &str) -> CertifyOptions {
     let mut constants = ConstantOptions::default();
     match model {
@@ -51,8 +53,13 @@ struct Certified {
 
 /// Certifies the held-out split once per model (the constants take seconds).
 fn certified(model: &'static str) -> &'static Certified {
-    static CACHE: [OnceLock<Certified>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let slot = ["mlp", "cnn", "lip_cnn"]
+    static CACHE: [OnceLock<Certified>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
+    let slot = MODELS
         .iter()
         .position(|&m| m == model)
         .unwrap();
@@ -76,7 +83,7 @@ fn certified(model: &'static str) -> &'static Certified {
 }
 
 const EPS: [f64; 4] = [0.1, 0.2, 0.3, 0.4];
-const MODELS: [&str; 3] = ["mlp", "cnn", "lip_cnn"];
+const MODELS: [&str; 4] = ["mlp", "cnn", "lip_cnn", "gs_cnn"];
 
 /// The largest `max_{j≠y} f_j − f_y` PGD finds in the ℓ2 ball of radius `r` around `x`
 /// (normalised-gradient ascent projected on the ball, from the centre and from random

@@ -129,6 +129,25 @@ fn every_method_stays_above_the_attained_lower_bound_and_the_smallest_is_reporte
 }
 
 #[test]
+fn one_lipschitz_cnns_get_bounds_below_one_and_the_product() {
+    // Trained by scripts/certify_models.py with every layer projected onto spectral norm
+    // ≤ 1: ReLU, and GroupSort-2 written as b + relu(a − b), a − relu(a − b) (the product
+    // of that form is 11.7, far above 1).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/certify");
+    for name in ["lip_cnn", "gs_cnn"] {
+        let net = load_onnx(&dir.join(format!("{name}.onnx")), &ImportOptions::default()).unwrap();
+        let a = analyse(&net);
+        let n = &a.network;
+        let lower = n.lower.unwrap();
+        let product = n.methods[0].upper;
+        assert_eq!(n.methods[0].name, NetworkMethod::Product);
+        assert_eq!(n.method, NetworkMethod::LipSdp, "{name}");
+        assert!(n.upper < 1.0 && n.upper < product, "{name}: {} vs {product}", n.upper);
+        assert!(n.upper >= lower && n.upper < 1.2 * lower, "{name}: {} vs {lower}", n.upper);
+    }
+}
+
+#[test]
 fn a_network_without_activations_has_no_liplt_bound() {
     let mut b = NetworkBuilder::new("linear", &[1, 6]).unwrap();
     b.dense(common::gaussian_matrix(5, 6, 7), 5, 6, None)
