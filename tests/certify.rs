@@ -59,10 +59,7 @@ fn certified(model: &'static str) -> &'static Certified {
         OnceLock::new(),
         OnceLock::new(),
     ];
-    let slot = MODELS
-        .iter()
-        .position(|&m| m == model)
-        .unwrap();
+    let slot = MODELS.iter().position(|&m| m == model).unwrap();
     CACHE[slot].get_or_init(|| {
         let net = load(model);
         let certifier = Certifier::new(&net, &options(model), &mut |_, _, _| {}).unwrap();

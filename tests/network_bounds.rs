@@ -142,8 +142,16 @@ fn one_lipschitz_cnns_get_bounds_below_one_and_the_product() {
         let product = n.methods[0].upper;
         assert_eq!(n.methods[0].name, NetworkMethod::Product);
         assert_eq!(n.method, NetworkMethod::LipSdp, "{name}");
-        assert!(n.upper < 1.0 && n.upper < product, "{name}: {} vs {product}", n.upper);
-        assert!(n.upper >= lower && n.upper < 1.2 * lower, "{name}: {} vs {lower}", n.upper);
+        assert!(
+            n.upper < 1.0 && n.upper < product,
+            "{name}: {} vs {product}",
+            n.upper
+        );
+        assert!(
+            n.upper >= lower && n.upper < 1.2 * lower,
+            "{name}: {} vs {lower}",
+            n.upper
+        );
     }
 }
 
