@@ -58,7 +58,9 @@ mod spectral;
 mod untrusted;
 mod util;
 
-pub use bound::{check_threads, time_limit_from_secs, Bound, Certificate, Method, Options, Stop};
+pub use bound::{
+    check_threads, round_to_f32, time_limit_from_secs, Bound, Certificate, Method, Options, Stop,
+};
 pub use dense::{dense_matrix_norm, dense_norm, DenseMatrix};
 pub use error::{Error, Result};
 pub use operator::{explicit_matrix, LinearOperator};
