@@ -167,18 +167,7 @@ impl NetworkArgs {
             .filter(|&b| b > 0)
             .ok_or_else(|| error(format!("memory_limit_mb = {}", self.memory_limit_mb)))?;
         layer.memory_limit = memory_limit;
-        let methods = match self.method.as_str() {
-            "auto" => NetworkMethod::ALL.to_vec(),
-            "product" => vec![NetworkMethod::Product],
-            "liplt" => vec![NetworkMethod::Product, NetworkMethod::LipLT],
-            "eclipse" => vec![NetworkMethod::Product, NetworkMethod::Eclipse],
-            "lipsdp" => vec![NetworkMethod::Product, NetworkMethod::LipSdp],
-            other => {
-                return Err(error(format!(
-                    "method '{other}': expected auto, product, liplt, eclipse or lipsdp"
-                )))
-            }
-        };
+        let methods = NetworkMethod::selection(&self.method).map_err(error)?;
         if !(self.liplt_max_work.is_finite() && self.liplt_max_work >= 0.0) {
             return Err(error(format!("liplt_max_work = {}", self.liplt_max_work)));
         }

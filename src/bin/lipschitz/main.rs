@@ -234,18 +234,7 @@ fn load_network(
         memory_limit,
         ..LowerOptions::default()
     });
-    let methods = match args.method.as_str() {
-        "auto" => NetworkMethod::ALL.to_vec(),
-        "product" => vec![NetworkMethod::Product],
-        "liplt" => vec![NetworkMethod::Product, NetworkMethod::LipLT],
-        "eclipse" => vec![NetworkMethod::Product, NetworkMethod::Eclipse],
-        "lipsdp" => vec![NetworkMethod::Product, NetworkMethod::LipSdp],
-        other => {
-            return Err(format!(
-                "--method {other}: expected auto, product, liplt, eclipse or lipsdp"
-            ))
-        }
-    };
+    let methods = NetworkMethod::selection(&args.method).map_err(|e| format!("--method: {e}"))?;
     let opts = AnalysisOptions {
         layer,
         lower,

@@ -71,6 +71,26 @@ impl NetworkMethod {
         NetworkMethod::LipSdp,
     ];
 
+    /// The methods a user's choice names: "auto" (all), or "product", "liplt", "eclipse",
+    /// "lipsdp" (each with the product, which is always computed).
+    pub fn selection(choice: &str) -> crate::Result<Vec<NetworkMethod>> {
+        let one = match choice {
+            "auto" => return Ok(NetworkMethod::ALL.to_vec()),
+            "product" => return Ok(vec![NetworkMethod::Product]),
+            "liplt" => NetworkMethod::LipLT,
+            "eclipse" => NetworkMethod::Eclipse,
+            "lipsdp" => NetworkMethod::LipSdp,
+            other => {
+                return Err(crate::Error::invalid(
+                    "method",
+                    other,
+                    "expected auto, product, liplt, eclipse or lipsdp",
+                ))
+            }
+        };
+        Ok(vec![NetworkMethod::Product, one])
+    }
+
     /// Its name for people: "product", "LipLT", "ECLipsE-Fast", "LipSDP-Neuron".
     pub fn label(self) -> &'static str {
         match self {
