@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 use crate::network::{analyze, Analysis, AnalysisOptions, Dense, Network, NetworkBuilder};
 use crate::network::{NetworkMethod, Softmax, ValueId};
 use crate::util::{mul_up, sqrt_up};
+use rayon::prelude::*;
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// One certified bound on a Lipschitz constant, and where it comes from.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -207,7 +210,7 @@ fn best(analysis: &Analysis, deterministic: bool, source: &str) -> Result<Consta
 pub(crate) fn compute(
     logits: &Logits,
     opts: &ConstantOptions,
-    progress: &mut dyn FnMut(usize, usize, &str),
+    progress: &mut (dyn FnMut(usize, usize, &str) + Send),
 ) -> Result<Constants> {
     let started = std::time::Instant::now();
     let analysis = AnalysisOptions {
@@ -258,22 +261,46 @@ pub(crate) fn compute(
         }
     }
     if analysed {
-        for &(i, j) in &pairs {
-            progress(done, total, &format!("classes {i}–{j}"));
-            let pair = analyze(&logits.pair(i, j)?, &analysis)?;
-            let bound = best(&pair, opts.deterministic, &source)?;
+        // The pairs are independent and each analysis is mostly sequential: bound them in
+        // parallel, each with its share of the memory limit. The order of the results
+        // does not depend on the schedule.
+        let threads = rayon::current_num_threads().max(1);
+        let per_pair = AnalysisOptions {
+            layer: crate::Options {
+                memory_limit: analysis.layer.memory_limit / threads,
+                ..analysis.layer.clone()
+            },
+            ..analysis.clone()
+        };
+        let finished = AtomicUsize::new(done);
+        let progress = Mutex::new(progress);
+        let bounds: Vec<Result<Constant>> = pairs
+            .par_iter()
+            .map(|&(i, j)| {
+                let pair = analyze(&logits.pair(i, j)?, &per_pair)?;
+                let bound = best(&pair, opts.deterministic, &source);
+                let now = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Ok(mut p) = progress.lock() {
+                    p(now, total, &format!("classes {i}–{j}"));
+                }
+                bound
+            })
+            .collect();
+        for (&(i, j), bound) in pairs.iter().zip(bounds) {
+            let bound = bound?;
             certificates.push(bound.certificate);
             update(&mut matrix, c, i, j, bound.upper);
-            done += 1;
         }
+        let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+        progress(total, total, "done");
     } else {
         notes.push(format!(
             "{} class pairs exceed the {} bounded one by one: pairs use min(√2·L, ‖w_i − w_j‖·L_body)",
             pairs.len(),
             opts.max_pair_analyses
         ));
+        progress(total, total, "done");
     }
-    progress(total, total, "done");
     Ok(Constants {
         classes: c,
         global,

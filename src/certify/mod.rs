@@ -134,7 +134,7 @@ impl Certifier {
     pub fn new(
         net: &Network,
         opts: &CertifyOptions,
-        progress: &mut dyn FnMut(usize, usize, &str),
+        progress: &mut (dyn FnMut(usize, usize, &str) + Send),
     ) -> Result<Self> {
         let logits = Logits::of(net)?;
         let constants = constants::compute(&logits, &opts.constants, progress)?;
