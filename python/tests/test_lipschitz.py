@@ -154,7 +154,11 @@ def test_resnet18_module_equals_the_cli_on_the_exported_file():
         path, _ = lipschitz._export(model, x, d)
         expected = cli_json("analyze", path)
     assert r.network.upper == expected["network"]["upper"]
-    assert r.network.lower == expected["network"]["lower"]
+    assert [m.upper for m in r.network.methods] == [m["upper"] for m in expected["network"]["methods"]]
+    # The lower-bound search stops at a time budget (5 s), so on a busy machine two runs
+    # may reach different (both attained) values: only its validity is compared.
+    assert 0 < r.network.lower <= r.network.upper
+    assert 0 < expected["network"]["lower"] <= expected["network"]["upper"]
     assert len(r.layers) == len(expected["layers"]) >= 21
     for layer, e in zip(r.layers, expected["layers"]):
         assert (layer.lower, layer.upper) == (e["lower"], e["upper"])

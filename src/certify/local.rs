@@ -58,8 +58,9 @@ struct Interval {
 }
 
 impl<'n> LocalBounds<'n> {
-    /// Prepares every node, or says which one has no interval rule.
-    pub fn new(net: &'n Network, ops: &'n AbsOps) -> Result<Self> {
+    /// Prepares every node (operators within `memory_limit` each), or says which one has
+    /// no interval rule.
+    pub fn new(net: &'n Network, ops: &'n AbsOps, memory_limit: usize) -> Result<Self> {
         let live = net.live_nodes();
         let mut steps = Vec::with_capacity(net.nodes().len());
         for (k, node) in net.nodes().iter().enumerate() {
@@ -72,7 +73,7 @@ impl<'n> LocalBounds<'n> {
                 inputs: &inputs,
                 output: &net.shapes()[node.output],
                 accurate: true,
-                memory_limit: crate::Options::default().memory_limit,
+                memory_limit,
             };
             let refuse = |why: &str| {
                 Error::model(
@@ -538,7 +539,7 @@ mod tests {
     fn the_local_constant_bounds_every_gradient_in_the_ball_and_is_tight_on_small_balls() {
         let net = network(3);
         let ops = AbsOps::new(&net);
-        let local = LocalBounds::new(&net, &ops).unwrap();
+        let local = LocalBounds::new(&net, &ops, 1 << 28).unwrap();
         let eval = Evaluator::new(&net, true, 1 << 28).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let x: Vec<f64> = (0..50).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -589,7 +590,7 @@ mod tests {
     fn the_radius_search_never_returns_an_uncertified_radius() {
         let net = network(5);
         let ops = AbsOps::new(&net);
-        let local = LocalBounds::new(&net, &ops).unwrap();
+        let local = LocalBounds::new(&net, &ops, 1 << 28).unwrap();
         let eval = Evaluator::new(&net, true, 1 << 28).unwrap();
         let x = vec![0.3; 50];
         let f = eval.output(&eval.forward(&x));
@@ -614,7 +615,10 @@ mod tests {
         .unwrap();
         let net = b.finish();
         let ops = AbsOps::new(&net);
-        let e = LocalBounds::new(&net, &ops).err().unwrap().to_string();
+        let e = LocalBounds::new(&net, &ops, 1 << 28)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("MaxPool"), "{e}");
     }
 }

@@ -126,6 +126,8 @@ pub struct Certifier {
     logits: Logits,
     constants: Constants,
     local: bool,
+    /// The analyses' memory limit, also for evaluating the samples.
+    memory_limit: usize,
 }
 
 impl Certifier {
@@ -142,6 +144,7 @@ impl Certifier {
             logits,
             constants,
             local: opts.local,
+            memory_limit: opts.constants.analysis.layer.memory_limit,
         })
     }
 
@@ -189,11 +192,13 @@ impl Certifier {
             return Err(Error::invalid("eps", e, "must be finite and ≥ 0"));
         }
         let net = &self.logits.net;
-        let memory = crate::Options::default().memory_limit;
-        let eval = Evaluator::new(net, true, memory)?;
+        let eval = Evaluator::new(net, true, self.memory_limit)?;
         let mut notes = self.constants.notes.clone();
-        let abs_ops = local::AbsOps::new(net);
-        let local = match self.local.then(|| local::LocalBounds::new(net, &abs_ops)) {
+        let abs_ops = self.local.then(|| local::AbsOps::new(net));
+        let local = match abs_ops
+            .as_ref()
+            .map(|ops| local::LocalBounds::new(net, ops, self.memory_limit))
+        {
             Some(Ok(l)) => Some(l),
             Some(Err(e)) => {
                 notes.push(format!("no local radii: {e}"));
