@@ -30,11 +30,11 @@ const SEARCH_STEPS: usize = 6;
 /// How one node propagates intervals.
 enum Step<'n> {
     /// A linear (affine) node: its own kernel for centres, one with `|A|` for radii, and for a
-    /// layer reading the input one with `A∘A` (squared row norms).
+    /// layer reading the input its row norms `‖row_u(A)‖₂` (computed once, from `A∘A`).
     Linear {
         exact: Box<dyn Kernel + 'n>,
         abs: Option<Box<dyn Kernel + 'n>>,
-        squares: Option<Box<dyn Kernel + 'n>>,
+        row_norms: Option<Vec<f64>>,
     },
     /// `a ± b`.
     Sum { subtract: bool },
@@ -101,20 +101,28 @@ impl<'n> LocalBounds<'n> {
                 return Err(refuse("is not linear and has no interval rule"));
             }
             let (abs, squares) = match &ops.abs[k] {
-                Some((abs, sq)) => (
-                    Some(abs.prepare(&cx)?),
-                    match sq {
-                        Some(sq) => Some(sq.prepare(&cx)?),
-                        None => None,
-                    },
-                ),
+                Some((abs, sq)) => (Some(abs.prepare(&cx)?), sq.as_ref()),
                 None if node.op.is_reshape() || ops.nonnegative[k] => (None, None),
                 None => return Err(refuse("has no interval rule")),
+            };
+            let row_norms = match squares {
+                Some(sq) if node.inputs[0] == 0 => {
+                    let ones = vec![1.0; net.len_of(0)];
+                    let mut norms = vec![0.0; net.len_of(node.output)];
+                    let kernel = sq.prepare(&cx)?;
+                    kernel.linear().expect("linear").apply(&[&ones], &mut norms);
+                    // The squares were rounded to f32: widen by their relative error.
+                    for r in &mut norms {
+                        *r = (r.max(0.0) * (1.0 + 1e-6)).sqrt();
+                    }
+                    Some(norms)
+                }
+                _ => None,
             };
             steps.push(Step::Linear {
                 exact,
                 abs,
-                squares,
+                row_norms,
             });
         }
         Ok(LocalBounds { net, steps })
@@ -225,7 +233,7 @@ impl<'n> LocalBounds<'n> {
                 Step::Linear {
                     exact,
                     abs,
-                    squares,
+                    row_norms,
                 } => {
                     let v = &values[node.inputs[0]];
                     let ins: Vec<&[f64]> = node
@@ -236,13 +244,10 @@ impl<'n> LocalBounds<'n> {
                     let mut m = vec![0.0; n];
                     exact.forward(&ins, &mut m);
                     let mut r = vec![0.0; n];
-                    if let (Some(sq), true) = (squares, node.inputs[0] == 0) {
+                    if let Some(norms) = row_norms {
                         // The ball itself: R·‖row_u(A)‖₂.
-                        let ones = vec![1.0; v.m.len()];
-                        sq.linear().expect("linear").apply(&[&ones], &mut r);
-                        // The squares were rounded to f32: widen by their relative error.
-                        for ri in &mut r {
-                            *ri = r_ball * (ri.max(0.0) * (1.0 + 1e-6)).sqrt();
+                        for (ri, norm) in r.iter_mut().zip(norms) {
+                            *ri = r_ball * norm;
                         }
                         let widened: Vec<f64> = v.m.iter().map(|x| SLACK * x.abs()).collect();
                         let mut extra = vec![0.0; n];
