@@ -18,7 +18,9 @@
 //! magnitudes involved — ample for the `f64` sums of any fan-in this crate accepts.
 
 use crate::error::{Error, Result};
-use crate::network::ops::{Activation, Affine, Broadcast, Context, Conv, Dense, Kernel, Sum};
+use crate::network::ops::{
+    Activation, Affine, Broadcast, Context, Conv, Dense, Gather, Kernel, Sum,
+};
 use crate::network::Network;
 
 /// Relative widening of every interval for rounding.
@@ -503,10 +505,8 @@ impl AbsOps {
             } else {
                 // Pooling by averages, selections and concatenations have nonnegative
                 // matrices: |A| = A.
-                nonneg = matches!(
-                    node.op.op_type(),
-                    "AveragePool" | "ReduceMean" | "Concat" | "Gather" | "Pad"
-                );
+                nonneg = node.op.downcast_ref::<Gather>().is_some()
+                    || matches!(node.op.op_type(), "AveragePool" | "ReduceMean" | "Concat");
                 None
             };
             abs.push(entry);

@@ -44,7 +44,135 @@ pub(super) fn batch_norm(imp: &mut Importer, node: &NodeProto, label: &str) -> R
     imp.push(node, label, "BatchNormalization", op, &[x])
 }
 
+/// One step of an elementwise scalar function: `s·x + b`, or an activation.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Affine(f64, f64),
+    Act(Activation),
+}
+
+/// The chain with consecutive affine steps merged and an identity affine step between any two
+/// activations and at both ends: `[A₀, f₁, A₁, …, f_n, A_n]`.
+fn canonical(chain: &[Step]) -> Vec<Step> {
+    let mut out = vec![Step::Affine(1.0, 0.0)];
+    for &step in chain {
+        match (out.last_mut(), step) {
+            (Some(Step::Affine(s2, b2)), Step::Affine(s, b)) => {
+                // (s·x + b) then (s2, b2) is already there: compose as s·(s2·x + b2) + b.
+                let (ps, pb) = (*s2, *b2);
+                *s2 = s * ps;
+                *b2 = s * pb + b;
+            }
+            (_, Step::Act(a)) => {
+                out.push(Step::Act(a));
+                out.push(Step::Affine(1.0, 0.0));
+            }
+            _ => out.push(step),
+        }
+    }
+    out
+}
+
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * b.abs().max(1e-300)
+}
+
+/// `x·h(x)` as `scale·act(x)` for the gated activations exporters write out: SiLU
+/// (`h = s·σ`), Mish (`h = s·tanh∘softplus`) and GELU (`h = s·(1 + erf(x/√2))`, which is
+/// `2s·GELU`; a divisor `√2` rounded to `f32` scales the erf's argument by `1 ± 3e-8`,
+/// which leaves the constant `sup_y Φ(y) + yφ(y)` unchanged).
+fn gated(chain: &[Step]) -> Option<(Activation, f64)> {
+    use Step::{Act, Affine};
+    let id = |s: &Step| matches!(*s, Affine(a, b) if a == 1.0 && b == 0.0);
+    match canonical(chain).as_slice() {
+        [a0, Act(Activation::Sigmoid), Affine(s, b)] if id(a0) && *b == 0.0 => {
+            Some((Activation::Silu, *s))
+        }
+        [a0, Act(Activation::Softplus), a1, Act(Activation::Tanh), Affine(s, b)]
+            if id(a0) && id(a1) && *b == 0.0 =>
+        {
+            Some((Activation::Mish, *s))
+        }
+        [Affine(k, b0), Act(Activation::Erf), Affine(s, b)]
+            if *b0 == 0.0 && near(*k, std::f64::consts::FRAC_1_SQRT_2) && near(*b, *s) =>
+        {
+            Some((Activation::Gelu { tanh: false }, 2.0 * s))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `h(x) = |x| + 1` (so that `x/h(x)` is Softsign).
+fn is_softsign(chain: Option<&[Step]>) -> bool {
+    let id = |s: &Step| matches!(*s, Step::Affine(a, b) if a == 1.0 && b == 0.0);
+    matches!(
+        chain.map(canonical).as_deref(),
+        Some([a0, Step::Act(Activation::Abs), Step::Affine(s, b)]) if id(a0) && *s == 1.0 && *b == 1.0
+    )
+}
+
 impl Importer {
+    /// The steps from `x` to `h` when `h` is `x` through scalar affine maps and activations
+    /// only (at most 16 steps).
+    fn scalar_chain(&mut self, x: ValueId, h: ValueId) -> Option<Vec<Step>> {
+        let net = self.net().network();
+        let mut steps = Vec::new();
+        let mut cur = h;
+        for _ in 0..16 {
+            if cur == x {
+                steps.reverse();
+                return Some(steps);
+            }
+            let node = net.nodes.iter().rev().find(|n| n.output == cur)?;
+            if let Some(a) = node.op.downcast_ref::<Affine>() {
+                if a.scale.values.len() != 1 || a.shift.values.len() != 1 {
+                    return None;
+                }
+                steps.push(Step::Affine(a.scale.values[0], a.shift.values[0]));
+            } else if let Some(act) = node.op.downcast_ref::<Activation>() {
+                steps.push(Step::Act(*act));
+            } else if !node.op.is_reshape() {
+                return None;
+            }
+            cur = *node.inputs.first()?;
+        }
+        None
+    }
+
+    /// The value `v` is a reshape of (itself when it is not one).
+    fn through_reshapes(&mut self, v: ValueId) -> ValueId {
+        let net = self.net().network();
+        let mut cur = v;
+        while let Some(n) = net.nodes.iter().rev().find(|n| n.output == cur) {
+            if !n.op.is_reshape() {
+                break;
+            }
+            cur = n.inputs[0];
+        }
+        cur
+    }
+
+    /// `scale·act(x)` as the node's output.
+    fn push_scaled(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        act: Activation,
+        scale: f64,
+        x: ValueId,
+    ) -> Result<()> {
+        if scale == 1.0 {
+            return self.push(node, label, act.name(), act, &[x]);
+        }
+        let name = format!("{}/{}", node.output[0], act.name());
+        let a = self.add_node(&name, label, act.name(), act, &[x])?;
+        let op = Affine {
+            scale: Broadcast::scalar(scale),
+            shift: Broadcast::scalar(0.0),
+        };
+        self.push(node, label, act.name(), op, &[a])
+    }
+
     pub(super) fn add_sub(&mut self, node: &NodeProto, label: &str, sub: bool) -> Result<()> {
         let kind = if sub { "Sub" } else { "Add" };
         let (a, b) = (
@@ -89,17 +217,35 @@ impl Importer {
         );
         match (self.values.get(a).copied(), self.values.get(b).copied()) {
             (Some(va), Some(vb)) if !div => {
-                // x · Sigmoid(x) is SiLU.
-                for (x, s) in [(va, vb), (vb, va)] {
-                    if let Some((op, src)) = self.producer.get(&s) {
-                        if op == "Sigmoid" && *src == x {
-                            return self.push(node, label, "Silu", Activation::Silu, &[x]);
-                        }
+                // x·σ(x) is SiLU, x·tanh(softplus(x)) Mish, x·(1 + erf(x/√2))/2 GELU.
+                for (x, h) in [(va, vb), (vb, va)] {
+                    let chain = self.scalar_chain(x, h);
+                    if let Some((act, scale)) = chain.as_deref().and_then(gated) {
+                        return self.push_scaled(node, label, act, scale, x);
                     }
                 }
-                Err(self.err(format!(
-                    "node {label}: Mul of two activations (other than x·Sigmoid(x)) has no global Lipschitz constant; not supported"
-                )))
+                let gated = [va, vb].iter().any(|&v| {
+                    let act = self.through_reshapes(v);
+                    let net = self.net().network();
+                    net.nodes
+                        .iter()
+                        .rev()
+                        .find(|n| n.output == act)
+                        .is_some_and(|n| {
+                            matches!(
+                                n.op.downcast_ref::<Activation>(),
+                                Some(Activation::Sigmoid | Activation::HardSigmoid { .. })
+                            )
+                        })
+                });
+                let why = if gated {
+                    "x·σ(g(x)) (squeeze-and-excitation or GLU gating): where g(x) stays near 0 \
+                     while x grows, its derivative grows like |x|·σ'(0)·‖∇g‖"
+                } else {
+                    "the product of two tensors that both depend on the input grows \
+                     quadratically with the input"
+                };
+                self.not_lipschitz(node, label, why)
             }
             (Some(v), None) if div || self.values.contains_key(a) => {
                 let c = self.constant(b, label, "operand")?.clone();
@@ -109,9 +255,17 @@ impl Importer {
                 let c = self.constant(a, label, "operand")?.clone();
                 self.scale_by(node, label, kind, v, &c, false)
             }
-            _ => Err(self.err(format!(
-                "node {label}: {kind} with an activation as divisor is not Lipschitz; not supported"
-            ))),
+            (Some(x), Some(h)) if div && is_softsign(self.scalar_chain(x, h).as_deref()) => {
+                // x/(1 + |x|).
+                self.push(node, label, "Softsign", Activation::Softsign, &[x])
+            }
+            _ => self.not_lipschitz(
+                node,
+                label,
+                "a division by a tensor that depends on the input is unbounded near its zeros \
+                 (a normalisation written out as Div/Sqrt is not recognised: export it as \
+                 LayerNormalization with opset ≥ 17)",
+            ),
         }
     }
 

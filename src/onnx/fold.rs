@@ -3,9 +3,11 @@
 //! evaluated at import.
 
 use super::attrs::{attr_int, attr_ints};
+use super::const_eval::{binary, broadcast_dims, matmul, rearrange, reduce, unary, Arr};
 use super::importer::Importer;
 use super::proto::NodeProto;
 use super::reshape::{resolve_reshape, squeeze_shape};
+use super::select;
 use super::tensor::{Const, ConstData};
 use crate::error::{Error, Result};
 
@@ -24,6 +26,7 @@ impl Importer {
             Const {
                 dims: vec![data.len()],
                 data: ConstData::I64(data),
+                error: 0.0,
             },
         );
         Ok(())
@@ -44,6 +47,7 @@ impl Importer {
             "value_float" => Ok(Const {
                 dims: vec![],
                 data: ConstData::F32(vec![a.f]),
+                error: 0.0,
             }),
             "value_floats" => {
                 self.budget.charge(
@@ -53,11 +57,13 @@ impl Importer {
                 Ok(Const {
                     dims: vec![a.floats.len()],
                     data: ConstData::F32(a.floats.clone()),
+                    error: 0.0,
                 })
             }
             "value_int" => Ok(Const {
                 dims: vec![],
                 data: ConstData::I64(vec![a.i]),
+                error: 0.0,
             }),
             "value_ints" => {
                 self.budget.charge(
@@ -67,6 +73,7 @@ impl Importer {
                 Ok(Const {
                     dims: vec![a.ints.len()],
                     data: ConstData::I64(a.ints.clone()),
+                    error: 0.0,
                 })
             }
             other => Err(self.err(format!(
@@ -75,11 +82,10 @@ impl Importer {
         }
     }
 
-    /// Evaluates a node whose inputs are all constants (shape arithmetic).
-    pub(super) fn fold_constant(&mut self, node: &NodeProto, label: &str) -> Result<Const> {
-        // Every folded op makes copies of its inputs and an output no larger than all of them
-        // together (Concat: their sum; a chain of Concats doubles a constant per node): charge
-        // both before anything is copied.
+    /// Evaluates a node whose inputs are all constants (see [`super::const_eval`]).
+    pub(super) fn fold_constant(&mut self, node: &NodeProto, label: &str) -> Result<()> {
+        // Every folded op makes copies of its inputs; charge them before anything is copied
+        // (outputs larger than the inputs — MatMul, Expand, Tile — are charged as well).
         let inputs: u128 = node
             .input
             .iter()
@@ -89,148 +95,219 @@ impl Importer {
         self.budget
             .charge(inputs * 16, &format!("node {label}: folding constants"))?;
         // Omitted optional inputs (empty names) are `None`.
-        let parts: Vec<Option<Const>> = node
+        let parts: Vec<Option<Arr>> = node
             .input
             .iter()
             .map(|n| match n.as_str() {
                 "" => Ok(None),
-                n => self.constant(n, label, "input").cloned().map(Some),
+                n => self.constant(n, label, "input").map(|c| Some(Arr::of(c))),
             })
             .collect::<Result<_>>()?;
-        let get = |i: usize| {
+        let outputs = self.fold_node(node, label, &parts).map_err(|e| match e {
+            Error::Model { .. } | Error::TooLarge { .. } => e,
+            other => self.err(format!("node {label}: {other}")),
+        })?;
+        for (name, arr) in node.output.iter().zip(outputs) {
+            let c = arr
+                .into_const()
+                .map_err(|e| self.err(format!("node {label}: {e}")))?;
+            self.consts.insert(name.clone(), c);
+        }
+        Ok(())
+    }
+
+    fn fold_node(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        parts: &[Option<Arr>],
+    ) -> Result<Vec<Arr>> {
+        let src = self.src.clone();
+        let get = |i: usize| -> Result<&Arr> {
             parts.get(i).and_then(Option::as_ref).ok_or_else(|| {
-                self.err(format!(
-                    "node {label}: input {i} is missing (no initializer or constant of that name)"
-                ))
+                Error::model(
+                    &src,
+                    format!("node {label}: input {i} is missing (no initializer or constant of that name)"),
+                )
             })
         };
         let op = node.op_type.as_str();
-        let folded = match op {
-            "Identity" | "Cast" => Ok(cast(node, get(0)?)),
+        let one = |a: Arr| Ok(vec![a]);
+        match op {
+            "Identity" | "Dropout" => one(get(0)?.clone()),
+            "Cast" => {
+                let a = get(0)?;
+                let to_float = matches!(attr_int(node, "to", 1), 1 | 10 | 11 | 16);
+                let mut r = a.clone();
+                if to_float {
+                    r.int = false;
+                } else if !a.int {
+                    r.v.iter_mut().for_each(|x| *x = x.trunc());
+                    r.int = true;
+                    if a.err > 0.0 {
+                        return Err(self.err(format!(
+                            "node {label}: a Cast to integers of a rounded constant cannot be folded reliably"
+                        )));
+                    }
+                }
+                one(r)
+            }
             "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => {
-                let c = get(0)?;
+                let a = get(0)?;
                 let dims = match op {
-                    "Reshape" => resolve_reshape(&c.dims, &get(1)?.i64s(), false),
-                    "Flatten" => Ok(vec![1, c.len()]),
+                    "Reshape" => resolve_reshape(&a.dims, &get(1)?.v.iter().map(|&x| x as i64).collect::<Vec<_>>(), attr_int(node, "allowzero", 0) != 0),
+                    "Flatten" => {
+                        let r = a.dims.len() as i64;
+                        let ax = attr_int(node, "axis", 1);
+                        let ax = if ax < 0 { ax + r } else { ax }.clamp(0, r) as usize;
+                        Ok(vec![a.dims[..ax].iter().product(), a.dims[ax..].iter().product()])
+                    }
                     _ => {
                         let axes = if self.opset >= 13 {
-                            parts.get(1).and_then(Option::as_ref).map(Const::i64s)
+                            parts.get(1).and_then(Option::as_ref).map(|c| c.v.iter().map(|&x| x as i64).collect::<Vec<_>>())
                         } else {
                             attr_ints(node, "axes")
                         };
-                        squeeze_shape(&c.dims, axes.as_deref(), op == "Unsqueeze")
+                        squeeze_shape(&a.dims, axes.as_deref(), op == "Unsqueeze")
                     }
                 };
-                dims.map(|dims| Const {
-                    dims,
-                    data: c.data.clone(),
-                })
+                let mut r = a.clone();
+                r.dims = dims?;
+                one(r)
             }
-            "Concat" => concat(&parts.iter().flatten().cloned().collect::<Vec<_>>()),
-            "Gather" => gather(node, get(0)?, get(1)?),
-            "Mul" | "Add" | "Sub" | "Div" => arithmetic(op, get(0)?, get(1)?),
-            other => Err(Error::invalid(
-                "operator",
-                other,
-                "is not supported on constant inputs (it does not depend on the network input)",
-            )),
-        };
-        folded.map_err(|e| self.err(format!("node {label}: {e}")))
+            "Shape" => {
+                let a = get(0)?;
+                let r = a.dims.len() as i64;
+                let norm = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
+                let (start, end) = (norm(attr_int(node, "start", 0)), norm(attr_int(node, "end", r)));
+                let v: Vec<f64> = a.dims[start..end.max(start)].iter().map(|&d| d as f64).collect();
+                one(Arr { dims: vec![v.len()], v, int: true, err: 0.0 })
+            }
+            "ConstantOfShape" => {
+                let dims: Vec<usize> = get(0)?.v.iter().map(|&x| x.max(0.0) as usize).collect();
+                let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
+                self.budget.charge(n as u128 * 8, &format!("node {label}: ConstantOfShape {dims:?}"))?;
+                let (value, int) = match super::attrs::find_attr(node, "value").and_then(|a| a.t.as_ref()) {
+                    Some(t) => {
+                        let c = self.decode_tensor(t)?;
+                        (c.f64s().first().copied().unwrap_or(0.0), c.is_int())
+                    }
+                    None => (0.0, false),
+                };
+                one(Arr { dims, v: vec![value; n], int, err: 0.0 })
+            }
+            "Range" => {
+                let (start, limit, delta) = (get(0)?.v[0], get(1)?.v[0], get(2)?.v[0]);
+                let n = if delta == 0.0 { f64::INFINITY } else { ((limit - start) / delta).ceil().max(0.0) };
+                if n.is_nan() || n > 1e8 {
+                    return Err(self.err(format!("node {label}: Range of {n} elements")));
+                }
+                self.budget.charge(n as u128 * 8, &format!("node {label}: Range"))?;
+                let v: Vec<f64> = (0..n as usize).map(|i| start + i as f64 * delta).collect();
+                one(Arr { dims: vec![v.len()], v, int: get(0)?.int, err: 0.0 })
+            }
+            "Concat" => {
+                let xs: Vec<&Arr> = parts.iter().flatten().collect();
+                let r = xs[0].dims.len() as i64;
+                let axis = super::attrs::norm_axis(attr_int(node, "axis", 0), r.max(1))
+                    .ok_or_else(|| self.err(format!("node {label}: Concat axis out of range")))?;
+                let mut dims = xs[0].dims.clone();
+                if dims.is_empty() {
+                    dims.push(1);
+                }
+                dims[axis] = 0;
+                for x in &xs {
+                    let d = if x.dims.is_empty() { vec![1] } else { x.dims.clone() };
+                    if d.len() != dims.len() || (0..d.len()).any(|k| k != axis && d[k] != dims[k]) {
+                        return Err(self.err(format!("node {label}: constant Concat shapes do not agree")));
+                    }
+                    dims[axis] += d[axis];
+                }
+                let outer: usize = dims[..axis].iter().product();
+                let mut v = Vec::with_capacity(dims.iter().product());
+                for o in 0..outer {
+                    for x in &xs {
+                        let b = x.v.len() / outer.max(1);
+                        v.extend_from_slice(&x.v[o * b..(o + 1) * b]);
+                    }
+                }
+                let int = xs.iter().all(|x| x.int);
+                let err = xs.iter().fold(0.0f64, |m, x| m.max(x.err));
+                one(Arr { dims, v, int, err })
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" => one(binary(op, get(0)?, get(1)?)?),
+            "Max" | "Min" | "Sum" => {
+                let xs: Vec<&Arr> = parts.iter().flatten().collect();
+                let f = if op == "Sum" { "Add" } else { op };
+                let mut acc = xs[0].clone();
+                for x in &xs[1..] {
+                    acc = binary(f, &acc, x)?;
+                }
+                one(acc)
+            }
+            "Where" => {
+                let (c, a, b) = (get(0)?, get(1)?, get(2)?);
+                let dims = broadcast_dims(&broadcast_dims(&c.dims, &a.dims)?, &b.dims)?;
+                // Where(c, a, b) = c·a + (1 − c)·b elementwise, exactly.
+                let ones = Arr { dims: vec![], v: vec![1.0], int: true, err: 0.0 };
+                let not_c = binary("Sub", &ones, c)?;
+                let pa = binary("Mul", c, a)?;
+                let pb = binary("Mul", &not_c, b)?;
+                let mut r = binary("Add", &pa, &pb)?;
+                r.dims = dims;
+                r.err = a.err.max(b.err);
+                r.int = a.int && b.int;
+                one(r)
+            }
+            "Abs" | "Neg" | "Relu" | "Sqrt" | "Reciprocal" | "Exp" | "Sigmoid" | "Tanh" => one(unary(op, get(0)?)?),
+            "Clip" => {
+                let mut r = get(0)?.clone();
+                let lo = parts.get(1).and_then(Option::as_ref).map(|c| c.v[0]);
+                let hi = parts.get(2).and_then(Option::as_ref).map(|c| c.v[0]);
+                let (lo, hi) = if self.opset < 11 {
+                    (Some(super::attrs::attr_float(node, "min", f64::NEG_INFINITY)), Some(super::attrs::attr_float(node, "max", f64::INFINITY)))
+                } else {
+                    (lo, hi)
+                };
+                r.v.iter_mut().for_each(|x| *x = x.max(lo.unwrap_or(f64::NEG_INFINITY)).min(hi.unwrap_or(f64::INFINITY)));
+                one(r)
+            }
+            "MatMul" => {
+                let (a, b) = (get(0)?, get(1)?);
+                // m·n outputs of (…, m, k)·(…, k, n), at most |a|·|b|/k².
+                let k = a.dims.last().copied().unwrap_or(1).max(1) as u128;
+                let out = a.len() as u128 * b.len() as u128 / (k * k);
+                self.budget.charge(out * 8, &format!("node {label}: folding MatMul"))?;
+                one(matmul(a, b)?)
+            }
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => {
+                let a = get(0)?;
+                let from_input = op == "ReduceSum" && self.opset >= 13 || self.opset >= 18;
+                let axes = if from_input {
+                    parts.get(1).and_then(Option::as_ref).map(|c| c.v.iter().map(|&x| x as i64).collect())
+                } else {
+                    attr_ints(node, "axes")
+                }
+                .unwrap_or_default();
+                let r = a.dims.len() as i64;
+                let axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&x| super::attrs::norm_axis(x, r))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| self.err(format!("node {label}: reduce axes out of range")))?;
+                if axes.is_empty() && attr_int(node, "noop_with_empty_axes", 0) != 0 {
+                    return one(a.clone());
+                }
+                one(reduce(op, a, &axes, attr_int(node, "keepdims", 1) != 0)?)
+            }
+            _ if select::SELECTIONS.contains(&op) => {
+                let a = get(0)?.clone();
+                let plan = select::plan(self, node, label, &a.dims)?;
+                Ok(plan.into_iter().map(|(out, index)| rearrange(&a, out, &index)).collect())
+            }
+            other => Err(self.err(format!(
+                "node {label}: operator '{other}' is not supported on constant inputs (it does not depend on the network input)"
+            ))),
+        }
     }
-}
-
-/// `Identity`, or `Cast` to float (FLOAT, FLOAT16, DOUBLE) or to an integer type.
-fn cast(node: &NodeProto, c: &Const) -> Const {
-    let dims = c.dims.clone();
-    match (node.op_type.as_str(), attr_int(node, "to", 1)) {
-        ("Cast", 1 | 10 | 11) => Const {
-            dims,
-            data: ConstData::F32(c.f32s()),
-        },
-        ("Cast", _) => Const {
-            dims,
-            data: ConstData::I64(c.i64s()),
-        },
-        _ => c.clone(),
-    }
-}
-
-/// `Concat` of 1-D constants.
-fn concat(parts: &[Const]) -> Result<Const> {
-    if !parts.iter().all(|p| p.dims.len() <= 1) {
-        return Err(Error::invalid(
-            "constant Concat",
-            format!("{:?}", parts.iter().map(|p| &p.dims).collect::<Vec<_>>()),
-            "only 1-D constants are folded",
-        ));
-    }
-    let n: usize = parts.iter().map(Const::len).sum();
-    let data = if parts.iter().all(Const::is_int) {
-        ConstData::I64(parts.iter().flat_map(|p| p.i64s()).collect())
-    } else {
-        ConstData::F32(parts.iter().flat_map(|p| p.f32s()).collect())
-    };
-    Ok(Const {
-        dims: vec![n],
-        data,
-    })
-}
-
-/// `Gather` along axis 0 of a 1-D constant.
-fn gather(node: &NodeProto, data: &Const, idx: &Const) -> Result<Const> {
-    if data.dims.len() != 1 || attr_int(node, "axis", 0) != 0 {
-        return Err(Error::invalid(
-            "constant Gather data",
-            format!("{:?}", data.dims),
-            "only 1-D constants along axis 0 are folded",
-        ));
-    }
-    let n = data.len() as i64;
-    let vals = data.i64s();
-    let out: Vec<i64> = idx
-        .i64s()
-        .iter()
-        .map(|&i| {
-            let j = if i < 0 { i + n } else { i };
-            vals.get(j as usize)
-                .copied()
-                .ok_or_else(|| Error::invalid("Gather index", i, "out of range"))
-        })
-        .collect::<Result<_>>()?;
-    Ok(Const {
-        dims: idx.dims.clone(),
-        data: ConstData::I64(out),
-    })
-}
-
-/// Elementwise arithmetic of two constants of one length (or a scalar and anything).
-fn arithmetic(op: &str, a: &Const, b: &Const) -> Result<Const> {
-    if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
-        return Err(Error::invalid(
-            &format!("constant {op} operands"),
-            format!("{:?} and {:?}", a.dims, b.dims),
-            "only equal lengths or a scalar are folded",
-        ));
-    }
-    let dims = if a.len() >= b.len() {
-        a.dims.clone()
-    } else {
-        b.dims.clone()
-    };
-    let n = a.len().max(b.len());
-    let pick = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
-    let (av, bv) = (a.f64s(), b.f64s());
-    let f = |x: f64, y: f64| match op {
-        "Mul" => x * y,
-        "Add" => x + y,
-        "Sub" => x - y,
-        _ => x / y,
-    };
-    let vals: Vec<f64> = (0..n).map(|i| f(pick(&av, i), pick(&bv, i))).collect();
-    let data = if a.is_int() && b.is_int() {
-        ConstData::I64(vals.iter().map(|&v| v as i64).collect())
-    } else {
-        ConstData::F32(vals.iter().map(|&v| v as f32).collect())
-    };
-    Ok(Const { dims, data })
 }

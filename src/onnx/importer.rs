@@ -5,11 +5,14 @@ use super::activation;
 use super::attrs::node_label;
 use super::elementwise;
 use super::linear;
+use super::norm;
+use super::order;
 use super::pool;
 use super::proto::{
     tensor_shape_proto::dimension, type_proto, GraphProto, ModelProto, NodeProto, ValueInfoProto,
 };
 use super::reshape;
+use super::select;
 use super::tensor::{Budget, Const};
 use super::ImportOptions;
 use crate::conv::PaddingMode;
@@ -17,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::network::ops::{Activation, Broadcast, Op};
 use crate::network::MAX_RANK;
 use crate::network::{Network, NetworkBuilder, ValueId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -61,6 +64,54 @@ pub(super) const OPERATORS: &[(&str, Lowering)] = &[
     ("Dropout", reshape::identity),
     ("Concat", reshape::concat),
     ("Pad", reshape::pad),
+    ("Transpose", select::selection),
+    ("Slice", select::selection),
+    ("Split", select::selection),
+    ("Gather", select::selection),
+    ("Expand", select::selection),
+    ("Tile", select::selection),
+    ("DepthToSpace", select::selection),
+    ("SpaceToDepth", select::selection),
+    ("Resize", select::resize),
+    ("Upsample", select::resize),
+    ("Max", order::extremum),
+    ("Min", order::extremum),
+    ("TopK", order::top_k),
+    ("ReduceMax", order::reduce_extremum),
+    ("ReduceMin", order::reduce_extremum),
+    ("Abs", order::abs),
+    ("Neg", order::neg),
+    ("Mish", |i, n, l| i.unary(n, l, Activation::Mish)),
+    ("Softsign", |i, n, l| i.unary(n, l, Activation::Softsign)),
+    ("Erf", |i, n, l| i.unary(n, l, Activation::Erf)),
+    ("LayerNormalization", norm::layer_norm),
+    ("InstanceNormalization", norm::instance_norm),
+    ("GroupNormalization", norm::group_norm),
+];
+
+/// Operators that make a network not globally Lipschitz, with the reason.
+pub(super) const NOT_LIPSCHITZ: &[(&str, &str)] = &[
+    ("Exp", "eˣ has a derivative that grows without bound"),
+    (
+        "Log",
+        "ln x has a derivative that grows without bound near 0",
+    ),
+    (
+        "Reciprocal",
+        "1/x has a derivative that grows without bound near 0",
+    ),
+    (
+        "Sqrt",
+        "√x has a derivative that grows without bound near 0",
+    ),
+    (
+        "Pow",
+        "xᵖ has a derivative that grows without bound (as |x| grows for p > 1, near 0 for p < 1)",
+    ),
+    (
+        "Einsum",
+        "an Einsum of activations is a product of tensors that depend on the input",
+    ),
 ];
 
 /// A standalone Pad on (N, C, H, W) that may merge into the conv reading it.
@@ -94,6 +145,27 @@ pub(super) struct Importer {
     /// External-data files opened so far.
     pub(super) files: HashMap<PathBuf, File>,
     pub(super) budget: Budget,
+    /// Every node's op type, inputs and outputs, and the nodes reading each tensor name:
+    /// what the fusions that look ahead (MaxMin) need.
+    pub(super) graph: GraphIndex,
+    /// The nodes that stop the analysis (unsupported, or not globally Lipschitz), with why.
+    pub(super) blockers: Vec<String>,
+    /// The tensor names computed from a blocked node (their readers are skipped).
+    pub(super) blocked: HashSet<String>,
+    /// Outputs of nodes lowered together with the node reading them (the halves of a
+    /// MaxMin): activations that exist only inside that lowering.
+    pub(super) deferred: HashSet<String>,
+}
+
+/// The graph's structure, for lowerings that look at a node's neighbours.
+#[derive(Debug, Default)]
+pub(super) struct GraphIndex {
+    /// `(op type, inputs, outputs)` of every node.
+    pub(super) nodes: Vec<(String, Vec<String>, Vec<String>)>,
+    /// The node producing each tensor name.
+    pub(super) producer: HashMap<String, usize>,
+    /// The nodes reading each tensor name (graph outputs count as a reader `usize::MAX`).
+    pub(super) consumers: HashMap<String, Vec<usize>>,
 }
 
 impl Importer {
@@ -110,6 +182,10 @@ impl Importer {
             pads: HashMap::new(),
             files: HashMap::new(),
             budget,
+            graph: GraphIndex::default(),
+            blockers: Vec::new(),
+            blocked: HashSet::new(),
+            deferred: HashSet::new(),
         }
     }
 
@@ -130,13 +206,27 @@ impl Importer {
             return Err(self.err("sparse initializers are not supported"));
         }
         self.check_single_assignment(graph)?;
-        for node in &graph.node {
+        for (k, node) in graph.node.iter().enumerate() {
             for i in &node.input {
                 *self.readers.entry(i.clone()).or_default() += 1;
+                self.graph.consumers.entry(i.clone()).or_default().push(k);
             }
+            for o in &node.output {
+                self.graph.producer.insert(o.clone(), k);
+            }
+            self.graph.nodes.push((
+                node.op_type.clone(),
+                node.input.clone(),
+                node.output.clone(),
+            ));
         }
         for o in &graph.output {
             *self.readers.entry(o.name.clone()).or_default() += 1;
+            self.graph
+                .consumers
+                .entry(o.name.clone())
+                .or_default()
+                .push(usize::MAX);
         }
 
         let input = self.data_input(graph)?;
@@ -147,10 +237,38 @@ impl Importer {
         self.values.insert(input.name.clone(), 0);
 
         for (index, node) in graph.node.iter().enumerate() {
+            if node.input.iter().any(|i| self.blocked.contains(i)) {
+                // Downstream of a blocker: not analysed, not reported again.
+                self.blocked.extend(node.output.iter().cloned());
+                continue;
+            }
             self.import_node(node, index).map_err(|e| match e {
                 Error::Model { .. } | Error::TooLarge { .. } => e,
                 other => self.err(format!("node {}: {other}", node_label(node, index))),
             })?;
+        }
+        if !self.blockers.is_empty() {
+            let list: Vec<String> = self
+                .blockers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| format!("({}) {b}", i + 1))
+                .collect();
+            let unsupported = self.blockers.iter().any(|b| b.contains("is not supported"));
+            let names: Vec<&str> = OPERATORS.iter().map(|(n, _)| *n).collect();
+            return Err(self.err(format!(
+                "{} node(s) stop the analysis: {}{}",
+                self.blockers.len(),
+                list.join("; "),
+                if unsupported {
+                    format!(
+                        " (supported operators: {}, Constant, Shape)",
+                        names.join(", ")
+                    )
+                } else {
+                    String::new()
+                }
+            )));
         }
 
         let outputs = self.graph_outputs(graph)?;
@@ -380,7 +498,33 @@ impl Importer {
         op: impl Into<Op>,
         inputs: &[ValueId],
     ) -> Result<()> {
-        let name = if node.name.is_empty() {
+        for extra in node.output.iter().skip(1) {
+            if !extra.is_empty() && self.readers.get(extra).copied().unwrap_or(0) > 0 {
+                return Err(self.err(format!(
+                    "node {label}: its secondary output '{extra}' is used, which is not supported"
+                )));
+            }
+        }
+        self.push_output(node, 0, label, kind, op, inputs)
+    }
+
+    /// Adds `op` as the producer of the node's output `k` (each output of a `Split` is a
+    /// node of its own), named after the node (and the output, past the first).
+    pub(super) fn push_output(
+        &mut self,
+        node: &NodeProto,
+        k: usize,
+        label: &str,
+        kind: &str,
+        op: impl Into<Op>,
+        inputs: &[ValueId],
+    ) -> Result<()> {
+        let out = node
+            .output
+            .get(k)
+            .ok_or_else(|| self.err(format!("node {label} has no output {k}")))?
+            .clone();
+        let base = if node.name.is_empty() {
             node.output
                 .first()
                 .cloned()
@@ -388,7 +532,32 @@ impl Importer {
         } else {
             node.name.clone()
         };
-        let v = self.net().node(&name, kind, op, inputs)?;
+        let name = if k == 0 {
+            base
+        } else {
+            format!("{base}:{out}")
+        };
+        let v = self.add_node(&name, label, kind, op, inputs)?;
+        self.net().name_value(v, &out)?;
+        self.values.insert(out, v);
+        self.producer.insert(
+            v,
+            (node.op_type.clone(), inputs.first().copied().unwrap_or(0)),
+        );
+        Ok(())
+    }
+
+    /// Adds a node that no ONNX output names (a step of a lowering that takes several),
+    /// after checking that its output fits the memory limit.
+    pub(super) fn add_node(
+        &mut self,
+        name: &str,
+        label: &str,
+        kind: &str,
+        op: impl Into<Op>,
+        inputs: &[ValueId],
+    ) -> Result<ValueId> {
+        let v = self.net().node(name, kind, op, inputs)?;
         // Every value becomes an f64 activation when the network is evaluated.
         let bytes = self.net().network().len_of(v) as u128 * 8;
         if bytes > self.budget.limit as u128 {
@@ -399,24 +568,53 @@ impl Importer {
                 limit: self.budget.limit as u128,
             });
         }
-        let out = node
-            .output
-            .first()
-            .ok_or_else(|| self.err(format!("node {label} has no output")))?;
-        self.net().name_value(v, out)?;
-        self.values.insert(out.clone(), v);
-        self.producer.insert(
-            v,
-            (node.op_type.clone(), inputs.first().copied().unwrap_or(0)),
-        );
-        for extra in node.output.iter().skip(1) {
-            if !extra.is_empty() && self.readers.get(extra).copied().unwrap_or(0) > 0 {
-                return Err(self.err(format!(
-                    "node {label}: its secondary output '{extra}' is used, which is not supported"
-                )));
+        Ok(v)
+    }
+
+    /// Records `node` as a blocker (reported with every other one at the end of the import)
+    /// and marks its outputs, so that the nodes reading them are skipped.
+    pub(super) fn block(&mut self, node: &NodeProto, label: &str, why: String) -> Result<()> {
+        self.blockers.push(format!("{label}: {why}"));
+        self.blocked.extend(node.output.iter().cloned());
+        Ok(())
+    }
+
+    /// A blocker that no method can lift: the node makes the network not globally Lipschitz.
+    /// Where its output shape follows from its inputs', a stand-in takes its place so that
+    /// the import goes on and finds every other blocker.
+    pub(super) fn not_lipschitz(&mut self, node: &NodeProto, label: &str, why: &str) -> Result<()> {
+        self.blockers.push(format!(
+            "{label}: not globally Lipschitz: {why}, so no finite constant exists"
+        ));
+        let vars: Vec<ValueId> = node
+            .input
+            .iter()
+            .filter_map(|i| self.values.get(i).copied())
+            .collect();
+        let shapes: Vec<Vec<usize>> = vars.iter().map(|&v| self.shape_of(v)).collect();
+        let shape = match (node.op_type.as_str(), shapes.as_slice()) {
+            ("MatMul", [a, b]) if a.len() >= 2 && b.len() >= 2 && a.len() == b.len() => {
+                let mut s = a.clone();
+                *s.last_mut().expect("rank ≥ 2") = b[b.len() - 1];
+                Some(s)
+            }
+            ("Mul" | "Div", [a, b]) => super::const_eval::broadcast_dims(a, b).ok(),
+            (_, [a]) if node.input.len() <= 2 => Some(a.clone()),
+            _ => None,
+        };
+        match shape {
+            Some(shape) => {
+                let stand_in = crate::network::ops::Unanalysable {
+                    kind: node.op_type.clone(),
+                    shape,
+                };
+                self.push(node, label, &node.op_type.clone(), stand_in, &vars)
+            }
+            None => {
+                self.blocked.extend(node.output.iter().cloned());
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Keeps a constant under the node's output name (its memory was charged where it was
@@ -477,7 +675,10 @@ impl Importer {
                 node.domain
             )));
         }
-        let any_var = node.input.iter().any(|i| self.values.contains_key(i));
+        let any_var = node
+            .input
+            .iter()
+            .any(|i| self.values.contains_key(i) || self.deferred.contains(i));
         match node.op_type.as_str() {
             "Constant" => {
                 let c = self.constant_node(node, &label)?;
@@ -485,21 +686,13 @@ impl Importer {
                 Ok(())
             }
             "Shape" => self.shape_node(node, &label),
-            _ if !any_var => {
-                let c = self.fold_constant(node, &label)?;
-                self.add_const(node, c);
-                Ok(())
-            }
+            _ if !any_var => self.fold_constant(node, &label),
             op => match OPERATORS.iter().find(|(name, _)| *name == op) {
                 Some((_, lower)) => lower(self, node, &label),
-                None => {
-                    let names: Vec<&str> = OPERATORS.iter().map(|(n, _)| *n).collect();
-                    Err(self.err(format!(
-                        "node {label}: operator '{op}' is not supported. Supported: {}, \
-                         Constant, Shape",
-                        names.join(", ")
-                    )))
-                }
+                None => match NOT_LIPSCHITZ.iter().find(|(name, _)| *name == op) {
+                    Some((_, why)) => self.not_lipschitz(node, &label, why),
+                    None => self.block(node, &label, format!("operator '{op}' is not supported")),
+                },
             },
         }
     }

@@ -25,6 +25,20 @@ pub(super) fn gemm(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<
 
 /// `MatMul(x, B)` with a constant 2-D `B`.
 pub(super) fn matmul(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let activations = node
+        .input
+        .iter()
+        .filter(|i| imp.values.contains_key(*i))
+        .count();
+    if activations == 2 {
+        return imp.not_lipschitz(
+            node,
+            label,
+            "the product of two tensors that both depend on the input (dot-product attention \
+             QKᵀ, or A·V) grows quadratically with the input (Kim et al. 2021, \"The Lipschitz \
+             constant of self-attention\")",
+        );
+    }
     let (x, _) = imp.main_input(node, label)?;
     let ([k, n], w) = imp.weight_b(node, label, 2)?;
     let op = Dense {

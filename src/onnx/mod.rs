@@ -21,14 +21,19 @@
 
 mod activation;
 mod attrs;
+mod const_eval;
 mod elementwise;
 mod fold;
 mod importer;
+mod interpolate;
 mod linear;
+mod norm;
+mod order;
 mod pool;
 #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod proto;
 mod reshape;
+mod select;
 mod tensor;
 
 use crate::error::{Error, Result};

@@ -6,7 +6,7 @@ use super::importer::{Importer, PadInfo};
 use super::proto::NodeProto;
 use crate::conv::PaddingMode;
 use crate::error::{Error, Result};
-use crate::network::ops::{Concat, Gather, Reshape};
+use crate::network::ops::{Concat, Gather, Operation, Reshape};
 use crate::network::ValueId;
 use crate::network::{MAX_RANK, MAX_TENSOR_ELEMENTS};
 
@@ -55,21 +55,49 @@ pub(super) fn identity(imp: &mut Importer, node: &NodeProto, label: &str) -> Res
     imp.unary(node, label, Reshape(xs))
 }
 
-/// `Concat` of activations along an axis.
+/// `Concat` of activations along an axis: one selection when every input is a selection
+/// of the same tensor, the second half of a MaxMin when its inputs are `Max(a, b)` and
+/// `Min(a, b)`.
 pub(super) fn concat(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let axis_attr = attr_int(node, "axis", 1);
+    let rank = |imp: &Importer, v: ValueId| imp.shape_of(v).len() as i64;
+    let axis_of = |imp: &Importer, r: i64| {
+        norm_axis(axis_attr, r).ok_or_else(|| {
+            imp.err(format!(
+                "node {label}: Concat axis out of range for rank {r}"
+            ))
+        })
+    };
+    if let Some(first) = imp
+        .graph
+        .producer
+        .get(&node.input[0])
+        .and_then(|&k| imp.graph.nodes[k].1.first().cloned())
+    {
+        // A MaxMin: the rank is its inputs' (the Max/Min outputs were never made).
+        if let Some(&v) = imp.values.get(&first) {
+            let axis = axis_of(imp, rank(imp, v))?;
+            if imp.max_min_concat(node, label, axis)? {
+                return Ok(());
+            }
+        }
+    }
     let (_, xs) = imp.main_input(node, label)?;
-    let r = xs.len() as i64;
-    let axis = norm_axis(attr_int(node, "axis", 1), r).ok_or_else(|| {
-        imp.err(format!(
-            "node {label}: Concat axis out of range for rank {r}"
-        ))
-    })?;
+    let axis = axis_of(imp, xs.len() as i64)?;
     let vs: Vec<ValueId> = node
         .input
         .iter()
         .map(|n| imp.var(n, label))
         .collect::<Result<_>>()?;
-    imp.push(node, label, "Concat", Concat(axis), &vs)
+    let shapes: Vec<Vec<usize>> = vs.iter().map(|&v| imp.shape_of(v)).collect();
+    let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    let out = Concat(axis)
+        .output_shape(&refs)
+        .map_err(|e| imp.err(format!("node {label}: {e}")))?;
+    match imp.concat_as_selection(label, &vs, axis, &out)? {
+        Some((op, root)) => imp.push(node, label, "Concat", op, &[root]),
+        None => imp.push(node, label, "Concat", Concat(axis), &vs),
+    }
 }
 
 /// `Pad` in every mode, as a gather with a constant fill.
@@ -143,6 +171,7 @@ impl Importer {
         };
         let index = pad_index(xs, &pads, &out, mode);
         let op = Gather {
+            kind: "Pad",
             index,
             fill: value,
             shape: out,

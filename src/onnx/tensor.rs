@@ -49,6 +49,9 @@ impl Budget {
 pub(super) struct Const {
     pub(super) dims: Vec<usize>,
     pub(super) data: ConstData,
+    /// A bound on `max_i |value_i − runtime_i|` for a constant folded from others (see
+    /// `const_eval`); 0 for stored tensors and integers.
+    pub(super) error: f64,
 }
 
 /// Values as stored in the file: floats of up to 32 bits as `f32` (exact), doubles as `f64`
@@ -93,7 +96,12 @@ impl Const {
                 (w, if sq > 0.0 { e.next_up() } else { 0.0 })
             }
         };
-        Weights { values, error }
+        // A folded constant's own error, as a Frobenius norm.
+        let folded = self.error * (self.len() as f64).sqrt() * (1.0 + 1e-12);
+        Weights {
+            values,
+            error: error + folded,
+        }
     }
 
     pub(super) fn f32s(&self) -> Vec<f32> {
@@ -184,7 +192,11 @@ impl Importer {
         if let Some((i, v)) = first_non_finite(&data) {
             return Err(self.err(format!("{what} has a non-finite value {v} at index {i}")));
         }
-        Ok(Const { dims, data })
+        Ok(Const {
+            dims,
+            data,
+            error: 0.0,
+        })
     }
 
     /// Reads an external-data tensor's bytes from a regular file inside the model's folder

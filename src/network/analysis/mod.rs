@@ -152,6 +152,7 @@ pub fn analyze_with_progress(
     });
     node_factors(&g, &folds, &mut factors.value)?;
     let naive_product = compose(net, &g.live, &factors.value);
+    let perturbation = weight_perturbation(&g, &folds, &factors.value);
     let merged_runs = if opts.merge_linear_runs {
         merge_runs(&g, &mut factors, &opts.layer)?
     } else {
@@ -164,7 +165,13 @@ pub fn analyze_with_progress(
         certificate: Certificate::compose(&factors.certificates),
         seconds: started.elapsed().as_secs_f64(),
     }];
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = net
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| g.live[k])
+        .filter_map(|(_, n)| Some(format!("node '{}' ({}): {}", n.name, n.kind, n.op.note()?)))
+        .collect();
     if opts.methods.contains(&NetworkMethod::LipLT) {
         let t = Instant::now();
         let outcome = liplt::liplt_bound(
@@ -178,6 +185,7 @@ pub fn analyze_with_progress(
         record(
             NetworkMethod::LipLT,
             (outcome, seconds),
+            perturbation,
             &factors,
             &mut methods,
             &mut notes,
@@ -198,7 +206,14 @@ pub fn analyze_with_progress(
         (NetworkMethod::LipSdp, sdp.lipsdp),
     ] {
         if let Some(timed) = timed {
-            record(name, timed, &factors, &mut methods, &mut notes);
+            record(
+                name,
+                timed,
+                perturbation,
+                &factors,
+                &mut methods,
+                &mut notes,
+            );
         }
     }
     let best = methods
@@ -244,6 +259,7 @@ pub fn analyze_with_progress(
 fn record(
     name: NetworkMethod,
     (outcome, seconds): lipsdp::Timed,
+    perturbation: f64,
     factors: &Factors,
     methods: &mut Vec<MethodResult>,
     notes: &mut Vec<String>,
@@ -258,7 +274,7 @@ fn record(
             certs.push(b.certificate);
             methods.push(MethodResult {
                 name,
-                upper: b.upper,
+                upper: rules::add_up(b.upper, perturbation),
                 certificate: Certificate::compose(&certs),
                 seconds,
             });
@@ -384,6 +400,68 @@ fn layer_result(
             .collect(),
         circular: b.circular,
         bound,
+    }
+}
+
+/// `Δ` with `Lip(source network) ≤ Lip bound of the f32 network + Δ`, for the methods that
+/// work on the `f32` weights the network holds (LipLT, ECLipsE, LipSDP) when a layer's
+/// weights differ from the source's (`weight_error > 0`: f64 initializers, folded
+/// constants); 0 when none does.
+///
+/// Those methods bound `‖J̃_D‖` for every choice `D` of activation slopes in their
+/// intervals, and the source network's Jacobian is some `J_D` of the same form with the
+/// exact weights. Along the graph, `Δ_v ≥ sup_D ‖J_D − J̃_D‖` of the map to value `v`: a layer
+/// with exact weights `W` and `f32` weights `W̃ = W − E` gives
+/// `W·M − W̃·M̃ = W̃(M − M̃) + E·M`, so `Δ_out = (F + e)·Δ_in + e·L_in` with `F` its factor
+/// (which bounds `‖W‖`, folded scales included), `e` the operator bound of `E` (times the
+/// folded scales) and `L_in` the AutoLip bound of the input; sums add, stacks take the
+/// root of squares, and every other node multiplies by its factor.
+fn weight_perturbation(g: &Graph<'_>, folds: &[Folded], factor: &[f64]) -> f64 {
+    let net = g.net;
+    let mut error = vec![0.0f64; net.nodes.len()];
+    for (&k, folded) in g.layers.iter().zip(folds) {
+        let node = &net.nodes[k];
+        let e = node.weight_error * folded.max_scale;
+        error[k] = rules::mul_up(fold::frobenius_to_operator(node), e);
+    }
+    if error.iter().all(|&e| e == 0.0) {
+        return 0.0;
+    }
+    let mut l = vec![0.0f64; net.shapes.len()];
+    let mut d = vec![0.0f64; net.shapes.len()];
+    l[0] = 1.0;
+    for (k, node) in net.nodes.iter().enumerate() {
+        if !g.live[k] {
+            continue;
+        }
+        let (ls, ds) = (
+            node.inputs.iter().map(|&v| l[v]),
+            node.inputs.iter().map(|&v| d[v]),
+        );
+        let (lo, dout) = match node.op.role() {
+            Role::Sum => (
+                rules::mul_up(ls.fold(0.0, rules::add_up), factor[k]),
+                rules::mul_up(ds.fold(0.0, rules::add_up), factor[k]),
+            ),
+            Role::Stack => (
+                rules::mul_up(rules::norm_up(ls), factor[k]),
+                rules::mul_up(rules::norm_up(ds), factor[k]),
+            ),
+            _ => {
+                let (li, di) = (l[node.inputs[0]], d[node.inputs[0]]);
+                let grown = rules::mul_up(rules::add_up(factor[k], error[k]), di);
+                (
+                    rules::mul_up(factor[k], li),
+                    rules::add_up(grown, rules::mul_up(error[k], li)),
+                )
+            }
+        };
+        l[node.output] = lo;
+        d[node.output] = dout;
+    }
+    match net.outputs.as_slice() {
+        [o] => d[*o],
+        outs => rules::norm_up(outs.iter().map(|&o| d[o])),
     }
 }
 

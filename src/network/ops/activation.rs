@@ -44,6 +44,14 @@ pub enum Activation {
     /// `x·min(max(x + 3, 0), 6)/6` (MobileNetV3): slope `(2x + 3)/6` on `(−3, 3)`, so the
     /// constant is 3/2.
     HardSwish,
+    /// `|x|`.
+    Abs,
+    /// `x·tanh(ln(1 + eˣ))`: slopes in `[−0.1126, 1.0885]`.
+    Mish,
+    /// `x/(1 + |x|)`: slope `1/(1 + |x|)²`.
+    Softsign,
+    /// The error function: slope `2e^{−x²}/√π ∈ (0, 2/√π]`.
+    Erf,
     /// `min(max(x, lo), hi)` (ReLU6 is `Clip(0, 6)`).
     Clip {
         /// Lower limit.
@@ -56,6 +64,9 @@ pub enum Activation {
 /// The supremum of GELU's derivative `Φ(x) + xφ(x)` (at `x = √2`: 1.12880…), rounded up;
 /// the tanh approximation peaks at 1.1289… as well.
 const GELU_LIPSCHITZ: f64 = 1.1290;
+/// The supremum of Mish's derivative (1.088498… at x ≈ 1.4906), rounded up, and its
+/// infimum (−0.112526… at x ≈ −2.2564), rounded down.
+pub(crate) const MISH_SLOPES: (f64, f64) = (-0.1126, 1.0885);
 /// The supremum of SiLU's derivative `σ(x)(1 + x(1 − σ(x)))` (1.09984… at x ≈ 2.3994), rounded up.
 const SILU_LIPSCHITZ: f64 = 1.0999;
 
@@ -64,7 +75,14 @@ impl Activation {
     /// supremum is irrational).
     pub fn constant(&self) -> f64 {
         match *self {
-            Activation::Relu | Activation::Tanh | Activation::Softplus => 1.0,
+            Activation::Relu
+            | Activation::Tanh
+            | Activation::Softplus
+            | Activation::Abs
+            | Activation::Softsign => 1.0,
+            Activation::Mish => MISH_SLOPES.1,
+            // 2/√π, rounded up.
+            Activation::Erf => std::f64::consts::FRAC_2_SQRT_PI.next_up(),
             Activation::LeakyRelu(a) => a.abs().max(1.0),
             Activation::Elu(a) => a.abs().max(1.0),
             Activation::Selu { alpha, gamma } => gamma.abs() * alpha.abs().max(1.0),
@@ -145,17 +163,15 @@ impl Activation {
             Activation::Sigmoid => sigmoid(x),
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::Tanh => x.tanh(),
-            Activation::Softplus => {
-                if x > 30.0 {
-                    x + (-x).exp()
-                } else {
-                    x.exp().ln_1p()
-                }
-            }
+            Activation::Softplus => softplus(x),
             Activation::Gelu { tanh: false } => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
             Activation::Gelu { tanh: true } => 0.5 * x * (1.0 + gelu_tanh_inner(x).tanh()),
             Activation::Silu => x * sigmoid(x),
             Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Abs => x.abs(),
+            Activation::Mish => x * softplus(x).tanh(),
+            Activation::Softsign => x / (1.0 + x.abs()),
+            Activation::Erf => erf(x),
             Activation::Clip { min, max } => x.max(min).min(max),
         }
     }
@@ -222,6 +238,13 @@ impl Activation {
                     (2.0 * x + 3.0) / 6.0
                 }
             }
+            Activation::Abs => x.signum(),
+            Activation::Mish => {
+                let t = softplus(x).tanh();
+                t + x * (1.0 - t * t) * sigmoid(x)
+            }
+            Activation::Softsign => 1.0 / ((1.0 + x.abs()) * (1.0 + x.abs())),
+            Activation::Erf => (-x * x).exp() * 2.0 / std::f64::consts::PI.sqrt(),
             Activation::Clip { min, max } => f64::from(x > min && x < max),
         }
     }
@@ -240,6 +263,10 @@ impl Activation {
             Activation::Gelu { .. } => "Gelu",
             Activation::Silu => "Silu",
             Activation::HardSwish => "HardSwish",
+            Activation::Abs => "Abs",
+            Activation::Mish => "Mish",
+            Activation::Softsign => "Softsign",
+            Activation::Erf => "Erf",
             Activation::Clip { .. } => "Clip",
         }
     }
@@ -254,30 +281,21 @@ fn sigmoid(x: f64) -> f64 {
     }
 }
 
+fn softplus(x: f64) -> f64 {
+    if x > 30.0 {
+        x + (-x).exp()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
 fn gelu_tanh_inner(x: f64) -> f64 {
     (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)
 }
 
-/// The error function (Abramowitz–Stegun 7.1.26 is too coarse for a derivative check; this is
-/// the complementary-error-function series of Numerical Recipes `erfcc`, relative error
-/// < 1.2e-7, enough for evaluating activations — bounds never depend on it).
+/// The error function (fdlibm's, within an ulp).
 fn erf(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = 1.0 - t * poly.exp();
-    if x >= 0.0 {
-        r
-    } else {
-        -r
-    }
+    libm::erf(x)
 }
 
 impl super::Sealed for Activation {}

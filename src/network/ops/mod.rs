@@ -13,15 +13,22 @@
 mod activation;
 mod elementwise;
 mod linear;
+mod norm;
+mod order;
 mod pool;
 mod reshape;
+mod resize;
 
+pub(crate) use activation::MISH_SLOPES;
 pub use activation::{Activation, PRelu, Softmax};
 pub use elementwise::{Affine, Broadcast, Sum};
 pub(crate) use linear::conv_for;
 pub use linear::{Conv, Dense, Layer, LayerBound, LayerMethod};
+pub use norm::Normalize;
+pub use order::{Extremum, Sort};
 pub use pool::{AvgPool, GlobalMaxPool, MaxPool, Pool2d, ReduceMean, MAX_POOL_WORK};
 pub use reshape::{Concat, Gather, Reshape};
+pub use resize::{AxisMap, Interpolate};
 
 use crate::error::{Error, Result};
 use std::any::Any;
@@ -162,6 +169,15 @@ pub trait Operation: Sealed + fmt::Debug + Send + Sync + Any {
     fn is_reshape(&self) -> bool {
         false
     }
+    /// Whether its kernel has a linear part (every role but [`Role::Nonlinear`], except the
+    /// elementwise maximum, which composes like `Concat` without being linear).
+    fn is_affine(&self) -> bool {
+        self.role() != Role::Nonlinear
+    }
+    /// What a user should know about its constant, said once per node in the report.
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared, immutable operation (cloning a network does not copy its weights).
@@ -230,6 +246,58 @@ pub(crate) fn expect_rank4<'a>(in_shapes: &[&'a [usize]], what: &str) -> Result<
 pub(crate) fn single<'a>(in_shapes: &[&'a [usize]]) -> Result<&'a [usize]> {
     expect_inputs(in_shapes, 1)?;
     Ok(in_shapes[0])
+}
+
+/// A stand-in for a node that stops the analysis (not globally Lipschitz), so that an import
+/// can go on past it and report every such node at once; a network holding one is never
+/// returned, and its kernel refuses to be prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanalysable {
+    /// The operator it stands for.
+    pub kind: String,
+    /// Its output shape.
+    pub shape: Vec<usize>,
+}
+
+impl Sealed for Unanalysable {}
+
+impl Operation for Unanalysable {
+    fn op_type(&self) -> &'static str {
+        "Unanalysable"
+    }
+    fn output_shape(&self, _inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(self.shape.clone())
+    }
+    fn role(&self) -> Role {
+        Role::Nonlinear
+    }
+    fn lipschitz(&self, _inputs: &[&[usize]]) -> Result<f64> {
+        Ok(f64::INFINITY)
+    }
+    fn prepare<'a>(&'a self, _cx: &Context<'_>) -> Result<Box<dyn Kernel + 'a>> {
+        Err(Error::invalid(
+            "operation",
+            &self.kind,
+            "has no global Lipschitz constant",
+        ))
+    }
+}
+
+/// `dy[o] = t[source[o]]` (0 where `source[o]` is `u32::MAX`): the Jacobian of a selection
+/// recorded by a forward pass (max pooling's winners, a sort's permutation).
+pub(crate) fn select_into(source: &[u32], t: &[f64], dy: &mut [f64]) {
+    for (d, &w) in dy.iter_mut().zip(source) {
+        *d = if w == u32::MAX { 0.0 } else { t[w as usize] };
+    }
+}
+
+/// The adjoint of [`select_into`], accumulated into `d`.
+pub(crate) fn select_adjoint_into(source: &[u32], g: &[f64], d: &mut [f64]) {
+    for (&t, &w) in g.iter().zip(source) {
+        if w != u32::MAX {
+            d[w as usize] += t;
+        }
+    }
 }
 
 /// `max |v|`.

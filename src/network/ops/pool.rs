@@ -2,7 +2,8 @@
 //! over axes (ReduceMean, GlobalAveragePool).
 
 use super::{
-    expect_rank4, linear_kernel, single, At, Context, Kernel, LinearPart, Operation, Role, Saved,
+    expect_rank4, linear_kernel, select_adjoint_into, select_into, single, At, Context, Kernel,
+    LinearPart, Operation, Role, Saved,
 };
 use crate::error::{Error, Result};
 
@@ -210,26 +211,10 @@ impl Kernel for MaxPoolKernel {
         max_pool(&self.pool, &self.shape, ins[0], y)
     }
     fn jvp(&self, at: At<'_>, t: &[&[f64]], dy: &mut [f64]) {
-        select(at.saved, t[0], dy);
+        select_into(at.saved, t[0], dy);
     }
     fn vjp(&self, at: At<'_>, g: &[f64], outs: &mut [Vec<f64>]) {
-        select_adjoint(at.saved, g, &mut outs[0]);
-    }
-}
-
-/// `dy[o] = t[winner[o]]` (0 where no input won).
-fn select(winners: &[u32], t: &[f64], dy: &mut [f64]) {
-    for (d, &w) in dy.iter_mut().zip(winners) {
-        *d = if w == u32::MAX { 0.0 } else { t[w as usize] };
-    }
-}
-
-/// The adjoint of [`select`].
-fn select_adjoint(winners: &[u32], g: &[f64], d: &mut [f64]) {
-    for (&t, &w) in g.iter().zip(winners) {
-        if w != u32::MAX {
-            d[w as usize] += t;
-        }
+        select_adjoint_into(at.saved, g, &mut outs[0]);
     }
 }
 
@@ -345,10 +330,10 @@ impl Kernel for GlobalMaxKernel {
             .collect()
     }
     fn jvp(&self, at: At<'_>, t: &[&[f64]], dy: &mut [f64]) {
-        select(at.saved, t[0], dy);
+        select_into(at.saved, t[0], dy);
     }
     fn vjp(&self, at: At<'_>, g: &[f64], outs: &mut [Vec<f64>]) {
-        select_adjoint(at.saved, g, &mut outs[0]);
+        select_adjoint_into(at.saved, g, &mut outs[0]);
     }
 }
 

@@ -53,10 +53,15 @@ impl LinearPart for Copy {
     }
 }
 
-/// Output element `j` is input element `index[j]`, or `fill` where `index[j] == u32::MAX`.
-/// Constant `√(largest number of outputs reading one input)`.
+/// Output element `j` is input element `index[j]`, or `fill` where `index[j] == u32::MAX`:
+/// every operator that moves elements without combining them (`Pad`, `Transpose`, `Slice`,
+/// `Split`, `Gather`, `Expand`, `Tile`, nearest-neighbour `Resize`, …). Its matrix has one 1
+/// per row at most, so `AᵀA` is diagonal with the number of outputs reading each input:
+/// the constant is exactly `√(largest number of outputs reading one input)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gather {
+    /// The ONNX operator it stands for, for messages.
+    pub kind: &'static str,
     /// Source of each output element.
     pub index: Vec<u32>,
     /// Constant for padded elements.
@@ -69,7 +74,7 @@ impl super::Sealed for Gather {}
 
 impl Operation for Gather {
     fn op_type(&self) -> &'static str {
-        "Pad"
+        self.kind
     }
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
         let s = single(inputs)?;
@@ -79,7 +84,11 @@ impl Operation for Gather {
             return Err(Error::length("gather index", len, self.index.len()));
         }
         if self.index.iter().any(|&i| i != u32::MAX && i as usize >= n) {
-            return Err(Error::invalid("gather index", "out of range", "bad pad"));
+            return Err(Error::invalid(
+                "gather index",
+                "out of range",
+                &format!("{} reads outside its input {s:?}", self.kind),
+            ));
         }
         Ok(self.shape.clone())
     }
