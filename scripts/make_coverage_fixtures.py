@@ -187,6 +187,43 @@ class Selections(nn.Module):
         return self.fc(torch.cat([w, z.reshape(1, -1), u], dim=1))
 
 
+class SllConv(nn.Module):
+    """SLL's convolutional layer: x − 2·Wᵀ T⁻¹ σ(W x + b), Wᵀ the transposed convolution."""
+
+    def __init__(self, c, hidden):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(hidden, c, 3, 3) / (3 * c ** 0.5))
+        self.bias = nn.Parameter(torch.randn(hidden) * 0.1)
+        self.q = nn.Parameter(torch.rand(hidden) + 0.5)
+
+    def forward(self, x):
+        k, q = self.kernel, self.q.abs()
+        ktk = F.conv2d(k, k, padding=2).abs()          # |KᵀK| as a (hidden, hidden, 5, 5) kernel
+        t = (ktk.sum(dim=(2, 3)) * q[None, :] / q[:, None]).sum(dim=1)
+        res = F.relu(F.conv2d(x, k, self.bias, padding=1)) / t[None, :, None, None]
+        return x - 2 * F.conv_transpose2d(res, k, padding=1)
+
+
+class Convs(nn.Module):
+    """1-D and transposed convolutions, an SLL block."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1d = nn.Conv1d(3, 4, 5, stride=2, padding=2, dilation=1)
+        self.deconv1d = nn.ConvTranspose1d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.deconv = nn.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.sll = SllConv(4, 6)
+        self.fc = nn.Linear(4 * 4 * 8, 3)
+
+    def forward(self, x):                                # (1, 3, 16)
+        y = F.relu(self.conv1d(x))                       # (1, 4, 8)
+        y = torch.tanh(self.deconv1d(y))                 # (1, 2, 16)
+        y = y.reshape(1, 2, 2, 8)
+        y = F.relu(self.deconv(y))                       # (1, 4, 4, 16)
+        y = self.sll(y[:, :, :, ::2])                    # (1, 4, 4, 8)
+        return self.fc(y.flatten(1))
+
+
 class Attention(nn.Module):
     """Dot-product self-attention plus an SE gate and an exp: three different blockers."""
 
@@ -217,6 +254,7 @@ MODELS = {
     "norms": (Norms, (1, 3, 6, 6), "load"),
     "resizes": (Resizes, (1, 2, 3, 4), "load"),
     "selections": (Selections, (1, 4, 6, 6), "load"),
+    "convs": (Convs, (1, 3, 16), "load"),
     "attention": (Attention, (1, 3, 4, 4), "refuse"),
 }
 

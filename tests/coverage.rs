@@ -76,7 +76,7 @@ fn sampled_lower(eval: &Evaluator<'_>, seed: u64) -> f64 {
 #[test]
 fn every_construct_loads_and_computes_what_onnxruntime_computes() {
     let all = loadable();
-    assert_eq!(all.len(), 12, "6 models × 2 exporters");
+    assert_eq!(all.len(), 14, "7 models × 2 exporters");
     for (name, r) in all {
         let net = load(&name);
         let eval = Evaluator::new(&net, true, 1 << 30).unwrap();

@@ -46,7 +46,10 @@ pub struct Node {
     pub output: ValueId,
     /// For Conv and Dense nodes: an upper bound on `‖W_source − W‖_F`, how far the `f32`
     /// weights kept here are from the weights the source stored (f64 initializers, a Gemm's
-    /// `alpha`); 0 when they are exact. Layer bounds are widened by it.
+    /// `alpha`, weights folded from other constants); 0 when they are exact. Layer bounds
+    /// are widened by it. For an elementwise scale: a bound on `max|s_source − s|` (a scale
+    /// folded from other constants), added to its constant; such a scale is not folded into
+    /// a layer.
     pub weight_error: f64,
 }
 

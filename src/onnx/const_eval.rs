@@ -3,20 +3,20 @@
 //! from parameters in the forward pass and left in the graph (AOL's rescaling
 //! `W·diag(Σ|WᵀW|)^{-1/2}`, SLL's `T`, orthogonal or normalised weights).
 //!
-//! Values are computed in `f64` with numpy broadcasting. Every float result carries `error`,
-//! a bound on `max_i |ours_i − runtime_i|` against a runtime that computes the same graph in
-//! `f32` (and so on how far our value can be from either): each operation adds the
-//! propagated input errors (through its local Lipschitz constant on the values at hand) and
-//! its own rounding `u·max|out|` with `u = 2⁻²³` (twice `f32`'s unit roundoff, covering both
-//! evaluations); sums of `n` terms add `γ_n = nu/(1 − nu)` times the sum of magnitudes. A
-//! layer whose weights carry an error gets `error·√len` as its Frobenius weight error, which
-//! the analysis adds to its bound. Integer results are exact.
+//! What is certified is the model in exact arithmetic (as for BatchNorm's `γ/√(σ² + ε)`):
+//! values are computed in `f64` with numpy broadcasting, and every float result carries
+//! `error`, a bound on `max_i |ours_i − exact_i|`. Each operation adds the propagated input
+//! errors (through its local Lipschitz constant on the values at hand) and its own rounding
+//! `u·max|out|` with `u = 2⁻⁵¹` (twice `f64`'s unit roundoff); sums of `n` terms add
+//! `γ_n = nu/(1 − nu)` times their sum of magnitudes (Higham, (3.5)). A layer whose weights
+//! carry an error gets `error·√len` as its Frobenius weight error and an elementwise scale
+//! gets `error` added to its constant (see `Node::weight_error`). Integer results are exact.
 
 use super::tensor::{Const, ConstData};
 use crate::error::{Error, Result};
 
-/// Twice `f32`'s unit roundoff.
-const U: f64 = 1.0 / (1u64 << 23) as f64;
+/// Twice `f64`'s unit roundoff.
+pub(super) const U: f64 = f64::EPSILON;
 
 /// `γ_n = nu/(1 − nu)` for sums of `n` terms.
 fn gamma(n: usize) -> f64 {
@@ -211,7 +211,7 @@ pub(super) fn binary(op: &str, a: &Arr, b: &Arr) -> Result<Arr> {
             } else {
                 p * (a.min_abs() - ea).powf(p - 1.0)
             };
-            // powf is within a few ulps: 4u·max|out| more.
+            // powf is within a few ulps: 4u·max|out|.
             slope * ea + 4.0 * U * v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
         }
         _ => unreachable!(),
@@ -257,7 +257,7 @@ pub(super) fn unary(op: &str, a: &Arr) -> Result<Arr> {
             err: 0.0,
         });
     }
-    // Transcendental functions are within a few ulps in any libm: 4u·max|out|.
+    // Transcendental functions are within a few ulps in any libm: 3u·max|out| more.
     let own = if matches!(op, "Exp" | "Sigmoid" | "Tanh") {
         3.0
     } else {
@@ -410,5 +410,194 @@ pub(super) fn rearrange(a: &Arr, out: Vec<usize>, source: &[u32]) -> Arr {
         v: source.iter().map(|&i| a.v[i as usize]).collect(),
         int: a.int,
         err: a.err,
+    }
+}
+
+/// A 2-D convolution of constants (`x` NCHW, `w` OIHW), with pads `[top, left, bottom,
+/// right]`, strides, dilations and groups; errors as for a product with `C/g·kH·kW` terms.
+pub(super) fn conv2d(
+    x: &Arr,
+    w: &Arr,
+    pads: [usize; 4],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+) -> Result<Arr> {
+    let (xd, wd) = (&x.dims, &w.dims);
+    if xd.len() != 4
+        || wd.len() != 4
+        || groups == 0
+        || wd[1] * groups != xd[1]
+        || !wd[0].is_multiple_of(groups)
+    {
+        return Err(bad("constant Conv shapes", (xd, wd), "do not agree"));
+    }
+    let (n, c, h, wi) = (xd[0], xd[1], xd[2], xd[3]);
+    let (o, cg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let extent = |k: usize, d: usize| d * (k - 1) + 1;
+    let (ph, pw) = (h + pads[0] + pads[2], wi + pads[1] + pads[3]);
+    if ph < extent(kh, dilation[0]) || pw < extent(kw, dilation[1]) {
+        return Err(bad(
+            "constant Conv",
+            (xd, wd),
+            "has a kernel larger than its input",
+        ));
+    }
+    let ho = (ph - extent(kh, dilation[0])) / stride[0] + 1;
+    let wo = (pw - extent(kw, dilation[1])) / stride[1] + 1;
+    let og = o / groups;
+    let mut v = vec![0.0; n * o * ho * wo];
+    let mut propagated = 0.0f64;
+    let terms = cg * kh * kw;
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / og;
+            for i in 0..ho {
+                for j in 0..wo {
+                    let (mut sum, mut abs_xw, mut abs_x, mut abs_w) = (0.0, 0.0, 0.0, 0.0);
+                    for ci in 0..cg {
+                        for p in 0..kh {
+                            for q in 0..kw {
+                                let r = (i * stride[0] + p * dilation[0]) as i64 - pads[0] as i64;
+                                let s = (j * stride[1] + q * dilation[1]) as i64 - pads[1] as i64;
+                                if r < 0 || s < 0 || r >= h as i64 || s >= wi as i64 {
+                                    continue;
+                                }
+                                let xv =
+                                    x.v[((b * c + g * cg + ci) * h + r as usize) * wi + s as usize];
+                                let wv = w.v[((oc * cg + ci) * kh + p) * kw + q];
+                                sum += xv * wv;
+                                abs_xw += (xv * wv).abs();
+                                abs_x += xv.abs();
+                                abs_w += wv.abs();
+                            }
+                        }
+                    }
+                    v[((b * o + oc) * ho + i) * wo + j] = sum;
+                    let e = x.err * abs_w
+                        + w.err * abs_x
+                        + terms as f64 * x.err * w.err
+                        + gamma(terms) * abs_xw;
+                    propagated = propagated.max(e);
+                }
+            }
+        }
+    }
+    Ok(Arr::float(vec![n, o, ho, wo], v, propagated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Σ x_i y_i` with error-free transformations (Ogita–Rump–Oishi Dot2): accurate to about
+    /// `u²`, a reference for the plain sums' error bounds.
+    fn dot2(x: &[f64], y: &[f64]) -> f64 {
+        let (mut s, mut c) = (0.0f64, 0.0f64);
+        for (&a, &b) in x.iter().zip(y) {
+            let p = a * b;
+            let pe = a.mul_add(b, -p);
+            let t = s + p;
+            let z = t - s;
+            let se = (s - (t - z)) + (p - z);
+            s = t;
+            c += pe + se;
+        }
+        s + c
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 1e3
+            })
+            .collect()
+    }
+
+    #[test]
+    fn products_and_sums_stay_within_their_error_bounds() {
+        let (m, k, n) = (7, 300, 5);
+        let a = Arr {
+            dims: vec![m, k],
+            v: random(m * k, 1),
+            int: false,
+            err: 0.0,
+        };
+        let b = Arr {
+            dims: vec![k, n],
+            v: random(k * n, 2),
+            int: false,
+            err: 0.0,
+        };
+        let c = matmul(&a, &b).unwrap();
+        assert!(c.err > 0.0);
+        for i in 0..m {
+            for j in 0..n {
+                let col: Vec<f64> = (0..k).map(|p| b.v[p * n + j]).collect();
+                let exact = dot2(&a.v[i * k..(i + 1) * k], &col);
+                assert!(
+                    (c.v[i * n + j] - exact).abs() <= c.err,
+                    "{} vs {exact}",
+                    c.v[i * n + j]
+                );
+            }
+        }
+        let s = reduce("ReduceSum", &a, &[1], false).unwrap();
+        for i in 0..m {
+            let exact = dot2(&a.v[i * k..(i + 1) * k], &vec![1.0; k]);
+            assert!((s.v[i] - exact).abs() <= s.err);
+        }
+        // An input error propagates: x ± e through √ stays within the bound.
+        let x = Arr {
+            dims: vec![3],
+            v: vec![4.0, 9.0, 0.25],
+            int: false,
+            err: 1e-3,
+        };
+        let r = unary("Sqrt", &x).unwrap();
+        for (&xi, &ri) in x.v.iter().zip(&r.v) {
+            for shifted in [xi - 1e-3, xi + 1e-3] {
+                assert!((shifted.sqrt() - ri).abs() <= r.err);
+            }
+        }
+        let q = binary(
+            "Div",
+            &x,
+            &Arr {
+                dims: vec![],
+                v: vec![3.0],
+                int: false,
+                err: 1e-4,
+            },
+        )
+        .unwrap();
+        for (&xi, &qi) in x.v.iter().zip(&q.v) {
+            for (dx, dy) in [(1e-3, -1e-4), (-1e-3, 1e-4)] {
+                assert!(((xi + dx) / (3.0 + dy) - qi).abs() <= q.err);
+            }
+        }
+    }
+
+    #[test]
+    fn near_zero_divisors_and_roots_of_inexact_constants_are_refused() {
+        let x = Arr {
+            dims: vec![2],
+            v: vec![1e-9, 1.0],
+            int: false,
+            err: 1e-8,
+        };
+        assert!(unary("Sqrt", &x).is_err());
+        assert!(unary("Reciprocal", &x).is_err());
+        let one = Arr {
+            dims: vec![],
+            v: vec![1.0],
+            int: false,
+            err: 0.0,
+        };
+        assert!(binary("Div", &one, &x).is_err());
     }
 }

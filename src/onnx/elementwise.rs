@@ -280,13 +280,18 @@ impl Importer {
     ) -> Result<()> {
         let shape = self.shape_of(v);
         let mut vals = c.f64s();
+        // How far each scale may be from its exact value (a constant folded from others).
+        let mut error = c.error;
         if invert {
             if let Some(z) = vals.iter().position(|&d| d == 0.0) {
                 return Err(self.err(format!(
                     "node {label}: division by zero (divisor element {z})"
                 )));
             }
-            vals.iter_mut().for_each(|d| *d = 1.0 / *d);
+            let inverse = super::const_eval::unary("Reciprocal", &super::const_eval::Arr::of(c))
+                .map_err(|e| self.err(format!("node {label}: {e}")))?;
+            vals = inverse.v;
+            error = if c.error > 0.0 { inverse.err } else { 0.0 };
         }
         let scale = self.broadcast(&c.dims, &vals, &shape, label)?;
         self.push(
@@ -298,6 +303,7 @@ impl Importer {
                 shift: Broadcast::scalar(0.0),
             },
             &[v],
-        )
+        )?;
+        self.record_weight_error(node, error)
     }
 }

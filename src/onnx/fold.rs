@@ -3,7 +3,9 @@
 //! evaluated at import.
 
 use super::attrs::{attr_int, attr_ints};
-use super::const_eval::{binary, broadcast_dims, matmul, rearrange, reduce, unary, Arr};
+use super::const_eval::{
+    binary, broadcast_dims, conv2d, matmul, rearrange, reduce, unary, Arr, U as U_BIAS,
+};
 use super::importer::Importer;
 use super::proto::NodeProto;
 use super::reshape::{resolve_reshape, squeeze_shape};
@@ -271,6 +273,29 @@ impl Importer {
                 };
                 r.v.iter_mut().for_each(|x| *x = x.max(lo.unwrap_or(f64::NEG_INFINITY)).min(hi.unwrap_or(f64::INFINITY)));
                 one(r)
+            }
+            "Conv" => {
+                let (x, w) = (get(0)?, get(1)?);
+                let ints = |name: &str, default: Vec<i64>| -> Vec<usize> {
+                    attr_ints(node, name).unwrap_or(default).iter().map(|&v| v.max(0) as usize).collect()
+                };
+                let (p, st, dl) = (ints("pads", vec![0; 4]), ints("strides", vec![1, 1]), ints("dilations", vec![1, 1]));
+                let auto = super::attrs::attr_string(node, "auto_pad").unwrap_or_default();
+                if p.len() != 4 || st.len() != 2 || dl.len() != 2 || !(auto.is_empty() || auto == "NOTSET") || st.contains(&0) || dl.contains(&0) {
+                    return Err(self.err(format!("node {label}: only 2-D constant Convs with explicit pads are folded")));
+                }
+                let out = x.len() as u128 * w.dims.first().copied().unwrap_or(1) as u128;
+                self.budget.charge(out * 8, &format!("node {label}: folding Conv"))?;
+                let mut y = conv2d(x, w, [p[0], p[1], p[2], p[3]], [st[0], st[1]], [dl[0], dl[1]], attr_int(node, "group", 1).max(1) as usize)?;
+                if let Some(b) = parts.get(2).and_then(Option::as_ref) {
+                    let plane = y.dims[2] * y.dims[3];
+                    let o = y.dims[1];
+                    for (i, v) in y.v.iter_mut().enumerate() {
+                        *v += b.v[(i / plane) % o];
+                    }
+                    y.err += b.err + U_BIAS * y.v.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                }
+                one(y)
             }
             "MatMul" => {
                 let (a, b) = (get(0)?, get(1)?);

@@ -31,6 +31,7 @@ pub(super) type Lowering = fn(&mut Importer, &NodeProto, &str) -> Result<()>;
 /// (and, for a new kind of operation, one type in `network/ops/`).
 pub(super) const OPERATORS: &[(&str, Lowering)] = &[
     ("Conv", linear::conv),
+    ("ConvTranspose", linear::conv_transpose),
     ("Gemm", linear::gemm),
     ("MatMul", linear::matmul),
     ("Add", elementwise::add),

@@ -3,18 +3,220 @@
 
 use super::attrs::{attr_int, attr_ints, attr_string, pair};
 use super::importer::Importer;
-use super::proto::NodeProto;
+use super::proto::{AttributeProto, NodeProto};
 use super::tensor::{transpose, Weights};
 use crate::bound::round_to_f32;
 use crate::conv::PaddingMode;
 use crate::error::Result;
-use crate::network::ops::{conv_for, Conv, Dense};
+use crate::network::ops::{conv_for, Conv, ConvTranspose, Dense, Reshape};
 use crate::network::ValueId;
 
-/// `Conv`.
+/// `Conv` (2-D, or 1-D through a 2-D one of height 1).
 pub(super) fn conv(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
     let (x, xs) = imp.main_input(node, label)?;
+    if xs.len() == 3 {
+        return imp.as_2d(node, label, x, &xs, |imp, n, x, xs| {
+            imp.conv(n, label, x, xs)
+        });
+    }
     imp.conv(node, label, x, &xs)
+}
+
+/// `ConvTranspose` (2-D, or 1-D through a 2-D one of height 1).
+pub(super) fn conv_transpose(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (x, xs) = imp.main_input(node, label)?;
+    if xs.len() == 3 {
+        return imp.as_2d(node, label, x, &xs, |imp, n, x, xs| {
+            imp.conv_transpose(n, label, x, xs)
+        });
+    }
+    imp.conv_transpose(node, label, x, &xs)
+}
+
+/// A 1-D attribute as the 2-D one of a height-1 image: `[v] → [1, v]` (`[0, v]` for pads,
+/// whose `[b, e]` become `[0, b, 0, e]`).
+fn lift_attribute(a: &AttributeProto) -> AttributeProto {
+    let mut lifted = a.clone();
+    lifted.ints = match (a.name.as_str(), a.ints.as_slice()) {
+        ("pads", [b, e]) => vec![0, *b, 0, *e],
+        ("output_padding", [v]) => vec![0, *v],
+        ("output_shape", [v]) => vec![1, *v],
+        ("kernel_shape" | "strides" | "dilations", [v]) => vec![1, *v],
+        _ => return lifted,
+    };
+    lifted
+}
+
+impl Importer {
+    /// Runs a 2-D lowering `lower` on a 1-D node (`(N, C, L)` input, 3-D weight): the input
+    /// viewed as `(N, C, 1, L)`, the weight as `(…, 1, K)`, the attributes lifted, and the
+    /// output viewed back as `(N, C', L')`.
+    fn as_2d(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        x: ValueId,
+        xs: &[usize],
+        lower: impl FnOnce(&mut Importer, &NodeProto, ValueId, &[usize]) -> Result<()>,
+    ) -> Result<()> {
+        let w_name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let w = self.constant(w_name, label, "weight")?.clone();
+        if w.dims.len() != 3 {
+            return Err(self.err(format!(
+                "node {label}: a 1-D {} needs a 3-D weight, got {:?}",
+                node.op_type, w.dims
+            )));
+        }
+        self.budget.charge(
+            w.len() as u128 * 8,
+            &format!("node {label}: 2-D view of weight '{w_name}'"),
+        )?;
+        let mut lifted = node.clone();
+        let base = node.output[0].clone();
+        lifted.input[0] = format!("{base}/2d_input");
+        lifted.input[1] = format!("{base}/2d_weight");
+        lifted.output = vec![format!("{base}/2d")];
+        lifted.attribute = node.attribute.iter().map(lift_attribute).collect();
+        let mut w2 = w;
+        w2.dims.insert(2, 1);
+        self.consts.insert(lifted.input[1].clone(), w2);
+        let x4 = super::select::add_reshape(
+            self,
+            &lifted.input[0],
+            label,
+            x,
+            vec![xs[0], xs[1], 1, xs[2]],
+        )?;
+        self.values.insert(lifted.input[0].clone(), x4);
+        let shape4 = self.shape_of(x4);
+        lower(self, &lifted, x4, &shape4)?;
+        let y4 = self.values[&lifted.output[0]];
+        let s = self.shape_of(y4);
+        let kind = node.op_type.clone();
+        self.push(node, label, &kind, Reshape(vec![s[0], s[1], s[3]]), &[y4])
+    }
+
+    /// `ConvTranspose(x, W, b)` on `(N, C, H, W)`: the adjoint of the conv from the output's
+    /// shape to the input's.
+    fn conv_transpose(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        x: ValueId,
+        xs: &[usize],
+    ) -> Result<()> {
+        let w_name = node.input.get(1).map(String::as_str).unwrap_or("");
+        let w_dims = self.constant(w_name, label, "weight")?.dims.clone();
+        if xs.len() != 4 || w_dims.len() != 4 {
+            return Err(self.err(format!(
+                "node {label}: ConvTranspose needs a (N, C, H, W) input and an IOHW weight; got {xs:?} and {w_dims:?}"
+            )));
+        }
+        let groups = attr_int(node, "group", 1);
+        if groups < 1 || w_dims[0] != xs[1] {
+            return Err(self.err(format!(
+                "node {label}: weight {w_dims:?} does not fit the input {xs:?} (group {groups})"
+            )));
+        }
+        let groups = groups as usize;
+        let kernel = [w_dims[2], w_dims[3]];
+        let stride = pair(node, "strides").map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let dilation =
+            pair(node, "dilations").map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let out_pad = attr_ints(node, "output_padding").unwrap_or_else(|| vec![0, 0]);
+        if out_pad.len() != 2
+            || (0..2).any(|a| out_pad[a] < 0 || out_pad[a] as usize >= stride[a].max(dilation[a]))
+        {
+            return Err(self.err(format!(
+                "node {label}: output_padding {out_pad:?} must be below the stride or dilation"
+            )));
+        }
+        // The full output size before pads are removed.
+        let full: Vec<i64> = (0..2)
+            .map(|a| {
+                (stride[a] * (xs[2 + a] - 1) + dilation[a] * (kernel[a] - 1) + 1) as i64
+                    + out_pad[a]
+            })
+            .collect();
+        let auto = attr_string(node, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+        let pads: [i64; 4] = match (attr_ints(node, "output_shape"), auto.as_str()) {
+            (Some(shape), mode) => {
+                let shape = &shape[shape.len().saturating_sub(2)..];
+                let total: Vec<i64> = (0..2)
+                    .map(|a| full[a] - shape.get(a).copied().unwrap_or(0))
+                    .collect();
+                let split = |t: i64| {
+                    if mode == "SAME_UPPER" {
+                        (t / 2, t - t / 2)
+                    } else {
+                        (t - t / 2, t / 2)
+                    }
+                };
+                let ((t0, b0), (t1, b1)) = (split(total[0]), split(total[1]));
+                [t0, t1, b0, b1]
+            }
+            (None, "SAME_UPPER" | "SAME_LOWER") => {
+                let total: Vec<i64> = (0..2)
+                    .map(|a| full[a] - (xs[2 + a] * stride[a]) as i64)
+                    .collect();
+                let split = |t: i64| {
+                    if auto == "SAME_UPPER" {
+                        (t / 2, t - t / 2)
+                    } else {
+                        (t - t / 2, t / 2)
+                    }
+                };
+                let ((t0, b0), (t1, b1)) = (split(total[0]), split(total[1]));
+                [t0, t1, b0, b1]
+            }
+            (None, _) => {
+                let p = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+                if p.len() != 4 {
+                    return Err(self.err(format!("node {label}: pads {p:?} must be 4 values")));
+                }
+                [p[0], p[1], p[2], p[3]]
+            }
+        };
+        let out: Vec<i64> = (0..2).map(|a| full[a] - pads[a] - pads[a + 2]).collect();
+        if pads.iter().any(|&p| p < 0) || out.iter().any(|&o| o < 1) {
+            return Err(self.err(format!(
+                "node {label}: pads {pads:?} do not fit the output size {full:?}"
+            )));
+        }
+        let out_shape = [xs[0], w_dims[1] * groups, out[0] as usize, out[1] as usize];
+        let pads = pads.map(|p| p as usize);
+        let conv = conv_for(
+            &out_shape,
+            xs[1],
+            kernel,
+            stride,
+            dilation,
+            groups,
+            pads,
+            PaddingMode::Zeros,
+        )
+        .map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
+            None => None,
+        };
+        let weight_count = w_dims.iter().product::<usize>() as u128;
+        self.budget.charge(
+            weight_count * 4,
+            &format!("node {label}: copy of weight '{w_name}'"),
+        )?;
+        let weights = self.constant(w_name, label, "weight")?.weights();
+        let op = ConvTranspose {
+            adjoint_of: Conv {
+                conv,
+                weight: weights.values,
+                bias: None,
+            },
+            bias,
+        };
+        self.push(node, label, "ConvTranspose", op, &[x])?;
+        self.record_weight_error(node, weights.error)
+    }
 }
 
 /// `Gemm`: `y = alpha·A·op(B) + beta·C` with `A` the activation.

@@ -69,6 +69,9 @@ fn fold_outputs(cx: &FoldContext<'_>, k: usize, layer: &dyn Layer) -> (Vec<f64>,
             break;
         }
         let fits = |d: &[f64]| layer.fits_output(d);
+        if net.nodes[j].weight_error > 0.0 {
+            break;
+        }
         if !take(
             &net.nodes[j].op,
             j,
@@ -100,6 +103,9 @@ fn fold_inputs(cx: &FoldContext<'_>, k: usize, layer: &dyn Layer) -> (Vec<f64>, 
             break;
         }
         let fits = |d: &[f64]| layer.fits_input(d);
+        if net.nodes[j].weight_error > 0.0 {
+            break;
+        }
         if !take(
             &net.nodes[j].op,
             j,

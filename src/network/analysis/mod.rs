@@ -424,6 +424,12 @@ fn weight_perturbation(g: &Graph<'_>, folds: &[Folded], factor: &[f64]) -> f64 {
         let e = node.weight_error * folded.max_scale;
         error[k] = rules::mul_up(fold::frobenius_to_operator(node), e);
     }
+    // Elementwise scales with an error (never folded into a layer): `‖diag(δ)‖ ≤ max|δ|`.
+    for (k, node) in net.nodes.iter().enumerate() {
+        if g.live[k] && node.op.role() != Role::Layer {
+            error[k] = node.weight_error;
+        }
+    }
     if error.iter().all(|&e| e == 0.0) {
         return 0.0;
     }
@@ -479,7 +485,11 @@ fn node_factors(g: &Graph<'_>, folds: &[Folded], factor: &mut [f64]) -> Result<(
         if !g.live[k] || node.op.role() == Role::Layer {
             continue;
         }
-        let own = node.op.lipschitz(&net.input_shapes(node))?;
+        // A scale folded from other constants may be `weight_error` from its exact value.
+        let own = rules::add_up(
+            node.op.lipschitz(&net.input_shapes(node))?,
+            node.weight_error,
+        );
         factor[k] = if folded[k] { 1.0 } else { own };
     }
     Ok(())

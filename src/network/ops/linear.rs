@@ -189,6 +189,112 @@ impl Layer for Conv {
     }
 }
 
+/// A transposed 2-D convolution (ONNX `ConvTranspose`, PyTorch `ConvTranspose2d`):
+/// `y = Cᵀx + b` with `C` the convolution from the output's shape to the input's (same
+/// weights, IOHW read as C's OIHW). `Cᵀ` has the singular values of `C`, so its bound is
+/// `C`'s, through the same certified machinery (exact for circular padding, an interval for
+/// zero padding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvTranspose {
+    /// The convolution `C` it is the adjoint of (no bias).
+    pub adjoint_of: Conv,
+    /// Optional bias (one per output channel, i.e. per input channel of `C`).
+    pub bias: Option<Vec<f32>>,
+}
+
+impl super::Sealed for ConvTranspose {}
+
+impl Operation for ConvTranspose {
+    fn op_type(&self) -> &'static str {
+        "ConvTranspose"
+    }
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let s = expect_rank4(inputs, "ConvTranspose")?;
+        let c = &self.adjoint_of.conv;
+        let out = vec![s[0], c.in_channels, c.input[0], c.input[1]];
+        // C must map the output's shape to the input's.
+        if self.adjoint_of.output_shape(&[&out])? != s {
+            return Err(Error::invalid(
+                "ConvTranspose input",
+                format!("{s:?}"),
+                &format!(
+                    "the transposed convolution expects {:?}",
+                    self.adjoint_of.output_shape(&[&out])?
+                ),
+            ));
+        }
+        if let Some(b) = &self.bias {
+            if b.len() != c.in_channels {
+                return Err(Error::length("ConvTranspose bias", c.in_channels, b.len()));
+            }
+            check_finite("ConvTranspose bias", b)?;
+        }
+        Ok(out)
+    }
+    fn role(&self) -> Role {
+        Role::Layer
+    }
+    fn lipschitz(&self, inputs: &[&[usize]]) -> Result<f64> {
+        self.adjoint_of.lipschitz(inputs)
+    }
+    fn prepare<'a>(&'a self, cx: &Context<'_>) -> Result<Box<dyn Kernel + 'a>> {
+        let (conv, weight) = (&self.adjoint_of.conv, &self.adjoint_of.weight);
+        let op = if cx.accurate {
+            ConvOperator::Direct(DirectConv2d::new(conv, weight)?)
+        } else {
+            ConvOperator::auto(conv, weight, 1, cx.memory_limit)?
+        };
+        Ok(linear_kernel(TransposedPart { op, layer: self }))
+    }
+    fn as_layer(&self) -> Option<&dyn Layer> {
+        Some(self)
+    }
+}
+
+struct TransposedPart<'a> {
+    op: ConvOperator<'a>,
+    layer: &'a ConvTranspose,
+}
+
+impl LinearPart for TransposedPart<'_> {
+    fn apply(&self, ins: &[&[f64]], y: &mut [f64]) {
+        self.op.as_operator().adjoint(ins[0], y);
+    }
+    fn adjoint(&self, g: &[f64], outs: &mut [Vec<f64>]) {
+        self.op.as_operator().forward(g, &mut outs[0]);
+    }
+    fn add_offset(&self, y: &mut [f64]) {
+        if let Some(b) = &self.layer.bias {
+            let plane = y.len() / b.len();
+            for (c, chunk) in y.chunks_mut(plane).enumerate() {
+                chunk.iter_mut().for_each(|v| *v += b[c] as f64);
+            }
+        }
+    }
+}
+
+/// `Cᵀ`'s input side is `C`'s output side and the other way round.
+impl Layer for ConvTranspose {
+    fn weights(&self) -> &[f32] {
+        &self.adjoint_of.weight
+    }
+    fn bound(&self, weight: &[f32], opts: &Options) -> Result<LayerBound> {
+        self.adjoint_of.bound(weight, opts)
+    }
+    fn fits_output(&self, d: &[f64]) -> bool {
+        self.adjoint_of.fits_input(d)
+    }
+    fn fits_input(&self, d: &[f64]) -> bool {
+        self.adjoint_of.fits_output(d)
+    }
+    fn scaled_products(&self, d_in: &[f64], d_out: &[f64]) -> Vec<f64> {
+        self.adjoint_of.scaled_products(d_out, d_in)
+    }
+    fn frobenius_to_operator(&self) -> f64 {
+        self.adjoint_of.frobenius_to_operator()
+    }
+}
+
 /// `y = W x + b` on the last axis: `W` is `rows × cols` row-major (rows = outputs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dense {

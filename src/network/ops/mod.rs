@@ -23,7 +23,7 @@ pub(crate) use activation::MISH_SLOPES;
 pub use activation::{Activation, PRelu, Softmax};
 pub use elementwise::{Affine, Broadcast, Sum};
 pub(crate) use linear::conv_for;
-pub use linear::{Conv, Dense, Layer, LayerBound, LayerMethod};
+pub use linear::{Conv, ConvTranspose, Dense, Layer, LayerBound, LayerMethod};
 pub use norm::Normalize;
 pub use order::{Extremum, Sort};
 pub use pool::{AvgPool, GlobalMaxPool, MaxPool, Pool2d, ReduceMean, MAX_POOL_WORK};
