@@ -6,7 +6,9 @@
 //! checked against explicit matrices and their proven constants.
 
 use lipschitz::network::ops::{AxisMap, Extremum, Gather, Interpolate, Normalize, Reshape, Sort};
-use lipschitz::network::{analyze, AnalysisOptions, Evaluator, Network, NetworkBuilder};
+use lipschitz::network::{
+    analyze, AnalysisOptions, Evaluator, Network, NetworkBuilder, NetworkMethod,
+};
 use lipschitz::onnx::{load_onnx, ImportOptions};
 use lipschitz::{dense_norm, Options};
 use rand::{Rng, SeedableRng};
@@ -76,7 +78,11 @@ fn sampled_lower(eval: &Evaluator<'_>, seed: u64) -> f64 {
 #[test]
 fn every_construct_loads_and_computes_what_onnxruntime_computes() {
     let all = loadable();
-    assert_eq!(all.len(), 14, "7 models × 2 exporters");
+    assert_eq!(
+        all.len(),
+        15,
+        "7 models × 2 exporters, adaptive pooling by dynamo only"
+    );
     for (name, r) in all {
         let net = load(&name);
         let eval = Evaluator::new(&net, true, 1 << 30).unwrap();
@@ -190,6 +196,36 @@ fn one_lipschitz_networks_get_the_product_of_their_layers() {
                 .count();
             assert_eq!(sorts, 2, "{model}_{exporter}: each activation is one sort");
         }
+        // MaxMin written as ReLUs gives the SDP methods their per-unit constraints: on the
+        // orthogonal MLP LipSDP-Neuron ends at or below the product, and on AOL + SLL (where
+        // the SLL block's layers have norms far above 1) well below it.
+        let net = load(&format!("maxmin_mlp_{exporter}"));
+        let a = analyze(&net, &opts).unwrap();
+        let method = |name: NetworkMethod| {
+            a.network
+                .methods
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.upper)
+        };
+        let product = method(NetworkMethod::Product).unwrap();
+        assert!(
+            method(NetworkMethod::LipSdp).unwrap() <= product,
+            "{exporter}"
+        );
+        let net = load(&format!("aol_sll_{exporter}"));
+        let a = analyze(&net, &opts).unwrap();
+        let product = a.network.methods[0].upper;
+        assert!(
+            a.network.upper < 0.5 * product,
+            "{exporter}: {} vs {product}",
+            a.network.upper
+        );
+        assert!(
+            a.network.upper < 1.0,
+            "AOL and SLL layers are 1-Lipschitz: {}",
+            a.network.upper
+        );
     }
 }
 

@@ -180,6 +180,21 @@ pub(super) fn binary(op: &str, a: &Arr, b: &Arr) -> Result<Arr> {
         });
     }
     let (ea, eb) = (a.err, b.err);
+    // Sums, differences and products of small integers (|v| < 2²⁶) are exact in f64.
+    let small_int = |x: &Arr| {
+        x.err == 0.0
+            && x.v
+                .iter()
+                .all(|v| v.fract() == 0.0 && v.abs() < (1 << 26) as f64)
+    };
+    if matches!(op, "Add" | "Sub" | "Mul" | "Max" | "Min") && small_int(a) && small_int(b) {
+        return Ok(Arr {
+            dims,
+            v,
+            int: false,
+            err: 0.0,
+        });
+    }
     let propagated = match op {
         "Add" | "Sub" => ea + eb,
         "Mul" => ea * mb + eb * ma + ea * eb,
@@ -217,6 +232,33 @@ pub(super) fn binary(op: &str, a: &Arr, b: &Arr) -> Result<Arr> {
         _ => unreachable!(),
     };
     Ok(Arr::float(dims, v, propagated))
+}
+
+/// `And`, `Or`, `Xor` of boolean constants, with broadcasting.
+pub(super) fn logical(op: &str, a: &Arr, b: &Arr) -> Result<Arr> {
+    let dims = broadcast_dims(&a.dims, &b.dims)?;
+    let (ia, ib) = (
+        broadcast_index(&a.dims, &dims),
+        broadcast_index(&b.dims, &dims),
+    );
+    let v = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| {
+            let (x, y) = (a.v[i] != 0.0, b.v[j] != 0.0);
+            f64::from(match op {
+                "And" => x && y,
+                "Or" => x || y,
+                _ => x != y,
+            })
+        })
+        .collect();
+    Ok(Arr {
+        dims,
+        v,
+        int: true,
+        err: 0.0,
+    })
 }
 
 /// An elementwise unary operation.

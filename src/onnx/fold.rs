@@ -4,7 +4,7 @@
 
 use super::attrs::{attr_int, attr_ints};
 use super::const_eval::{
-    binary, broadcast_dims, conv2d, matmul, rearrange, reduce, unary, Arr, U as U_BIAS,
+    binary, broadcast_dims, conv2d, logical, matmul, rearrange, reduce, unary, Arr, U as U_BIAS,
 };
 use super::importer::Importer;
 use super::proto::NodeProto;
@@ -261,6 +261,12 @@ impl Importer {
                 r.int = a.int && b.int;
                 one(r)
             }
+"Not" => {
+                let a = get(0)?;
+                let v = a.v.iter().map(|&x| f64::from(x == 0.0)).collect();
+                one(Arr { dims: a.dims.clone(), v, int: true, err: 0.0 })
+            }
+            "And" | "Or" | "Xor" => one(logical(op, get(0)?, get(1)?)?),
             "Abs" | "Neg" | "Relu" | "Sqrt" | "Reciprocal" | "Exp" | "Sigmoid" | "Tanh" => one(unary(op, get(0)?)?),
             "Clip" => {
                 let mut r = get(0)?.clone();
@@ -296,6 +302,34 @@ impl Importer {
                     y.err += b.err + U_BIAS * y.v.iter().fold(0.0f64, |m, v| m.max(v.abs()));
                 }
                 one(y)
+            }
+            "ScatterND" => {
+                let (data, idx, upd) = (get(0)?, get(1)?, get(2)?);
+                let reduction = super::attrs::attr_string(node, "reduction").unwrap_or_default();
+                let k = idx.dims.last().copied().unwrap_or(0);
+                if !(reduction.is_empty() || reduction == "none") || k == 0 || k > data.dims.len() {
+                    return Err(self.err(format!("node {label}: only ScatterND without reduction is folded")));
+                }
+                let slice: usize = data.dims[k..].iter().product();
+                let mut out = data.clone();
+                for (j, t) in idx.v.chunks(k).enumerate() {
+                    let mut flat = 0usize;
+                    for (a, &v) in t.iter().enumerate() {
+                        let n = data.dims[a] as i64;
+                        let v = if v < 0.0 { v as i64 + n } else { v as i64 };
+                        if !(0..n).contains(&v) {
+                            return Err(self.err(format!("node {label}: ScatterND index {v} out of range")));
+                        }
+                        flat = flat * data.dims[a] + v as usize;
+                    }
+                    let src = upd.v.get(j * slice..(j + 1) * slice).ok_or_else(|| {
+                        self.err(format!("node {label}: ScatterND updates too short"))
+                    })?;
+                    out.v[flat * slice..(flat + 1) * slice].copy_from_slice(src);
+                }
+                out.err = data.err.max(upd.err);
+                out.int = data.int && upd.int;
+                one(out)
             }
             "MatMul" => {
                 let (a, b) = (get(0)?, get(1)?);

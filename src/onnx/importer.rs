@@ -71,6 +71,8 @@ pub(super) const OPERATORS: &[(&str, Lowering)] = &[
     ("Gather", select::selection),
     ("Expand", select::selection),
     ("Tile", select::selection),
+    ("GatherND", select::selection),
+    ("Where", select::where_),
     ("DepthToSpace", select::selection),
     ("SpaceToDepth", select::selection),
     ("Resize", select::resize),
@@ -687,7 +689,15 @@ impl Importer {
                 Ok(())
             }
             "Shape" => self.shape_node(node, &label),
-            _ if !any_var => self.fold_constant(node, &label),
+            _ if !any_var => match self.fold_constant(node, &label) {
+                // A constant that cannot be evaluated stops only what depends on it, so that
+                // every other blocker is found too.
+                Err(Error::Model { detail, .. }) => {
+                    let why = detail.split_once(": ").map_or(detail.as_str(), |(_, w)| w);
+                    self.block(node, &label, format!("cannot be evaluated ({why})"))
+                }
+                other => other,
+            },
             op => match OPERATORS.iter().find(|(name, _)| *name == op) {
                 Some((_, lower)) => lower(self, node, &label),
                 None => match NOT_LIPSCHITZ.iter().find(|(name, _)| *name == op) {

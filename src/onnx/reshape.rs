@@ -82,6 +82,9 @@ pub(super) fn concat(imp: &mut Importer, node: &NodeProto, label: &str) -> Resul
             }
         }
     }
+    if node.input.iter().any(|n| !imp.values.contains_key(n)) {
+        return imp.concat_with_constants(node, label, axis_attr);
+    }
     let (_, xs) = imp.main_input(node, label)?;
     let axis = axis_of(imp, xs.len() as i64)?;
     let vs: Vec<ValueId> = node
@@ -97,6 +100,82 @@ pub(super) fn concat(imp: &mut Importer, node: &NodeProto, label: &str) -> Resul
     match imp.concat_as_selection(label, &vs, axis, &out)? {
         Some((op, root)) => imp.push(node, label, "Concat", op, &[root]),
         None => imp.push(node, label, "Concat", Concat(axis), &vs),
+    }
+}
+
+impl Importer {
+    /// `Concat` of activations and constants (ViT's class token): the constants' places
+    /// filled with zeros that read nothing (a [`Gather`] with no source, constant 0), then
+    /// the constants added as a shift. Constant `√(Σ L_i²)` over the activations.
+    fn concat_with_constants(&mut self, node: &NodeProto, label: &str, axis: i64) -> Result<()> {
+        let Some(x) = node.input.iter().find_map(|n| self.values.get(n).copied()) else {
+            return Err(self.err(format!("node {label}: Concat of constants only")));
+        };
+        let mut parts = Vec::with_capacity(node.input.len());
+        let mut constants = Vec::with_capacity(node.input.len());
+        for (k, name) in node.input.iter().enumerate() {
+            if let Some(&v) = self.values.get(name) {
+                parts.push(v);
+                constants.push(None);
+                continue;
+            }
+            let c = self.constant(name, label, "input")?.clone();
+            let shape = c.dims.clone();
+            self.selection_shape(label, &shape)?;
+            let zeros = Gather {
+                kind: "Concat",
+                index: vec![u32::MAX; c.len()],
+                fill: 0.0,
+                shape,
+            };
+            let z = self.add_node(
+                &format!("{}/const{k}", node.output[0]),
+                label,
+                "Concat",
+                zeros,
+                &[x],
+            )?;
+            parts.push(z);
+            constants.push(Some(c.f64s()));
+        }
+        let shapes: Vec<Vec<usize>> = parts.iter().map(|&v| self.shape_of(v)).collect();
+        let r = shapes[0].len() as i64;
+        let axis = norm_axis(axis, r).ok_or_else(|| {
+            self.err(format!(
+                "node {label}: Concat axis out of range for rank {r}"
+            ))
+        })?;
+        let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let out = Concat(axis)
+            .output_shape(&refs)
+            .map_err(|e| self.err(format!("node {label}: {e}")))?;
+        let joined = self.add_node(
+            &format!("{}/joined", node.output[0]),
+            label,
+            "Concat",
+            Concat(axis),
+            &parts,
+        )?;
+        // The shift: the constants in their places, zero elsewhere (the Concat layout).
+        let outer: usize = out[..axis].iter().product();
+        let mut shift = Vec::with_capacity(out.iter().product());
+        for o in 0..outer {
+            for (s, c) in shapes.iter().zip(&constants) {
+                let b = s.iter().product::<usize>() / outer.max(1);
+                match c {
+                    Some(vals) => shift.extend_from_slice(&vals[o * b..(o + 1) * b]),
+                    None => shift.extend(std::iter::repeat_n(0.0, b)),
+                }
+            }
+        }
+        let op = crate::network::ops::Affine {
+            scale: crate::network::ops::Broadcast::scalar(1.0),
+            shift: crate::network::ops::Broadcast {
+                values: shift,
+                inner: 1,
+            },
+        };
+        self.push(node, label, "Concat", op, &[joined])
     }
 }
 

@@ -209,6 +209,7 @@ pub(super) fn plan(
         "Gather" => gather_plan(imp, node, label, xs),
         "Expand" => expand_plan(imp, node, label, xs),
         "Tile" => tile_plan(imp, node, label, xs),
+        "GatherND" => gather_nd_plan(imp, node, label, xs),
         _ => depth_space_plan(imp, node, label, xs),
     }
 }
@@ -221,6 +222,7 @@ pub(super) const SELECTIONS: &[&str] = &[
     "Gather",
     "Expand",
     "Tile",
+    "GatherND",
     "DepthToSpace",
     "SpaceToDepth",
 ];
@@ -424,6 +426,119 @@ fn gather_plan(imp: &mut Importer, node: &NodeProto, label: &str, xs: Vec<usize>
         i[a + 1..].copy_from_slice(&o[a + q..]);
     });
     Ok(vec![(out, index)])
+}
+
+/// `GatherND(x, indices)` with constant indices (AdaptiveAvgPool exports): each index
+/// tuple (the last axis of `indices`, after `batch_dims` shared leading axes) picks a slice.
+fn gather_nd_plan(
+    imp: &mut Importer,
+    node: &NodeProto,
+    label: &str,
+    xs: Vec<usize>,
+) -> Result<Plan> {
+    let name = node.input.get(1).map(String::as_str).unwrap_or("");
+    let c = imp.constant(name, label, "indices")?;
+    let (idims, raw) = (c.dims.clone(), c.i64s());
+    let b = attr_int(node, "batch_dims", 0).max(0) as usize;
+    let q = idims.len();
+    let k = idims.last().copied().unwrap_or(0);
+    if q < 1 || b >= q || b + k > xs.len() || idims[..b] != xs[..b] {
+        return Err(imp.err(format!(
+            "node {label}: indices {idims:?} (batch_dims {b}) do not fit the input {xs:?}"
+        )));
+    }
+    let out: Vec<usize> = xs[..b]
+        .iter()
+        .chain(&idims[b..q - 1])
+        .chain(&xs[b + k..])
+        .copied()
+        .collect();
+    // Each index tuple checked (negative ones counted from the end).
+    let mut tuples = Vec::with_capacity(raw.len());
+    for (j, &v) in raw.iter().enumerate() {
+        let n = xs[b + j % k] as i64;
+        let v = if v < 0 { v + n } else { v };
+        if !(0..n).contains(&v) {
+            return Err(imp.err(format!(
+                "node {label}: index {v} out of range for axis {} of {xs:?}",
+                b + j % k
+            )));
+        }
+        tuples.push(v as usize);
+    }
+    imp.selection_shape(label, &out)?;
+    let positions = q - 1 - b;
+    let index = gather_index(&out, &xs, |o, i| {
+        i[..b].copy_from_slice(&o[..b]);
+        // The flat position of the tuple among indices[batch…, positions…].
+        let mut t = 0usize;
+        for (a, &oa) in o.iter().enumerate().take(b + positions) {
+            t = t * idims[a] + oa;
+        }
+        i[b..b + k].copy_from_slice(&tuples[t * k..(t + 1) * k]);
+        i[b + k..].copy_from_slice(&o[b + positions..]);
+    });
+    Ok(vec![(out, index)])
+}
+
+/// `Where(condition, a, b)` with a constant condition and one activation branch (PyTorch's
+/// `masked_fill` in adaptive pooling exports): a selection of the activation where it is
+/// chosen, the constant elsewhere (a zero fill plus a shift). Constant ≤ 1.
+pub(super) fn where_(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let get = |i: usize| node.input.get(i).map(String::as_str).unwrap_or("");
+    let cond = imp.constant(get(0), label, "condition")?.clone();
+    let (pick_a, x, other) = match (imp.values.get(get(1)), imp.values.get(get(2))) {
+        (Some(&x), None) => (true, x, imp.constant(get(2), label, "branch")?.clone()),
+        (None, Some(&x)) => (false, x, imp.constant(get(1), label, "branch")?.clone()),
+        _ => {
+            return Err(imp.err(format!(
+                "node {label}: Where between two activations is not supported"
+            )))
+        }
+    };
+    let xs = imp.shape_of(x);
+    let out = super::const_eval::broadcast_dims(
+        &super::const_eval::broadcast_dims(&cond.dims, &xs)?,
+        &other.dims,
+    )
+    .map_err(|e| imp.err(format!("node {label}: {e}")))?;
+    if out != xs {
+        return Err(imp.err(format!(
+            "node {label}: Where broadcasts the activation {xs:?} to {out:?}, which is not supported"
+        )));
+    }
+    imp.selection_shape(label, &out)?;
+    let c = imp.broadcast(&cond.dims, &cond.f64s(), &out, label)?;
+    let o = imp.broadcast(&other.dims, &other.f64s(), &out, label)?;
+    let n: usize = out.iter().product();
+    let chosen = |i: usize| (c.get(i) != 0.0) == pick_a;
+    let index: Vec<u32> = (0..n)
+        .map(|i| if chosen(i) { i as u32 } else { u32::MAX })
+        .collect();
+    let shift: Vec<f64> = (0..n)
+        .map(|i| if chosen(i) { 0.0 } else { o.get(i) })
+        .collect();
+    let gather = Gather {
+        kind: "Where",
+        index,
+        fill: 0.0,
+        shape: out.clone(),
+    };
+    let g = imp.add_node(
+        &format!("{}/select", node.output[0]),
+        label,
+        "Where",
+        gather,
+        &[x],
+    )?;
+    let op = crate::network::ops::Affine {
+        scale: crate::network::ops::Broadcast::scalar(1.0),
+        shift: crate::network::ops::Broadcast {
+            values: shift,
+            inner: 1,
+        },
+    };
+    imp.push(node, label, "Where", op, &[g])
 }
 
 /// `Expand(x, shape)`: numpy broadcasting to `shape`.

@@ -1,30 +1,60 @@
-//! Max pooling rewritten as ReLUs for the SDP methods: `max(a, b) = b + relu(a − b)`
-//! exactly, so a pooling window of `K` values is a tree of `K − 1` ReLUs over `K` selections
-//! of its input (depthwise convolutions with one-hot kernels, one per window offset). The
-//! rewritten network computes the same function, and its nonlinearities are all ReLUs,
-//! which LipSDP-Neuron's and ECLipsE-Fast's per-unit constraints describe; each level of a
-//! tree is its own node, so every ReLU reads only values computed before its node.
+//! Order statistics rewritten as ReLUs for the methods that exploit slope-restricted
+//! activations: `max(a, b) = b + relu(a − b)` and `min(a, b) = a − relu(a − b)` exactly, so
+//! * a max pooling window of `K` values is a tree of `K − 1` ReLUs over `K` selections of its
+//!   input (depthwise convolutions with one-hot kernels, one per window offset);
+//! * a sort along an axis of length 2 (MaxMin, GroupSort-2) is one ReLU of the difference
+//!   of the pair, with the maximum and minimum put back in their places;
+//! * `Max`/`Min` of two tensors is one ReLU of their difference.
+//!
+//! The rewritten network computes the same function, and its nonlinearities are all ReLUs,
+//! which LipSDP-Neuron's, ECLipsE-Fast's and LipLT's per-unit slopes describe; each level of
+//! a tree is its own node, so every ReLU reads only values computed before its node.
 
 use super::super::graph::{Network, ValueId};
-use super::super::ops::{Activation, Conv, MaxPool, Pool2d, Sum};
+use super::super::ops::{Activation, Concat, Conv, Extremum, Gather, MaxPool, Pool2d, Sort, Sum};
 use crate::conv::{Conv2d, PaddingMode};
 use crate::error::Result;
 
-/// The network with every live max pooling written as ReLUs, and each node's factor (the
-/// copied nodes keep theirs; a one-hot selection is an injective gather, constant 1), or
-/// `None` when there is no max pooling or one cannot be rewritten (see [`rewritable`]).
-pub(super) fn expand_max_pools(
+/// What [`expand_to_relus`] rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expand {
+    /// Pair sorts and two-input maxima only (cheap: one ReLU each).
+    Pairs,
+    /// Those and max pooling (a tree per window).
+    PairsAndPools,
+}
+
+/// How node `k` is rewritten, if it is.
+fn rewrite_of(net: &Network, k: usize, what: Expand) -> Option<bool> {
+    let node = &net.nodes[k];
+    if node.op.downcast_ref::<MaxPool>().is_some() {
+        return (what == Expand::PairsAndPools).then(|| rewritable(net, k));
+    }
+    if let Some(s) = node.op.downcast_ref::<Sort>() {
+        return Some(net.shapes[node.inputs[0]][s.axis] == 2);
+    }
+    if node.op.downcast_ref::<Extremum>().is_some() {
+        return Some(node.inputs.len() == 2);
+    }
+    None
+}
+
+/// The network with every live max pooling (with [`Expand::PairsAndPools`]), pair sort and
+/// two-input maximum written as ReLUs, and each node's factor (the copied nodes keep theirs;
+/// selections are injective gathers, constant 1); `None` when there is nothing to rewrite or
+/// one of them cannot be rewritten (a sort of longer groups, a max pooling with padding of
+/// signed values — see [`rewritable`]).
+pub(super) fn expand_to_relus(
     net: &Network,
     live: &[bool],
     factor: &[f64],
+    what: Expand,
 ) -> Result<Option<(Network, Vec<f64>)>> {
-    let pools: Vec<usize> = (0..net.nodes.len())
-        .filter(|&k| live[k] && net.nodes[k].op.downcast_ref::<MaxPool>().is_some())
+    let found: Vec<(usize, bool)> = (0..net.nodes.len())
+        .filter(|&k| live[k])
+        .filter_map(|k| rewrite_of(net, k, what).map(|ok| (k, ok)))
         .collect();
-    if pools.is_empty() {
-        return Ok(None);
-    }
-    if !pools.iter().all(|&k| rewritable(net, k)) {
+    if found.is_empty() || found.iter().any(|&(_, ok)| !ok) {
         return Ok(None);
     }
     let mut out = Network::new(&net.source, &net.shapes[0])?;
@@ -33,22 +63,78 @@ pub(super) fn expand_max_pools(
     let mut value: Vec<ValueId> = vec![0; net.shapes.len()];
     for (k, node) in net.nodes.iter().enumerate() {
         let inputs: Vec<ValueId> = node.inputs.iter().map(|&v| value[v]).collect();
-        let produced = match node.op.downcast_ref::<MaxPool>() {
-            Some(MaxPool(pool)) if live[k] => {
-                let shape = net.shapes[node.inputs[0]].clone();
-                max_as_relus(&mut out, &mut factors, &node.name, pool, &shape, inputs[0])?
-            }
-            _ => {
-                let v = out.push(&node.name, &node.kind, node.op.clone(), &inputs)?;
-                out.nodes.last_mut().expect("just pushed").weight_error = node.weight_error;
-                factors.push(factor[k]);
-                v
+        let rewrite = live[k] && rewrite_of(net, k, what).is_some();
+        let shape = net.shapes[node.inputs[0]].clone();
+        let produced = if !rewrite {
+            let v = out.push(&node.name, &node.kind, node.op.clone(), &inputs)?;
+            out.nodes.last_mut().expect("just pushed").weight_error = node.weight_error;
+            factors.push(factor[k]);
+            v
+        } else if let Some(MaxPool(pool)) = node.op.downcast_ref::<MaxPool>() {
+            max_as_relus(&mut out, &mut factors, &node.name, pool, &shape, inputs[0])?
+        } else if let Some(sort) = node.op.downcast_ref::<Sort>() {
+            pair_sort_as_relus(&mut out, &mut factors, &node.name, sort, &shape, inputs[0])?
+        } else {
+            let max = node.op.downcast_ref::<Extremum>().expect("a maximum").max;
+            let mut push =
+                |name: &str, kind: &str, op: crate::network::ops::Op, ins: &[ValueId]| {
+                    factors.push(1.0);
+                    out.push(&format!("{}/{name}", node.name), kind, op, ins)
+                };
+            let (a, b) = (inputs[0], inputs[1]);
+            let d = push("diff", "Sub", Sum::SUB.into(), &[a, b])?;
+            let r = push("relu", "Relu", Activation::Relu.into(), &[d])?;
+            if max {
+                push("max", "Add", Sum::ADD.into(), &[b, r])?
+            } else {
+                push("min", "Sub", Sum::SUB.into(), &[a, r])?
             }
         };
         value[node.output] = produced;
     }
     out.outputs = net.outputs.iter().map(|&v| value[v]).collect();
     Ok(Some((out, factors)))
+}
+
+/// Appends a sort along an axis of length 2 reading `x`: the two halves selected, one ReLU
+/// of their difference, and the maximum and minimum concatenated back in sorted order.
+fn pair_sort_as_relus(
+    out: &mut Network,
+    factors: &mut Vec<f64>,
+    name: &str,
+    sort: &Sort,
+    shape: &[usize],
+    x: ValueId,
+) -> Result<ValueId> {
+    let axis = sort.axis;
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut half = shape.to_vec();
+    half[axis] = 1;
+    let select = |k: usize| Gather {
+        kind: "Sort",
+        index: (0..outer)
+            .flat_map(|o| (0..inner).map(move |i| ((o * 2 + k) * inner + i) as u32))
+            .collect(),
+        fill: 0.0,
+        shape: half.clone(),
+    };
+    let mut push = |tag: &str, kind: &str, op: crate::network::ops::Op, ins: &[ValueId]| {
+        factors.push(1.0);
+        out.push(&format!("{name}/{tag}"), kind, op, ins)
+    };
+    let a = push("first", "Sort", select(0).into(), &[x])?;
+    let b = push("second", "Sort", select(1).into(), &[x])?;
+    let d = push("diff", "Sub", Sum::SUB.into(), &[a, b])?;
+    let r = push("relu", "Relu", Activation::Relu.into(), &[d])?;
+    let max = push("max", "Add", Sum::ADD.into(), &[b, r])?;
+    let min = push("min", "Sub", Sum::SUB.into(), &[a, r])?;
+    let pair = if sort.descending {
+        [max, min]
+    } else {
+        [min, max]
+    };
+    push("sorted", "Concat", Concat(axis).into(), &pair)
 }
 
 /// Whether max pooling node `k` can be written with zero-padded selections: every window
@@ -201,7 +287,9 @@ mod tests {
             let net = network(p, relu);
             let live = net.live_nodes();
             let factor = vec![1.0; net.nodes.len()];
-            let (expanded, factors) = expand_max_pools(&net, &live, &factor).unwrap().unwrap();
+            let (expanded, factors) = expand_to_relus(&net, &live, &factor, Expand::PairsAndPools)
+                .unwrap()
+                .unwrap();
             assert_eq!(factors.len(), expanded.nodes.len());
             assert!(expanded
                 .nodes
@@ -225,6 +313,56 @@ mod tests {
         }
     }
 
+    /// Pair sorts (MaxMin along channels, ascending and descending) and two-input maxima
+    /// and minima written as ReLUs compute the same function; sorts of longer groups are
+    /// left alone.
+    #[test]
+    fn pair_sorts_and_maxima_as_relus_are_the_same_function() {
+        for (len, descending) in [(2, true), (2, false), (3, true)] {
+            let mut b = NetworkBuilder::new("sorted", &[1, 4, len, 3]).unwrap();
+            let x = b.current();
+            b.then(
+                "Sort",
+                Sort {
+                    axis: 2,
+                    descending,
+                },
+            )
+            .unwrap();
+            let s = b.current();
+            b.node("max", "Max", Extremum { max: true }, &[x, s])
+                .unwrap();
+            let m = b.current();
+            b.node("min", "Min", Extremum { max: false }, &[m, x])
+                .unwrap();
+            let net = b.finish();
+            let live = net.live_nodes();
+            let factor = vec![1.0; net.nodes.len()];
+            let expanded = expand_to_relus(&net, &live, &factor, Expand::Pairs).unwrap();
+            let Some((expanded, factors)) = expanded else {
+                assert_eq!(len, 3, "only pairs are rewritten");
+                continue;
+            };
+            assert_eq!(factors.len(), expanded.nodes.len());
+            let relus = expanded.nodes.iter().filter(|n| n.kind == "Relu").count();
+            assert_eq!(relus, 3);
+            let (a, b) = (
+                Evaluator::new(&net, true, 1 << 26).unwrap(),
+                Evaluator::new(&expanded, true, 1 << 26).unwrap(),
+            );
+            for s in 0..20 {
+                let x: Vec<f64> = (0..a.input_len())
+                    .map(|i| ((i * 7919 + s * 104729) % 1000) as f64 / 250.0 - 2.0)
+                    .collect();
+                let (ya, yb) = (a.output(&a.forward(&x)), b.output(&b.forward(&x)));
+                for (u, v) in ya.iter().zip(&yb) {
+                    // b + (a − b) rounds where max(a, b) does not.
+                    assert!((u - v).abs() <= 1e-14 * (1.0 + u.abs()), "{u} vs {v}");
+                }
+            }
+        }
+    }
+
     /// Padding whose zeros could exceed the taps (the input can be negative) is not
     /// rewritten.
     #[test]
@@ -232,6 +370,8 @@ mod tests {
         let net = network(pool(3, 2, 1), false);
         let live = net.live_nodes();
         let factor = vec![1.0; net.nodes.len()];
-        assert!(expand_max_pools(&net, &live, &factor).unwrap().is_none());
+        assert!(expand_to_relus(&net, &live, &factor, Expand::PairsAndPools)
+            .unwrap()
+            .is_none());
     }
 }

@@ -88,6 +88,19 @@ pub(super) enum Outcome {
     OverBudget(String),
 }
 
+impl Outcome {
+    /// The tighter of two bounds of the same network (a bound over anything else).
+    pub(super) fn tighter(a: Outcome, b: Outcome) -> Outcome {
+        match (a, b) {
+            (Outcome::Bound(x), Outcome::Bound(y)) => {
+                Outcome::Bound(if y.upper < x.upper { y } else { x })
+            }
+            (Outcome::Bound(x), _) | (_, Outcome::Bound(x)) => Outcome::Bound(x),
+            (a, _) => a,
+        }
+    }
+}
+
 /// A slope interval `[α, β]`.
 type Interval = (f64, f64);
 

@@ -6,7 +6,7 @@
 //! 64-256×3-10 MLP against 14 from `interior::start`'s.)
 
 use super::eclipse;
-use super::expand::expand_max_pools;
+use super::expand::{expand_to_relus, Expand};
 use super::interior;
 use super::liplt::Outcome;
 use super::sdp::{self, Problem};
@@ -56,8 +56,9 @@ pub(super) fn sdp_bounds(
     lipsdp_max: Option<usize>,
 ) -> Result<SdpBounds> {
     let started = Instant::now();
-    // Max pooling as ReLUs (`expand.rs`): the same function, with per-unit constraints.
-    let expanded = expand_max_pools(net, live, factor)?;
+    // Max pooling and pair sorts as ReLUs (`expand.rs`): the same function, with per-unit
+    // constraints.
+    let expanded = expand_to_relus(net, live, factor, Expand::PairsAndPools)?;
     let live_expanded;
     let (net, live, factor) = match &expanded {
         Some((n, f)) => {

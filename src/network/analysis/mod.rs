@@ -174,13 +174,25 @@ pub fn analyze_with_progress(
         .collect();
     if opts.methods.contains(&NetworkMethod::LipLT) {
         let t = Instant::now();
-        let outcome = liplt::liplt_bound(
+        let direct = liplt::liplt_bound(
             net,
             &g.live,
             &factors.value,
             &opts.layer,
             opts.liplt_max_work,
         )?;
+        // Pair sorts and maxima as ReLUs (`expand.rs`) let LipLT split them like any ReLU;
+        // kept where that is tighter than cutting at them.
+        let expanded =
+            expand::expand_to_relus(net, &g.live, &factors.value, expand::Expand::Pairs)?;
+        let outcome = match &expanded {
+            Some((n, f)) => {
+                let split =
+                    liplt::liplt_bound(n, &n.live_nodes(), f, &opts.layer, opts.liplt_max_work)?;
+                liplt::Outcome::tighter(direct, split)
+            }
+            None => direct,
+        };
         let seconds = t.elapsed().as_secs_f64();
         record(
             NetworkMethod::LipLT,
