@@ -367,7 +367,7 @@ def _report(raw: Dict[str, Any], modules: Dict[str, str]) -> Report:
             certificate=l["certificate"],
             seconds=l["seconds"],
             folded=l.get("folded", []),
-            module=modules.get(l["name"]),
+            module=l.get("module") or modules.get(l["name"]),
         )
         for l in raw["layers"]
     ]

@@ -225,6 +225,12 @@ impl NetworkBuilder {
         Ok(())
     }
 
+    /// Records the source module (`layer1.0.conv1`) of the node producing `value`, shown in
+    /// reports; see [`super::Node::module`].
+    pub fn set_module(&mut self, value: ValueId, module: &str) {
+        self.net.set_module(value, module)
+    }
+
     /// Records that the weights of the node producing `value` are within `error`
     /// (Frobenius norm) of the source's; see [`super::Node::weight_error`].
     pub fn set_weight_error(&mut self, value: ValueId, error: f64) -> Result<()> {

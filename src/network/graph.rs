@@ -51,6 +51,9 @@ pub struct Node {
     /// folded from other constants), added to its constant; such a scale is not folded into
     /// a layer.
     pub weight_error: f64,
+    /// The module of the source model the node belongs to, where the exporter recorded it
+    /// (`layer1.0.conv1`: a layer's weight name, or PyTorch's name scopes); for reports.
+    pub module: Option<String>,
 }
 
 /// A network: an input, nodes in topological order, and one or more outputs.
@@ -87,6 +90,13 @@ impl Network {
             nodes: Vec::new(),
             outputs: vec![0],
         })
+    }
+
+    /// Records the source module of the node producing `value` (see [`Node::module`]).
+    pub(crate) fn set_module(&mut self, value: ValueId, module: &str) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.output == value) {
+            n.module = Some(module.to_string());
+        }
     }
 
     /// Records that the weights of the node producing `value` are within `error`
@@ -189,6 +199,7 @@ impl Network {
             inputs: inputs.to_vec(),
             output,
             weight_error: 0.0,
+            module: None,
         });
         self.outputs = vec![output];
         Ok(output)

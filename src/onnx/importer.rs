@@ -117,6 +117,37 @@ pub(super) const NOT_LIPSCHITZ: &[(&str, &str)] = &[
     ),
 ];
 
+/// The module of the source model a node belongs to, for reports: a layer's weight name
+/// without `.weight` (`layer1.0.conv1.weight`, kept by both PyTorch exporters), else the
+/// innermost module of PyTorch's name scopes (`['', 'layer1', 'layer1.0', 'layer1.0.relu',
+/// 'relu_1']` gives `layer1.0.relu`: the last entry is the operation).
+fn module_of(node: &NodeProto) -> Option<String> {
+    let layer = matches!(
+        node.op_type.as_str(),
+        "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
+    );
+    if let Some(w) = node.input.get(1).filter(|_| layer) {
+        if let Some(m) = w
+            .strip_suffix(".weight")
+            .filter(|m| !m.is_empty() && !m.contains("::"))
+        {
+            return Some(m.to_string());
+        }
+    }
+    let scopes = node
+        .metadata_props
+        .iter()
+        .find(|p| p.key == "pkg.torch.onnx.name_scopes")?;
+    let parts: Vec<&str> = scopes
+        .value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|p| p.trim().trim_matches('\'').trim_matches('"'))
+        .collect();
+    let module = parts.get(parts.len().checked_sub(2)?)?;
+    (!module.is_empty() && module.len() <= 200).then(|| module.to_string())
+}
+
 /// A standalone Pad on (N, C, H, W) that may merge into the conv reading it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PadInfo {
@@ -541,6 +572,9 @@ impl Importer {
             format!("{base}:{out}")
         };
         let v = self.add_node(&name, label, kind, op, inputs)?;
+        if let Some(module) = module_of(node) {
+            self.net().set_module(v, &module);
+        }
         self.net().name_value(v, &out)?;
         self.values.insert(out, v);
         self.producer.insert(

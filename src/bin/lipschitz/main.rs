@@ -291,6 +291,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         .map_or("matrix".into(), |s| s.to_string_lossy().into_owned());
     let layer = LayerResult {
         name,
+        module: None,
         op: "MatMul".into(),
         input_shape: vec![m.cols],
         output_shape: vec![m.rows],

@@ -18,10 +18,13 @@ pub(crate) fn print_report(report: &Analysis, json: bool) -> Result<(), String> 
     }
     println!("{}", report.model);
     println!("input shape {:?}\n", report.input_shape);
+    // The source module (`layer1.0.conv1`) where the exporter recorded it, else the node.
+    let label =
+        |l: &lipschitz::network::LayerResult| l.module.clone().unwrap_or_else(|| l.name.clone());
     let width = report
         .layers
         .iter()
-        .map(|l| l.name.chars().count())
+        .map(|l| label(l).chars().count())
         .max()
         .unwrap_or(5)
         .clamp(5, 40);
@@ -36,7 +39,7 @@ pub(crate) fn print_report(report: &Analysis, json: bool) -> Result<(), String> 
         }
         println!(
             "{:<width$} {:<7} {:>16} {:>16} {:>13.8} {:>13.8} {:<27} {:>7.3}s",
-            l.name,
+            label(l),
             op,
             shape(&l.input_shape),
             shape(&l.output_shape),

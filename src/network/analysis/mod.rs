@@ -395,6 +395,7 @@ fn layer_result(
     let bound = b.bound;
     LayerResult {
         name: node.name.clone(),
+        module: node.module.clone(),
         op: node.kind.clone(),
         input_shape: net.shapes[node.inputs[0]].clone(),
         output_shape: net.shapes[node.output].clone(),

@@ -10,6 +10,9 @@ use serde::Serialize;
 pub struct LayerResult {
     /// Node name.
     pub name: String,
+    /// The source model's module (`layer1.0.conv1`), where the exporter recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
     /// Operator ("Conv", "Gemm", "MatMul").
     pub op: String,
     /// Input shape (batch 1).
