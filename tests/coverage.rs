@@ -432,3 +432,18 @@ fn normalisation_constant_is_attained_where_the_input_is_constant() {
     let spread: Vec<f64> = (0..16).map(|i| i as f64 - 7.5).collect();
     assert!(jacobian_norm(&spread) < 0.05 * want);
 }
+
+/// Layers are reported by their PyTorch module (`conv1`, `fc`), from the weight names both
+/// exporters keep, beside the ONNX node name.
+#[test]
+fn layers_are_named_by_their_module() {
+    let opts = AnalysisOptions {
+        lower: None,
+        ..AnalysisOptions::default()
+    };
+    for exporter in ["ts", "dynamo"] {
+        let a = analyze(&load(&format!("groupsort_cnn_{exporter}")), &opts).unwrap();
+        let modules: Vec<Option<&str>> = a.layers.iter().map(|l| l.module.as_deref()).collect();
+        assert_eq!(modules, [Some("conv1"), Some("conv2"), Some("fc")], "{exporter}");
+    }
+}
