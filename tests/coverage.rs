@@ -444,6 +444,10 @@ fn layers_are_named_by_their_module() {
     for exporter in ["ts", "dynamo"] {
         let a = analyze(&load(&format!("groupsort_cnn_{exporter}")), &opts).unwrap();
         let modules: Vec<Option<&str>> = a.layers.iter().map(|l| l.module.as_deref()).collect();
-        assert_eq!(modules, [Some("conv1"), Some("conv2"), Some("fc")], "{exporter}");
+        assert_eq!(
+            modules,
+            [Some("conv1"), Some("conv2"), Some("fc")],
+            "{exporter}"
+        );
     }
 }

@@ -13,18 +13,35 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const MODELS: [&str; 5] = [
-    "mlp.onnx",
-    "cnn_bn.onnx",
-    "circular.onnx",
-    "fire.onnx",
-    "linear_run.onnx",
+/// Paths under tests/fixtures: the hand-written models, and PyTorch exports of issue 14's
+/// constructs (selections, sorts, folded weights, transposed convs, norms, resizes).
+const MODELS: [&str; 12] = [
+    "onnx/mlp.onnx",
+    "onnx/cnn_bn.onnx",
+    "onnx/circular.onnx",
+    "onnx/fire.onnx",
+    "onnx/linear_run.onnx",
+    "coverage/maxmin_mlp_ts.onnx",
+    "coverage/groupsort_cnn_dynamo.onnx",
+    "coverage/selections_ts.onnx",
+    "coverage/aol_sll_ts.onnx",
+    "coverage/convs_ts.onnx",
+    "coverage/norms_dynamo.onnx",
+    "coverage/resizes_ts.onnx",
 ];
+
+/// The mutation seed: `default`, or `LIPSCHITZ_MUTATION_SEED` to explore further locally.
+fn seed(default: u64) -> u64 {
+    std::env::var("LIPSCHITZ_MUTATION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/onnx")
+            .join("tests/fixtures")
             .join(name),
     )
     .unwrap()
@@ -96,7 +113,7 @@ fn exercise(bytes: &[u8], what: &str) -> Result<(), String> {
 
 #[test]
 fn truncations_and_bit_flips_never_panic() {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed(5));
     let mut failures = Vec::new();
     for name in MODELS {
         let bytes = fixture(name);
@@ -154,7 +171,7 @@ type Edit = dyn Fn(&mut ModelProto, &mut rand_chacha::ChaCha8Rng);
 #[test]
 fn structured_edits_give_errors_or_valid_bounds() {
     let started = Instant::now();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed(11));
     let mut failures = Vec::new();
     let edits: Vec<(&str, Box<Edit>)> = vec![
         (
@@ -203,6 +220,22 @@ fn structured_edits_give_errors_or_valid_bounds() {
                 let g = m.graph.as_mut().unwrap();
                 let k = r.random_range(0..g.node.len());
                 set_ints(&mut g.node[k].attribute, "kernel_shape", vec![i64::MAX, 3]);
+            }),
+        ),
+        (
+            "selection and sort attributes",
+            Box::new(|m, r| {
+                let g = m.graph.as_mut().unwrap();
+                let k = r.random_range(0..g.node.len());
+                let a = &mut g.node[k].attribute;
+                match r.random_range(0..6) {
+                    0 => set_ints(a, "perm", vec![0, 0, 7, -9]),
+                    1 => set_int(a, "blocksize", [0, -2, 1 << 40][r.random_range(0..3)]),
+                    2 => set_int(a, "num_groups", [0, -1, 7][r.random_range(0..3)]),
+                    3 => set_ints(a, "output_padding", vec![5, -1]),
+                    4 => set_int(a, "keepdims", 7),
+                    _ => set_ints(a, "split", vec![1 << 40, -3]),
+                }
             }),
         ),
         (
@@ -314,6 +347,19 @@ fn structured_edits_give_errors_or_valid_bounds() {
                     "Sub",
                     "Div",
                     "Clip",
+                    "Transpose",
+                    "Slice",
+                    "Split",
+                    "Gather",
+                    "Tile",
+                    "TopK",
+                    "Max",
+                    "ReduceMax",
+                    "ConvTranspose",
+                    "LayerNormalization",
+                    "Resize",
+                    "Where",
+                    "GatherND",
                 ];
                 g.node[k].op_type = ops[r.random_range(0..ops.len())].into();
             }),

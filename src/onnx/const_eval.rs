@@ -313,6 +313,13 @@ pub(super) fn unary(op: &str, a: &Arr) -> Result<Arr> {
 /// `MatMul` of constants: 2-D (or 1-D) operands, or batched with equal leading axes.
 pub(super) fn matmul(a: &Arr, b: &Arr) -> Result<Arr> {
     let (ad, bd) = (a.dims.clone(), b.dims.clone());
+    if ad.is_empty() || bd.is_empty() {
+        return Err(bad(
+            "MatMul operand shapes",
+            (&ad, &bd),
+            "must have rank ≥ 1",
+        ));
+    }
     let a2 = if ad.len() == 1 {
         vec![1, ad[0]]
     } else {

@@ -13,6 +13,17 @@ use super::select;
 use super::tensor::{Const, ConstData};
 use crate::error::{Error, Result};
 
+/// The single value of a scalar (or one-element) constant.
+fn scalar(a: &Arr, label: &str) -> Result<f64> {
+    a.v.first().copied().ok_or_else(|| {
+        Error::invalid(
+            "constant",
+            format!("{:?}", a.dims),
+            &format!("node {label}: a scalar is expected"),
+        )
+    })
+}
+
 impl Importer {
     /// `Shape(x)`: the (sliced) shape of an activation, as a constant.
     pub(super) fn shape_node(&mut self, node: &NodeProto, label: &str) -> Result<()> {
@@ -199,7 +210,11 @@ impl Importer {
                 one(Arr { dims, v: vec![value; n], int, err: 0.0 })
             }
             "Range" => {
-                let (start, limit, delta) = (get(0)?.v[0], get(1)?.v[0], get(2)?.v[0]);
+                let (start, limit, delta) = (
+                    scalar(get(0)?, label)?,
+                    scalar(get(1)?, label)?,
+                    scalar(get(2)?, label)?,
+                );
                 let n = if delta == 0.0 { f64::INFINITY } else { ((limit - start) / delta).ceil().max(0.0) };
                 if n.is_nan() || n > 1e8 {
                     return Err(self.err(format!("node {label}: Range of {n} elements")));
@@ -210,10 +225,13 @@ impl Importer {
             }
             "Concat" => {
                 let xs: Vec<&Arr> = parts.iter().flatten().collect();
-                let r = xs[0].dims.len() as i64;
+                let Some(first) = xs.first() else {
+                    return Err(self.err(format!("node {label}: Concat without inputs")));
+                };
+                let r = first.dims.len() as i64;
                 let axis = super::attrs::norm_axis(attr_int(node, "axis", 0), r.max(1))
                     .ok_or_else(|| self.err(format!("node {label}: Concat axis out of range")))?;
-                let mut dims = xs[0].dims.clone();
+                let mut dims = first.dims.clone();
                 if dims.is_empty() {
                     dims.push(1);
                 }
@@ -241,7 +259,10 @@ impl Importer {
             "Max" | "Min" | "Sum" => {
                 let xs: Vec<&Arr> = parts.iter().flatten().collect();
                 let f = if op == "Sum" { "Add" } else { op };
-                let mut acc = xs[0].clone();
+                let Some(first) = xs.first() else {
+                    return Err(self.err(format!("node {label}: {op} without inputs")));
+                };
+                let mut acc = (*first).clone();
                 for x in &xs[1..] {
                     acc = binary(f, &acc, x)?;
                 }
@@ -270,8 +291,8 @@ impl Importer {
             "Abs" | "Neg" | "Relu" | "Sqrt" | "Reciprocal" | "Exp" | "Sigmoid" | "Tanh" => one(unary(op, get(0)?)?),
             "Clip" => {
                 let mut r = get(0)?.clone();
-                let lo = parts.get(1).and_then(Option::as_ref).map(|c| c.v[0]);
-                let hi = parts.get(2).and_then(Option::as_ref).map(|c| c.v[0]);
+                let lo = parts.get(1).and_then(Option::as_ref).and_then(|c| c.v.first().copied());
+                let hi = parts.get(2).and_then(Option::as_ref).and_then(|c| c.v.first().copied());
                 let (lo, hi) = if self.opset < 11 {
                     (Some(super::attrs::attr_float(node, "min", f64::NEG_INFINITY)), Some(super::attrs::attr_float(node, "max", f64::INFINITY)))
                 } else {
@@ -296,6 +317,9 @@ impl Importer {
                 if let Some(b) = parts.get(2).and_then(Option::as_ref) {
                     let plane = y.dims[2] * y.dims[3];
                     let o = y.dims[1];
+                    if b.v.len() != o {
+                        return Err(self.err(format!("node {label}: Conv bias has {} values for {o} channels", b.v.len())));
+                    }
                     for (i, v) in y.v.iter_mut().enumerate() {
                         *v += b.v[(i / plane) % o];
                     }

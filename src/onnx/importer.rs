@@ -712,6 +712,9 @@ impl Importer {
                 node.domain
             )));
         }
+        if node.output.first().is_none_or(String::is_empty) {
+            return Err(self.err(format!("node {label} has no output")));
+        }
         let any_var = node
             .input
             .iter()

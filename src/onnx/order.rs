@@ -62,8 +62,11 @@ fn max_min_pair(imp: &Importer, k: usize) -> Option<(usize, [String; 2], bool)> 
 /// `Max` and `Min`: of activations (or the half of a MaxMin, lowered with its Concat), or
 /// of one activation and scalar constants (a clip).
 pub(super) fn extremum(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
-    let k = imp.graph.producer[&node.output[0]];
-    if max_min_pair(imp, k).is_some() {
+    let k = node
+        .output
+        .first()
+        .and_then(|o| imp.graph.producer.get(o).copied());
+    if k.is_some_and(|k| max_min_pair(imp, k).is_some()) {
         // Lowered with the Concat that reads it.
         imp.deferred.insert(node.output[0].clone());
         return Ok(());

@@ -68,6 +68,9 @@ pub(super) fn concat(imp: &mut Importer, node: &NodeProto, label: &str) -> Resul
             ))
         })
     };
+    if node.input.is_empty() {
+        return Err(imp.err(format!("node {label}: Concat without inputs")));
+    }
     if let Some(first) = imp
         .graph
         .producer
