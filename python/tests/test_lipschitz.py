@@ -164,3 +164,31 @@ def test_resnet18_module_equals_the_cli_on_the_exported_file():
         assert (layer.lower, layer.upper) == (e["lower"], e["upper"])
     named = [layer.module for layer in r.layers if layer.module]
     assert "conv1" in named and "fc" in named and any(m.startswith("layer4.") for m in named), named
+
+
+@needs_torch
+def test_a_one_lipschitz_torch_module_gets_a_bound_of_one():
+    """Orthogonal layers with MaxMin (as the 1-Lipschitz literature writes it): the bound is
+    1 up to the weights' rounding, every layer is named by its module, and a difference
+    quotient of the module itself stays below the bound."""
+
+    class MaxMin(torch.nn.Module):
+        def forward(self, x):
+            a, b = x.chunk(2, dim=1)
+            return torch.cat([torch.max(a, b), torch.min(a, b)], dim=1)
+
+    def orthogonal(n_in, n_out):
+        layer = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(n_in, n_out))
+        torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")
+        return layer
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(orthogonal(8, 16), MaxMin(), orthogonal(16, 16), MaxMin(), orthogonal(16, 4))
+    r = lipschitz.analyze(model, torch.zeros(1, 8))
+    assert r.network.upper <= 1 + 1e-5, r.network
+    assert 0.9 <= r.network.lower <= r.network.upper
+    assert [layer.module for layer in r.layers] == ["0", "2", "4"]
+    x, y = torch.randn(1, 8), torch.randn(1, 8)
+    with torch.no_grad():
+        quotient = (model(x) - model(y)).norm() / (x - y).norm()
+    assert quotient <= r.network.upper
