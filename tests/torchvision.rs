@@ -108,3 +108,68 @@ fn squeezenet_from_the_dynamo_exporter() {
         &["Conv", "Concat", "MaxPool", "ReduceMean"],
     );
 }
+
+/// Issue 14's architecture families at small inputs (scripts/torchvision_coverage.py; graphs
+/// without weights and with only the name-scope metadata kept): the globally Lipschitz ones
+/// load — through GatherND/Where adaptive pooling (VGG), channel shuffles (ShuffleNet),
+/// LayerNorm (ConvNeXt) — and get a finite bound above sampled difference quotients; the
+/// others are refused with every blocking node named.
+#[test]
+fn architecture_families_load_or_are_refused_with_every_blocker() {
+    use lipschitz::network::{Evaluator, NetworkMethod};
+    for (name, op) in [
+        ("vgg11_bn_small.onnx", "GatherND"),
+        ("shufflenet_v2_x0_5_small.onnx", "Transpose"),
+        ("convnext_tiny_small.onnx", "LayerNormalization"),
+    ] {
+        let path = with_weights(name);
+        let net =
+            load_onnx(&path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(net.nodes().iter().any(|n| n.kind == op), "{name}: no {op}");
+        let opts = AnalysisOptions {
+            layer: Options::with_rtol(1e-1),
+            lower: None,
+            methods: vec![NetworkMethod::Product],
+            ..AnalysisOptions::default()
+        };
+        let upper = analyze(&net, &opts).unwrap().network.upper;
+        assert!(upper.is_finite() && upper > 0.0, "{name}: {upper}");
+        let eval = Evaluator::new(&net, true, 1 << 30).unwrap();
+        let n = eval.input_len();
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        for _ in 0..2 {
+            let x: Vec<f64> = (0..n).map(|_| next()).collect();
+            let y: Vec<f64> = x.iter().map(|v| v + 1e-3 * next()).collect();
+            let (fx, fy) = (
+                eval.output(&eval.forward(&x)),
+                eval.output(&eval.forward(&y)),
+            );
+            let num: f64 = fx.iter().zip(&fy).map(|(a, b)| (a - b) * (a - b)).sum();
+            let den: f64 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+            assert!((num / den).sqrt() <= upper, "{name}");
+        }
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+    for (name, blockers, reason) in [
+        ("efficientnet_b0_small.onnx", 16, "squeeze-and-excitation"),
+        ("vit_b_16_small.onnx", 24, "self-attention"),
+    ] {
+        let path = with_weights(name);
+        let err = load_onnx(&path, &ImportOptions::default())
+            .expect_err(name)
+            .to_string();
+        assert!(
+            err.contains(&format!("{blockers} node(s) stop the analysis")),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains("not globally Lipschitz") && err.contains(reason),
+            "{err}"
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+}
