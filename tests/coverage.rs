@@ -226,6 +226,17 @@ fn one_lipschitz_networks_get_the_product_of_their_layers() {
             "AOL and SLL layers are 1-Lipschitz: {}",
             a.network.upper
         );
+        // GroupSort-4 as an odd–even transposition network of ReLUs: LipSDP-Neuron well
+        // below the product (0.558 vs 0.895).
+        let net = load(&format!("groupsort_cnn_{exporter}"));
+        let a = analyze(&net, &opts).unwrap();
+        let product = a.network.methods[0].upper;
+        assert!(
+            a.network.upper < 0.7 * product,
+            "{exporter}: {} vs {product}",
+            a.network.upper
+        );
+        assert!(a.network.upper >= a.network.lower.unwrap());
     }
 }
 

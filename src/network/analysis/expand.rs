@@ -2,8 +2,8 @@
 //! activations: `max(a, b) = b + relu(a − b)` and `min(a, b) = a − relu(a − b)` exactly, so
 //! * a max pooling window of `K` values is a tree of `K − 1` ReLUs over `K` selections of its
 //!   input (depthwise convolutions with one-hot kernels, one per window offset);
-//! * a sort along an axis of length 2 (MaxMin, GroupSort-2) is one ReLU of the difference
-//!   of the pair, with the maximum and minimum put back in their places;
+//! * a sort along an axis of length `k ≤ 16` (MaxMin and GroupSort) is an odd–even
+//!   transposition network: `k` stages of compare–exchanges, one ReLU each;
 //! * `Max`/`Min` of two tensors is one ReLU of their difference.
 //!
 //! The rewritten network computes the same function, and its nonlinearities are all ReLUs,
@@ -11,7 +11,9 @@
 //! a tree is its own node, so every ReLU reads only values computed before its node.
 
 use super::super::graph::{Network, ValueId};
-use super::super::ops::{Activation, Concat, Conv, Extremum, Gather, MaxPool, Pool2d, Sort, Sum};
+use super::super::ops::{
+    Activation, Concat, Conv, Extremum, Gather, MaxPool, Pool2d, Reshape, Sort, Sum,
+};
 use crate::conv::{Conv2d, PaddingMode};
 use crate::error::Result;
 
@@ -19,19 +21,19 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expand {
     /// Pair sorts and two-input maxima only (cheap: one ReLU each).
-    Pairs,
+    Sorts,
     /// Those and max pooling (a tree per window).
-    PairsAndPools,
+    SortsAndPools,
 }
 
 /// How node `k` is rewritten, if it is.
 fn rewrite_of(net: &Network, k: usize, what: Expand) -> Option<bool> {
     let node = &net.nodes[k];
     if node.op.downcast_ref::<MaxPool>().is_some() {
-        return (what == Expand::PairsAndPools).then(|| rewritable(net, k));
+        return (what == Expand::SortsAndPools).then(|| rewritable(net, k));
     }
     if let Some(s) = node.op.downcast_ref::<Sort>() {
-        return Some(net.shapes[node.inputs[0]][s.axis] == 2);
+        return Some(net.shapes[node.inputs[0]][s.axis] <= MAX_SORT_GROUP);
     }
     if node.op.downcast_ref::<Extremum>().is_some() {
         return Some(node.inputs.len() == 2);
@@ -39,10 +41,10 @@ fn rewrite_of(net: &Network, k: usize, what: Expand) -> Option<bool> {
     None
 }
 
-/// The network with every live max pooling (with [`Expand::PairsAndPools`]), pair sort and
+/// The network with every live max pooling (with [`Expand::SortsAndPools`]), sort and
 /// two-input maximum written as ReLUs, and each node's factor (the copied nodes keep theirs;
 /// selections are injective gathers, constant 1); `None` when there is nothing to rewrite or
-/// one of them cannot be rewritten (a sort of longer groups, a max pooling with padding of
+/// one of them cannot be rewritten (a sort of groups over 16, a max pooling with padding of
 /// signed values — see [`rewritable`]).
 pub(super) fn expand_to_relus(
     net: &Network,
@@ -73,7 +75,7 @@ pub(super) fn expand_to_relus(
         } else if let Some(MaxPool(pool)) = node.op.downcast_ref::<MaxPool>() {
             max_as_relus(&mut out, &mut factors, &node.name, pool, &shape, inputs[0])?
         } else if let Some(sort) = node.op.downcast_ref::<Sort>() {
-            pair_sort_as_relus(&mut out, &mut factors, &node.name, sort, &shape, inputs[0])?
+            sort_as_relus(&mut out, &mut factors, &node.name, sort, &shape, inputs[0])?
         } else {
             let max = node.op.downcast_ref::<Extremum>().expect("a maximum").max;
             let mut push =
@@ -96,9 +98,16 @@ pub(super) fn expand_to_relus(
     Ok(Some((out, factors)))
 }
 
-/// Appends a sort along an axis of length 2 reading `x`: the two halves selected, one ReLU
-/// of their difference, and the maximum and minimum concatenated back in sorted order.
-fn pair_sort_as_relus(
+/// Longest sorted group written as ReLUs: odd–even transposition sort needs `k` stages of
+/// up to `k/2` compare–exchanges, so `k²/2` ReLUs.
+const MAX_SORT_GROUP: usize = 16;
+
+/// Appends a sort along an axis of length `k` reading `x` as an odd–even transposition
+/// network (Knuth, TAOCP 5.3.4): `k` stages, stage `s` compares the pairs `(i, i + 1)` with
+/// `i ≡ s (mod 2)`. A compare–exchange of `a` and `b` is `b + relu(a − b)` and
+/// `a − relu(a − b)`; each stage concatenates the maxima, the minima and the previous values
+/// and gathers them back into place.
+fn sort_as_relus(
     out: &mut Network,
     factors: &mut Vec<f64>,
     name: &str,
@@ -106,35 +115,84 @@ fn pair_sort_as_relus(
     shape: &[usize],
     x: ValueId,
 ) -> Result<ValueId> {
-    let axis = sort.axis;
+    let (axis, k) = (sort.axis, shape[sort.axis]);
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut half = shape.to_vec();
-    half[axis] = 1;
-    let select = |k: usize| Gather {
-        kind: "Sort",
-        index: (0..outer)
-            .flat_map(|o| (0..inner).map(move |i| ((o * 2 + k) * inner + i) as u32))
-            .collect(),
-        fill: 0.0,
-        shape: half.clone(),
-    };
-    let mut push = |tag: &str, kind: &str, op: crate::network::ops::Op, ins: &[ValueId]| {
+    let mut push = |tag: String, kind: &str, op: crate::network::ops::Op, ins: &[ValueId]| {
         factors.push(1.0);
         out.push(&format!("{name}/{tag}"), kind, op, ins)
     };
-    let a = push("first", "Sort", select(0).into(), &[x])?;
-    let b = push("second", "Sort", select(1).into(), &[x])?;
-    let d = push("diff", "Sub", Sum::SUB.into(), &[a, b])?;
-    let r = push("relu", "Relu", Activation::Relu.into(), &[d])?;
-    let max = push("max", "Add", Sum::ADD.into(), &[b, r])?;
-    let min = push("min", "Sub", Sum::SUB.into(), &[a, r])?;
-    let pair = if sort.descending {
-        [max, min]
-    } else {
-        [min, max]
+    // Elements `(o, pos, j)` of an `(outer, len, inner)` view at the given positions.
+    let select = |positions: &[usize], len: usize, from: &[usize]| Gather {
+        kind: "Sort",
+        index: (0..outer)
+            .flat_map(|o| {
+                positions.iter().flat_map(move |&p| {
+                    (0..inner).map(move |j| ((o * len + from[p]) * inner + j) as u32)
+                })
+            })
+            .collect(),
+        fill: 0.0,
+        shape: vec![outer, positions.len(), inner],
     };
-    push("sorted", "Concat", Concat(axis).into(), &pair)
+    let identity: Vec<usize> = (0..k).collect();
+    let mut t = push(
+        "view".into(),
+        "Reshape",
+        Reshape(vec![outer, k, inner]).into(),
+        &[x],
+    )?;
+    for stage in 0..k {
+        let firsts: Vec<usize> = (stage % 2..k.saturating_sub(1)).step_by(2).collect();
+        if firsts.is_empty() {
+            continue;
+        }
+        let seconds: Vec<usize> = firsts.iter().map(|i| i + 1).collect();
+        let n = firsts.len();
+        let a = push(
+            format!("s{stage}/a"),
+            "Sort",
+            select(&firsts, k, &identity).into(),
+            &[t],
+        )?;
+        let b = push(
+            format!("s{stage}/b"),
+            "Sort",
+            select(&seconds, k, &identity).into(),
+            &[t],
+        )?;
+        let d = push(format!("s{stage}/diff"), "Sub", Sum::SUB.into(), &[a, b])?;
+        let r = push(
+            format!("s{stage}/relu"),
+            "Relu",
+            Activation::Relu.into(),
+            &[d],
+        )?;
+        let hi = push(format!("s{stage}/max"), "Add", Sum::ADD.into(), &[b, r])?;
+        let lo = push(format!("s{stage}/min"), "Sub", Sum::SUB.into(), &[a, r])?;
+        // [maxima (n), minima (n), previous (k)] along the middle axis, then each position
+        // takes its value: the larger (or smaller) of its pair, or its previous value.
+        let (first, second) = if sort.descending { (0, n) } else { (n, 0) };
+        let joined = push(
+            format!("s{stage}/join"),
+            "Concat",
+            Concat(1).into(),
+            &[hi, lo, t],
+        )?;
+        let mut source: Vec<usize> = (0..k).map(|p| 2 * n + p).collect();
+        for (q, (&i, &j)) in firsts.iter().zip(&seconds).enumerate() {
+            source[i] = first + q;
+            source[j] = second + q;
+        }
+        let place = select(&(0..k).collect::<Vec<_>>(), 2 * n + k, &source);
+        t = push(format!("s{stage}/place"), "Sort", place.into(), &[joined])?;
+    }
+    push(
+        "sorted".into(),
+        "Reshape",
+        Reshape(shape.to_vec()).into(),
+        &[t],
+    )
 }
 
 /// Whether max pooling node `k` can be written with zero-padded selections: every window
@@ -287,7 +345,7 @@ mod tests {
             let net = network(p, relu);
             let live = net.live_nodes();
             let factor = vec![1.0; net.nodes.len()];
-            let (expanded, factors) = expand_to_relus(&net, &live, &factor, Expand::PairsAndPools)
+            let (expanded, factors) = expand_to_relus(&net, &live, &factor, Expand::SortsAndPools)
                 .unwrap()
                 .unwrap();
             assert_eq!(factors.len(), expanded.nodes.len());
@@ -313,12 +371,11 @@ mod tests {
         }
     }
 
-    /// Pair sorts (MaxMin along channels, ascending and descending) and two-input maxima
-    /// and minima written as ReLUs compute the same function; sorts of longer groups are
-    /// left alone.
+    /// Sorts (MaxMin and GroupSort-3/4, ascending and descending) and two-input maxima and
+    /// minima written as ReLUs compute the same function.
     #[test]
     fn pair_sorts_and_maxima_as_relus_are_the_same_function() {
-        for (len, descending) in [(2, true), (2, false), (3, true)] {
+        for (len, descending) in [(2, true), (2, false), (3, true), (4, false)] {
             let mut b = NetworkBuilder::new("sorted", &[1, 4, len, 3]).unwrap();
             let x = b.current();
             b.then(
@@ -338,14 +395,14 @@ mod tests {
             let net = b.finish();
             let live = net.live_nodes();
             let factor = vec![1.0; net.nodes.len()];
-            let expanded = expand_to_relus(&net, &live, &factor, Expand::Pairs).unwrap();
-            let Some((expanded, factors)) = expanded else {
-                assert_eq!(len, 3, "only pairs are rewritten");
-                continue;
-            };
+            let expanded = expand_to_relus(&net, &live, &factor, Expand::Sorts).unwrap();
+            let (expanded, factors) = expanded.unwrap();
             assert_eq!(factors.len(), expanded.nodes.len());
             let relus = expanded.nodes.iter().filter(|n| n.kind == "Relu").count();
-            assert_eq!(relus, 3);
+            // One per stage with pairs (k stages, the last may be empty for k = 2), and the
+            // maximum and the minimum.
+            let stages = (0..len).filter(|s| s % 2 + 1 < len).count();
+            assert_eq!(relus, stages + 2);
             let (a, b) = (
                 Evaluator::new(&net, true, 1 << 26).unwrap(),
                 Evaluator::new(&expanded, true, 1 << 26).unwrap(),
@@ -370,7 +427,7 @@ mod tests {
         let net = network(pool(3, 2, 1), false);
         let live = net.live_nodes();
         let factor = vec![1.0; net.nodes.len()];
-        assert!(expand_to_relus(&net, &live, &factor, Expand::PairsAndPools)
+        assert!(expand_to_relus(&net, &live, &factor, Expand::SortsAndPools)
             .unwrap()
             .is_none());
     }

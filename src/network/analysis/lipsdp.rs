@@ -58,7 +58,7 @@ pub(super) fn sdp_bounds(
     let started = Instant::now();
     // Max pooling and pair sorts as ReLUs (`expand.rs`): the same function, with per-unit
     // constraints.
-    let expanded = expand_to_relus(net, live, factor, Expand::PairsAndPools)?;
+    let expanded = expand_to_relus(net, live, factor, Expand::SortsAndPools)?;
     let live_expanded;
     let (net, live, factor) = match &expanded {
         Some((n, f)) => {

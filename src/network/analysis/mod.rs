@@ -184,7 +184,7 @@ pub fn analyze_with_progress(
         // Pair sorts and maxima as ReLUs (`expand.rs`) let LipLT split them like any ReLU;
         // kept where that is tighter than cutting at them.
         let expanded =
-            expand::expand_to_relus(net, &g.live, &factors.value, expand::Expand::Pairs)?;
+            expand::expand_to_relus(net, &g.live, &factors.value, expand::Expand::Sorts)?;
         let outcome = match &expanded {
             Some((n, f)) => {
                 let split =
