@@ -171,13 +171,7 @@ impl Importer {
                 }
             }
         }
-        let op = crate::network::ops::Affine {
-            scale: crate::network::ops::Broadcast::scalar(1.0),
-            shift: crate::network::ops::Broadcast {
-                values: shift,
-                inner: 1,
-            },
-        };
+        let op = crate::network::ops::Affine::shift_by(shift);
         self.push(node, label, "Concat", op, &[joined])
     }
 }

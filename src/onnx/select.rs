@@ -531,13 +531,7 @@ pub(super) fn where_(imp: &mut Importer, node: &NodeProto, label: &str) -> Resul
         gather,
         &[x],
     )?;
-    let op = crate::network::ops::Affine {
-        scale: crate::network::ops::Broadcast::scalar(1.0),
-        shift: crate::network::ops::Broadcast {
-            values: shift,
-            inner: 1,
-        },
-    };
+    let op = crate::network::ops::Affine::shift_by(shift);
     imp.push(node, label, "Where", op, &[g])
 }
 

@@ -118,6 +118,18 @@ pub struct Affine {
 }
 
 impl Affine {
+    /// `x + shift`, one shift per element (a constant placed into a tensor: the constant
+    /// branch of a `Where`, the constant inputs of a `Concat`). Constant 1.
+    pub fn shift_by(shift: Vec<f64>) -> Self {
+        Affine {
+            scale: Broadcast::scalar(1.0),
+            shift: Broadcast {
+                values: shift,
+                inner: 1,
+            },
+        }
+    }
+
     /// Inference BatchNorm over axis 1 of a tensor of shape `shape`:
     /// `y = γ(x − μ)/√(σ² + ε) + β`, i.e. scale `γ/√(σ² + ε)`, shift `β − μ·scale`, per
     /// channel. Each parameter has one entry per channel.
