@@ -423,3 +423,58 @@ fn hard_swish_is_imported_evaluated_and_bounded() {
     );
     assert!(a.network.lower.unwrap() <= upper);
 }
+
+/// `Log(Sigmoid(x))` (TorchScript's `logsigmoid`) is LogSigmoid, `−softplus(−x)`, with
+/// constant 1; a Log of anything else is refused as not globally Lipschitz.
+#[test]
+fn log_of_a_sigmoid_is_log_sigmoid_and_other_logs_are_refused() {
+    use common::onnx::*;
+    let w1: Vec<f32> = (0..12).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
+    let w2: Vec<f32> = (0..6).map(|i| ((i * 3 % 5) as f32 - 2.0) / 3.0).collect();
+    let build = |inner: &str| {
+        model(
+            &[1, 4],
+            vec![
+                gemm("x", "h", "w1"),
+                node(inner, &["h"], "s", vec![]),
+                node("Log", &["s"], "l", vec![]),
+                gemm("l", "y", "w2"),
+            ],
+            vec![
+                f32_tensor("w1", &[3, 4], &w1),
+                f32_tensor("w2", &[2, 3], &w2),
+            ],
+        )
+    };
+    let net = load_onnx_bytes(
+        &build("Sigmoid"),
+        "logsigmoid",
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    let eval = Evaluator::new(&net, true, 1 << 30).unwrap();
+    let x = [2.5, -1.0, 0.5, -3.5];
+    let y = eval.output(&eval.forward(&x));
+    let h: Vec<f64> = (0..3)
+        .map(|r| (0..4).map(|c| w1[r * 4 + c] as f64 * x[c]).sum())
+        .collect();
+    let l: Vec<f64> = h.iter().map(|&v| (1.0 / (1.0 + (-v).exp())).ln()).collect();
+    for (r, &yr) in y.iter().enumerate() {
+        let want: f64 = (0..3).map(|c| w2[r * 3 + c] as f64 * l[c]).sum();
+        assert!(
+            (yr - want).abs() <= 1e-12 * (1.0 + want.abs()),
+            "{yr} vs {want}"
+        );
+    }
+    let a = analyse(&net, 1e-9);
+    let product = a.layers[0].upper * a.layers[1].upper;
+    assert!(product_upper(&a) <= product * (1.0 + 1e-12));
+    let err = load_onnx_bytes(&build("Relu"), "log", None, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not globally Lipschitz") && err.contains("(Log)"),
+        "{err}"
+    );
+}

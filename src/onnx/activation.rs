@@ -5,7 +5,7 @@ use super::attrs::{attr_float, attr_int, attr_string, norm_axis};
 use super::importer::Importer;
 use super::proto::NodeProto;
 use crate::error::Result;
-use crate::network::ops::{Activation, PRelu, Softmax};
+use crate::network::ops::{Activation, Affine, PRelu, Softmax};
 
 /// `LeakyRelu(alpha = 0.01)`.
 pub(super) fn leaky_relu(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
@@ -84,4 +84,49 @@ pub(super) fn softmax(imp: &mut Importer, node: &NodeProto, label: &str) -> Resu
         (xs[axis], xs[axis + 1..].iter().product())
     };
     imp.push(node, label, "Softmax", Softmax { len, inner }, &[x])
+}
+
+/// `Log`: of a sigmoid it is LogSigmoid, `−softplus(−x)` (slope `1 − σ(x) ∈ (0, 1)`, constant
+/// 1; how PyTorch's TorchScript exporter writes `logsigmoid`); of anything else it has no
+/// global constant.
+pub(super) fn log(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
+    let (v, _) = imp.main_input(node, label)?;
+    let sigmoid_of = imp
+        .net()
+        .network()
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| n.output == v)
+        .filter(|n| matches!(n.op.downcast_ref::<Activation>(), Some(Activation::Sigmoid)))
+        .map(|n| n.inputs[0]);
+    let Some(x) = sigmoid_of else {
+        return imp.not_lipschitz(
+            node,
+            label,
+            "ln x has a derivative that grows without bound near 0",
+        );
+    };
+    let base = node.output[0].clone();
+    let negated = imp.add_node(
+        &format!("{base}/neg"),
+        label,
+        "LogSigmoid",
+        Affine::scale_by(-1.0),
+        &[x],
+    )?;
+    let softplus = imp.add_node(
+        &format!("{base}/softplus"),
+        label,
+        "LogSigmoid",
+        Activation::Softplus,
+        &[negated],
+    )?;
+    imp.push(
+        node,
+        label,
+        "LogSigmoid",
+        Affine::scale_by(-1.0),
+        &[softplus],
+    )
 }

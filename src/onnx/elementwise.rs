@@ -166,11 +166,7 @@ impl Importer {
         }
         let name = format!("{}/{}", node.output[0], act.name());
         let a = self.add_node(&name, label, act.name(), act, &[x])?;
-        let op = Affine {
-            scale: Broadcast::scalar(scale),
-            shift: Broadcast::scalar(0.0),
-        };
-        self.push(node, label, act.name(), op, &[a])
+        self.push(node, label, act.name(), Affine::scale_by(scale), &[a])
     }
 
     pub(super) fn add_sub(&mut self, node: &NodeProto, label: &str, sub: bool) -> Result<()> {

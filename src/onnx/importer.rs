@@ -87,6 +87,7 @@ pub(super) const OPERATORS: &[(&str, Lowering)] = &[
     ("Mish", |i, n, l| i.unary(n, l, Activation::Mish)),
     ("Softsign", |i, n, l| i.unary(n, l, Activation::Softsign)),
     ("Erf", |i, n, l| i.unary(n, l, Activation::Erf)),
+    ("Log", activation::log),
     ("LayerNormalization", norm::layer_norm),
     ("InstanceNormalization", norm::instance_norm),
     ("GroupNormalization", norm::group_norm),

@@ -12,7 +12,7 @@ use super::importer::Importer;
 use super::proto::NodeProto;
 use super::select::{add_reshape, gather_index};
 use crate::error::Result;
-use crate::network::ops::{Activation, Affine, Broadcast, Extremum, Sort};
+use crate::network::ops::{Activation, Affine, Extremum, Sort};
 use crate::network::ValueId;
 
 /// The Concat node that makes a `Max`/`Min` pair a MaxMin, with the pair's inputs `(a, b)`
@@ -176,11 +176,7 @@ pub(super) fn abs(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<(
 
 /// `Neg`: a scale by −1.
 pub(super) fn neg(imp: &mut Importer, node: &NodeProto, label: &str) -> Result<()> {
-    let op = Affine {
-        scale: Broadcast::scalar(-1.0),
-        shift: Broadcast::scalar(0.0),
-    };
-    imp.unary(node, label, op)
+    imp.unary(node, label, Affine::scale_by(-1.0))
 }
 
 /// What [`sort_and_keep`] keeps: the first `k` along `axis`, largest first when `largest`.

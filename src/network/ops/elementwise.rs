@@ -118,6 +118,14 @@ pub struct Affine {
 }
 
 impl Affine {
+    /// `s·x` everywhere (`Neg` is `s = −1`). Constant `|s|`.
+    pub fn scale_by(s: f64) -> Self {
+        Affine {
+            scale: Broadcast::scalar(s),
+            shift: Broadcast::scalar(0.0),
+        }
+    }
+
     /// `x + shift`, one shift per element (a constant placed into a tensor: the constant
     /// branch of a `Where`, the constant inputs of a `Concat`). Constant 1.
     pub fn shift_by(shift: Vec<f64>) -> Self {
