@@ -66,6 +66,9 @@ fn analyze_json_follows_the_contract() {
     ]);
     let v = json_of(&out);
     assert_eq!(v["input_shape"], serde_json::json!([1, 2, 6, 6]));
+    // The process's peak resident memory (issue 18): at least the binary and its tables.
+    let peak = v["peak_memory_bytes"].as_u64().unwrap();
+    assert!(peak > 1 << 20 && peak < 1 << 32, "{peak}");
     let layers = v["layers"].as_array().unwrap();
     let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["stem", "conv1", "conv2", "fc"]);

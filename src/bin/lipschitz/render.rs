@@ -3,10 +3,37 @@
 
 use lipschitz::network::{Analysis, NetworkMethod};
 
+/// The process's peak resident memory so far (`getrusage`'s `ru_maxrss`, KiB on Linux),
+/// `None` where it is not available.
+pub(crate) fn peak_memory_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a rusage into the pointer it is given, which points to
+        // zeroed memory of that type.
+        let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+        if status != 0 {
+            return None;
+        }
+        // SAFETY: initialised by the successful call (and zeroed before it).
+        let kib = unsafe { usage.assume_init() }.ru_maxrss;
+        let scale = if cfg!(target_os = "macos") { 1 } else { 1024 };
+        u64::try_from(kib).ok().map(|k| k * scale)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Renders the report (table or JSON) and writes it to stdout in one piece.
 pub(crate) fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
     if json {
-        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+        let mut value = serde_json::to_value(report).map_err(|e| e.to_string())?;
+        if let (Some(object), Some(peak)) = (value.as_object_mut(), peak_memory_bytes()) {
+            object.insert("peak_memory_bytes".into(), peak.into());
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         return write_stdout(&(text + "\n"));
     }
     let mut buf = String::new();
@@ -112,7 +139,14 @@ fn network_summary(buf: &mut String, report: &Analysis) {
     for note in &n.notes {
         println!("  note: {note}");
     }
-    println!("total time {:.3}s", report.seconds);
+    match peak_memory_bytes() {
+        Some(peak) => println!(
+            "total time {:.3}s, peak memory {:.0} MB",
+            report.seconds,
+            peak as f64 / 1e6
+        ),
+        None => println!("total time {:.3}s", report.seconds),
+    }
 }
 
 /// Writes to stdout, reporting failure (a closed pipe, a full disk) as an error instead of
