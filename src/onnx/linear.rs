@@ -196,16 +196,7 @@ impl Importer {
             PaddingMode::Zeros,
         )
         .map_err(|e| self.err(format!("node {label}: {e}")))?;
-        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
-            Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
-            None => None,
-        };
-        let weight_count = w_dims.iter().product::<usize>() as u128;
-        self.budget.charge(
-            weight_count * 4,
-            &format!("node {label}: copy of weight '{w_name}'"),
-        )?;
-        let weights = self.constant(w_name, label, "weight")?.weights();
+        let (weights, bias) = self.conv_weights(node, label, w_name)?;
         let op = ConvTranspose {
             adjoint_of: Conv {
                 conv,
@@ -348,16 +339,7 @@ impl Importer {
             &in_shape, w_dims[0], kernel, stride, dilation, groups, pads, mode,
         )
         .map_err(|e| self.err(format!("node {label}: {e}")))?;
-        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
-            Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
-            None => None,
-        };
-        let weight_count = w_dims.iter().product::<usize>() as u128;
-        self.budget.charge(
-            weight_count * 4,
-            &format!("node {label}: copy of weight '{w_name}'"),
-        )?;
-        let weights = self.constant(w_name, label, "weight")?.weights();
+        let (weights, bias) = self.conv_weights(node, label, w_name)?;
         self.push(
             node,
             label,
@@ -370,6 +352,27 @@ impl Importer {
             &[input],
         )?;
         self.record_weight_error(node, weights.error)
+    }
+
+    /// A conv's (or transposed conv's) weights as `f32`, with their copy charged first, and
+    /// its optional bias (input 2).
+    fn conv_weights(
+        &mut self,
+        node: &NodeProto,
+        label: &str,
+        w_name: &str,
+    ) -> Result<(Weights, Option<Vec<f32>>)> {
+        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(b) => Some(self.constant(b, label, "bias")?.f32s()),
+            None => None,
+        };
+        let count = self.constant(w_name, label, "weight")?.len() as u128;
+        self.budget.charge(
+            count * 4,
+            &format!("node {label}: copy of weight '{w_name}'"),
+        )?;
+        let weights = self.constant(w_name, label, "weight")?.weights();
+        Ok((weights, bias))
     }
 
     /// The conv's input, pads and padding mode once a standalone `Pad` it alone reads is

@@ -110,15 +110,36 @@ impl Operation for Conv {
         Ok(self.frobenius_to_operator() * frobenius_up(&self.weight))
     }
     fn prepare<'a>(&'a self, cx: &Context<'_>) -> Result<Box<dyn Kernel + 'a>> {
-        let op = if cx.accurate {
-            ConvOperator::Direct(DirectConv2d::new(&self.conv, &self.weight)?)
-        } else {
-            ConvOperator::auto(&self.conv, &self.weight, 1, cx.memory_limit)?
-        };
+        let op = conv_operator(&self.conv, &self.weight, cx)?;
         Ok(linear_kernel(ConvPart { op, layer: self }))
     }
     fn as_layer(&self) -> Option<&dyn Layer> {
         Some(self)
+    }
+}
+
+/// The operator a conv kernel applies: `f64` direct loops for the evaluations a certified
+/// lower bound rests on, otherwise the fastest for the shape.
+fn conv_operator<'a>(
+    conv: &'a Conv2d,
+    weight: &'a [f32],
+    cx: &Context<'_>,
+) -> Result<ConvOperator<'a>> {
+    Ok(if cx.accurate {
+        ConvOperator::Direct(DirectConv2d::new(conv, weight)?)
+    } else {
+        ConvOperator::auto(conv, weight, 1, cx.memory_limit)?
+    })
+}
+
+/// `y += b[c]` over each channel's plane of a `(C, H, W)` output (bias validated to `C`
+/// entries by the shape rule).
+fn add_channel_bias(y: &mut [f64], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        let plane = y.len() / b.len();
+        for (c, chunk) in y.chunks_mut(plane).enumerate() {
+            chunk.iter_mut().for_each(|v| *v += b[c] as f64);
+        }
     }
 }
 
@@ -135,12 +156,7 @@ impl LinearPart for ConvPart<'_> {
         self.op.as_operator().adjoint(g, &mut outs[0]);
     }
     fn add_offset(&self, y: &mut [f64]) {
-        if let Some(b) = &self.layer.bias {
-            let plane = y.len() / self.layer.conv.out_channels;
-            for (c, chunk) in y.chunks_mut(plane).enumerate() {
-                chunk.iter_mut().for_each(|v| *v += b[c] as f64);
-            }
-        }
+        add_channel_bias(y, self.layer.bias.as_deref());
     }
 }
 
@@ -238,12 +254,7 @@ impl Operation for ConvTranspose {
         self.adjoint_of.lipschitz(inputs)
     }
     fn prepare<'a>(&'a self, cx: &Context<'_>) -> Result<Box<dyn Kernel + 'a>> {
-        let (conv, weight) = (&self.adjoint_of.conv, &self.adjoint_of.weight);
-        let op = if cx.accurate {
-            ConvOperator::Direct(DirectConv2d::new(conv, weight)?)
-        } else {
-            ConvOperator::auto(conv, weight, 1, cx.memory_limit)?
-        };
+        let op = conv_operator(&self.adjoint_of.conv, &self.adjoint_of.weight, cx)?;
         Ok(linear_kernel(TransposedPart { op, layer: self }))
     }
     fn as_layer(&self) -> Option<&dyn Layer> {
@@ -264,12 +275,7 @@ impl LinearPart for TransposedPart<'_> {
         self.op.as_operator().forward(g, &mut outs[0]);
     }
     fn add_offset(&self, y: &mut [f64]) {
-        if let Some(b) = &self.layer.bias {
-            let plane = y.len() / b.len();
-            for (c, chunk) in y.chunks_mut(plane).enumerate() {
-                chunk.iter_mut().for_each(|v| *v += b[c] as f64);
-            }
-        }
+        add_channel_bias(y, self.layer.bias.as_deref());
     }
 }
 
