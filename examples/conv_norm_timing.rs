@@ -1,5 +1,5 @@
 //! Timing of certified conv norms: `cargo run --release --example conv_norm_timing -- C N K MODE RTOL`
-//! (MODE = zeros | circular).
+//! (MODE = zeros | circular; `CONV_METHOD=bounds-only` etc. picks the method).
 use lipschitz::conv::{conv2d_norm, Conv2d, ConvMethod, PaddingMode};
 use lipschitz::Options;
 use rand::{Rng, SeedableRng};
@@ -32,7 +32,11 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
     }
-    let r = conv2d_norm(&w, &conv, ConvMethod::Auto, &Options::with_rtol(rtol)).unwrap();
+    // CONV_METHOD=bounds-only|lanczos|… picks the method (default auto).
+    let method: ConvMethod = std::env::var("CONV_METHOD")
+        .map(|m| m.parse().unwrap())
+        .unwrap_or(ConvMethod::Auto);
+    let r = conv2d_norm(&w, &conv, method, &Options::with_rtol(rtol)).unwrap();
     println!(
         "{c}ch {n}² k{k} {mode:?} rtol {rtol:e}: [{:.8}, {:.8}] width {:.2e} {} {:?} it {} matvecs {} circ {:.8} window {:.8} freqs {}/{} {:.3}s limited_by {:?} classic {:?}",
         r.bound.lower, r.bound.upper, r.bound.relative_width(), r.bound.certificate.label(), r.bound.stop,

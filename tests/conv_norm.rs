@@ -372,3 +372,47 @@ fn many_channel_circular_layers_equal_the_explicit_matrix() {
         );
     }
 }
+
+/// Small zero-padded images, where no proven bound could meet `rtol` (the window bound is
+/// percents above the norm there): `Auto` certifies by Lanczos alone, without the frequency
+/// scan, and the interval still contains the exact norm. A larger image at a looser `rtol`
+/// keeps the proven bounds.
+#[test]
+fn small_zero_padded_images_go_straight_to_lanczos() {
+    let opts = Options {
+        exact_flop_limit: 0.0, // no dense SVD: these layers are small enough for one
+        ..Options::with_rtol(1e-4)
+    };
+    for (c, n, stride, seed) in [(12, 5, 1, 5u64), (8, 6, 2, 6), (24, 3, 1, 7)] {
+        let conv = Conv2d::new(c, c, [3, 3], [n, n])
+            .padding(1)
+            .stride([stride, stride]);
+        let w = weights(&conv, seed);
+        let sigma = naive_sigma(&conv, &w);
+        let r = conv2d_norm(&w, &conv, ConvMethod::Auto, &opts).unwrap();
+        let b = r.bound;
+        assert_eq!(r.method, ConvMethod::Lanczos, "{c}@{n}/{stride}");
+        assert_eq!(r.frequencies_visited, 0, "{c}@{n}/{stride}: scanned");
+        assert!(r.window_upper.is_infinite() && r.circular_upper.is_infinite());
+        assert!(
+            matches!(b.certificate, Certificate::Probabilistic { .. }),
+            "{c}@{n}/{stride}: {:?}",
+            b.certificate
+        );
+        assert!(
+            b.lower <= sigma * (1.0 + 1e-12) && sigma <= b.upper * (1.0 + 1e-12),
+            "{c}@{n}/{stride}: σ = {sigma} not in [{}, {}]",
+            b.lower,
+            b.upper
+        );
+        assert!(b.meets(1e-4), "width {:e}", b.relative_width());
+    }
+    let conv = Conv2d::new(4, 4, [3, 3], [28, 28]).padding(1);
+    let w = weights(&conv, 8);
+    let loose = Options {
+        exact_flop_limit: 0.0,
+        ..Options::with_rtol(1e-2)
+    };
+    let r = conv2d_norm(&w, &conv, ConvMethod::Auto, &loose).unwrap();
+    assert!(r.frequencies_visited > 0 && r.window_upper.is_finite());
+}

@@ -256,6 +256,8 @@ pub fn conv2d_norm(
             let plan = ConvPlan::new(conv, method, opts)?;
             if plan.out_of_proportion {
                 exact_without_scan(conv, weights, &plan, opts)?
+            } else if plan.lanczos_only {
+                lanczos_only(weights, conv, &plan, opts)?
             } else {
                 let proven = proven_bounds(weights, conv, &plan, opts)?;
                 refine(weights, conv, &plan, proven, opts)?
@@ -596,6 +598,40 @@ fn iterate(
         lower = lower.max(result.bound.lower);
     }
     Ok(finish(result, b, lower, opts.rtol))
+}
+
+/// Lanczos from a random start, for small zero-padded images where no proven bound would
+/// meet `rtol` (`ConvPlan::lanczos_only`): the probabilistic bound certifies the upper end,
+/// and the final vector, re-evaluated with the direct `f64` operator, the lower end.
+fn lanczos_only(
+    weights: &[f32],
+    conv: &Conv2d,
+    plan: &ConvPlan,
+    opts: &Options,
+) -> Result<ConvBound> {
+    let operator = ConvOperator::auto(conv, weights, 1, opts.memory_limit)?;
+    let direct = DirectConv2d::new(conv, weights)?;
+    let inner = Options {
+        method: Method::Lanczos,
+        ..opts.clone()
+    };
+    let (b, v) = spectral_norm_with_vector(operator.as_operator(), &inner, &Hints::default())?;
+    let lower = if v.is_empty() {
+        0.0
+    } else {
+        certified_ratio(&direct, &v, &mut vec![0.0; direct.output_len()])
+    };
+    let result = ConvBound {
+        bound: b,
+        method: ConvMethod::Lanczos,
+        circular_upper: f64::INFINITY,
+        window_upper: f64::INFINITY,
+        grid: plan.grid,
+        frequencies_visited: 0,
+        frequencies_total: 0,
+        limited_by: None,
+    };
+    Ok(finish(result, b, lower.max(b.lower.min(lower)), opts.rtol))
 }
 
 /// The interval after iterating: the iteration's bound with the certified lower end, and

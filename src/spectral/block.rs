@@ -183,7 +183,7 @@ impl State<'_> {
         for c in 0..self.b {
             let mut w = start[c * n..(c + 1) * n].to_vec();
             coef.fill(0.0);
-            orthogonalize(&space.basis, space.k, n, &mut w, &mut coef);
+            orthogonalize(&space.basis, space.k, n, &mut w, &mut coef, f64::INFINITY);
             let wn = norm2(&w);
             if wn > 1e-10 * norm2(&start[c * n..(c + 1) * n]) && wn > 0.0 {
                 scale(1.0 / wn, &mut w);
@@ -217,7 +217,7 @@ impl State<'_> {
             let q = block_start + c;
             let w = &mut wblock[c * n..(c + 1) * n];
             coef.fill(0.0);
-            orthogonalize(&space.basis, space.k, n, w, &mut coef);
+            orthogonalize(&space.basis, space.k, n, w, &mut coef, f64::INFINITY);
             let wn = norm2(w);
             for (p, cp) in coef.iter().enumerate().take(space.k) {
                 space.h[q * kmax + p] += cp;

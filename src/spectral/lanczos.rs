@@ -137,13 +137,14 @@ impl State<'_> {
         let vj = &basis[j * n..(j + 1) * n];
         op.gram(vj, w, &mut self.tmp);
         self.run.matvecs += 2;
+        let reference = norm2(w);
         let mut a = dot(vj, w);
         axpy(-a, vj, w);
         if j > 0 {
             axpy(-beta[j - 1], &basis[(j - 1) * n..j * n], w);
         }
         coeffs[..=j].fill(0.0);
-        orthogonalize(basis, j + 1, n, w, coeffs);
+        orthogonalize(basis, j + 1, n, w, coeffs, reference);
         a += coeffs[j];
         alpha.push(a);
         norm2(w)

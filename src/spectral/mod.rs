@@ -225,47 +225,55 @@ pub(crate) fn basis_capacity(n: usize, width: usize, opts: &Options) -> Result<u
     Ok((cap as usize).min(opts.max_iterations as usize + 1))
 }
 
-/// Orthogonalises `w` against the first `count` vectors of `basis` (classical Gram–Schmidt,
-/// applied twice), adding the coefficients into `coeffs[..count]`.
+/// Orthogonalises `w` against the first `count` vectors of `basis` by classical Gram–Schmidt,
+/// adding the coefficients into `coeffs[..count]`.
+///
+/// A pass leaves `w` orthogonal to about `u·‖w_ref‖/‖w‖`, where `w_ref` is the vector before
+/// any projection (`reference` is its norm: for Lanczos `‖B vⱼ‖`, before the three-term
+/// recurrence removed `αⱼvⱼ + βⱼ₋₁vⱼ₋₁`). A second pass runs when that ratio could be large —
+/// the pass removed more than half of `w` (Daniel, Gragg, Kaufman & Stewart's `1/√2`) or `w`
+/// is below `2⁻⁸‖w_ref‖` — and is skipped otherwise: it is a full read of the basis, the
+/// largest cost of a Lanczos step on a cheap operator. `reference = ∞` always runs both.
 pub(crate) fn orthogonalize(
     basis: &[f64],
     count: usize,
     n: usize,
     w: &mut [f64],
     coeffs: &mut [f64],
+    reference: f64,
 ) {
     if count == 0 {
         return;
     }
     let mut c = vec![0.0; count];
-    if count * n < 1 << 16 {
-        // Small problems: threads cost more than they save.
-        for _pass in 0..2 {
+    let parallel = count * n >= 1 << 16; // small problems: threads cost more than they save
+    for _pass in 0..2 {
+        let before = crate::kernels::norm2(w);
+        if parallel {
+            c.par_iter_mut()
+                .enumerate()
+                .for_each(|(i, ci)| *ci = crate::kernels::dot(&basis[i * n..(i + 1) * n], w));
+            w.par_chunks_mut(4096).enumerate().for_each(|(s, ws)| {
+                let off = s * 4096;
+                for (i, ci) in c.iter().enumerate() {
+                    let v = &basis[i * n + off..i * n + off + ws.len()];
+                    crate::kernels::axpy(-ci, v, ws);
+                }
+            });
+        } else {
             for (i, ci) in c.iter_mut().enumerate() {
                 *ci = crate::kernels::dot(&basis[i * n..(i + 1) * n], w);
             }
             for (i, ci) in c.iter().enumerate() {
                 crate::kernels::axpy(-ci, &basis[i * n..(i + 1) * n], w);
             }
-            for (acc, ci) in coeffs.iter_mut().zip(&c) {
-                *acc += ci;
-            }
         }
-        return;
-    }
-    for _pass in 0..2 {
-        c.par_iter_mut()
-            .enumerate()
-            .for_each(|(i, ci)| *ci = crate::kernels::dot(&basis[i * n..(i + 1) * n], w));
-        w.par_chunks_mut(4096).enumerate().for_each(|(s, ws)| {
-            let off = s * 4096;
-            for (i, ci) in c.iter().enumerate() {
-                let v = &basis[i * n + off..i * n + off + ws.len()];
-                crate::kernels::axpy(-ci, v, ws);
-            }
-        });
         for (acc, ci) in coeffs.iter_mut().zip(&c) {
             *acc += ci;
+        }
+        let after = crate::kernels::norm2(w);
+        if after > before * std::f64::consts::FRAC_1_SQRT_2 && after > reference / 256.0 {
+            return;
         }
     }
 }
