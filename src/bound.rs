@@ -69,10 +69,16 @@ impl Certificate {
             Certificate::Exact => "exact".into(),
             Certificate::Deterministic => "deterministic".into(),
             Certificate::Probabilistic { delta } => {
-                // Sums of deltas pick up float noise (8.999999999999999e-6): show 12
-                // significant digits, never less than the true value.
+                // Sums of deltas pick up float noise (8.999999999999999e-6 or
+                // 1.7000000000000003e-5 for sums of 1e-6): show 12 significant digits. The
+                // rounded value may sit below the float sum by that noise (1e-12 relative,
+                // meaningless for a failure probability), never by more.
                 let tidy: f64 = format!("{delta:.11e}").parse().unwrap_or(*delta);
-                let shown = if tidy >= *delta { tidy } else { *delta };
+                let shown = if tidy >= *delta * (1.0 - 1e-12) {
+                    tidy
+                } else {
+                    *delta
+                };
                 format!("probabilistic(delta={shown:e})")
             }
             Certificate::None => "none".into(),
@@ -352,5 +358,25 @@ impl Options {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Certificate;
+
+    #[test]
+    fn summed_deltas_are_labelled_without_float_noise() {
+        let sum = |k: usize| (0..k).map(|_| 1e-6).sum::<f64>();
+        assert_eq!(sum(17), 1.7000000000000003e-5);
+        for (k, shown) in [(17, "1.7e-5"), (9, "9e-6"), (1, "1e-6")] {
+            let label = Certificate::Probabilistic { delta: sum(k) }.label();
+            assert_eq!(label, format!("probabilistic(delta={shown})"));
+        }
+        // Rounding that would show a value more than float noise below itself keeps it whole.
+        let odd = Certificate::Probabilistic {
+            delta: 1.234567890123456e-5,
+        };
+        assert_eq!(odd.label(), "probabilistic(delta=1.234567890123456e-5)");
     }
 }

@@ -311,3 +311,16 @@ impl LinearOperator for DenseMatrix<'_> {
         });
     }
 }
+
+/// In words, how a dense layer's interval `b` of a `rows × cols` matrix was computed (the
+/// route `lipschitz analyze --explain` prints).
+pub fn describe_dense_route(b: &Bound, rows: usize, cols: usize) -> String {
+    match b.method {
+        Method::Exact => format!("exact SVD of the {rows}×{cols} matrix (a small layer)"),
+        m => format!(
+            "{m:?} on the {rows}×{cols} matrix, {} steps from a random start; upper end: {}",
+            b.iterations,
+            b.certificate.label()
+        ),
+    }
+}

@@ -61,7 +61,7 @@ mod util;
 pub use bound::{
     check_threads, round_to_f32, time_limit_from_secs, Bound, Certificate, Method, Options, Stop,
 };
-pub use dense::{dense_matrix_norm, dense_norm, DenseMatrix};
+pub use dense::{dense_matrix_norm, dense_norm, describe_dense_route, DenseMatrix};
 pub use error::{Error, Result};
 pub use operator::{explicit_matrix, LinearOperator};
 pub use spectral::{

@@ -78,6 +78,15 @@ fn analyze_json_follows_the_contract() {
         let (lo, up) = (l["lower"].as_f64().unwrap(), l["upper"].as_f64().unwrap());
         assert!(0.0 < lo && lo <= up && up <= lo * (1.0 + 1e-4), "{l}");
         assert!(l["certificate"].is_string());
+        // The route in words (issue 18's plan): non-empty, and a conv's names its operator.
+        let route = l["route"].as_str().unwrap();
+        assert!(!route.is_empty(), "{l}");
+        if l["op"] == "Conv" {
+            assert!(
+                route.contains("exact") || route.contains("operator"),
+                "{route}"
+            );
+        }
     }
     assert_eq!(layers[1]["folded"], serde_json::json!(["bn1"]));
     let n = &v["network"];
@@ -367,4 +376,19 @@ fn certify_refuses_bad_arguments_in_one_line() {
         );
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn explain_prints_each_layers_route() {
+    let path = fixture("residual.onnx");
+    let out = run(&["analyze", path.to_str().unwrap(), "--no-lower", "--explain"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("route: ").count(), 4, "{text}");
+    let plain = run(&["analyze", path.to_str().unwrap(), "--no-lower"]);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("route: "));
 }

@@ -81,6 +81,9 @@ class Layer(_Record):
     seconds: float
     folded: List[str] = field(default_factory=list)
     module: Optional[str] = None
+    #: In words, the route the layer's bound took and why (which bound gave each end,
+    #: which operator the iterations used).
+    route: str = ""
 
     def __repr__(self) -> str:
         where = self.module or self.name
@@ -368,6 +371,7 @@ def _report(raw: Dict[str, Any], modules: Dict[str, str]) -> Report:
             seconds=l["seconds"],
             folded=l.get("folded", []),
             module=l.get("module") or modules.get(l["name"]),
+            route=l.get("route", ""),
         )
         for l in raw["layers"]
     ]

@@ -109,6 +109,7 @@ def test_analyze_equals_the_cli_from_a_path_and_from_bytes():
         assert [m.upper for m in r.network.methods] == [m["upper"] for m in expected["network"]["methods"]]
         for layer, e in zip(r.layers, expected["layers"]):
             assert (layer.name, layer.lower, layer.upper) == (e["name"], e["lower"], e["upper"])
+            assert layer.route == e["route"] and layer.route
     assert "layers" in repr(r) and r.to_dict()["network"]["upper"] == r.network.upper
 
 

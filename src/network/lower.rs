@@ -88,6 +88,11 @@ pub struct LowerBound {
     pub jacobian_estimate: f64,
     /// Starts searched from.
     pub samples: usize,
+    /// Starts asked for ([`LowerOptions::samples`]): fewer were searched when the budget ran out.
+    pub samples_requested: usize,
+    /// The time budget ([`LowerOptions::time_limit`]) in seconds; the first start always
+    /// finishes, so `seconds` may exceed it.
+    pub budget_seconds: f64,
     /// Forward passes made.
     pub forward_passes: usize,
     /// Reverse (and forward-mode) passes made.
@@ -124,6 +129,8 @@ pub fn empirical_lower_bound(net: &Network, opts: &LowerOptions) -> Result<Lower
             value: 0.0,
             jacobian_estimate: 0.0,
             samples: 0,
+            samples_requested: opts.samples.max(1),
+            budget_seconds: opts.time_limit.as_secs_f64(),
             forward_passes: 0,
             derivative_passes: 0,
             seconds: 0.0,

@@ -55,6 +55,10 @@ struct NetworkArgs {
     /// Skip the empirical lower bound (only the certified upper bound and layer intervals).
     #[arg(long)]
     no_lower: bool,
+    /// Print under each layer the route its bound took and why (which bound gave each end,
+    /// which operator the iterations used); the JSON always has it as `route`.
+    #[arg(long)]
+    explain: bool,
     /// Random inputs the lower-bound search starts from.
     #[arg(long, default_value_t = LowerOptions::default().samples)]
     samples: usize,
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
     let default_net = NetworkArgs {
         input_shape: None,
         no_lower: false,
+        explain: false,
         samples: LowerOptions::default().samples,
         memory_limit_mb: (Options::default().memory_limit >> 20) as u64,
         time_limit: None,
@@ -272,7 +277,7 @@ fn run_network(
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    print_report(&report, common.json)
+    print_report(&report, common.json, args.explain)
 }
 
 fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<(), String> {
@@ -304,6 +309,7 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         seconds: b.seconds,
         folded: Vec::new(),
         circular: false,
+        route: lipschitz::describe_dense_route(&b, m.rows, m.cols),
         bound: b,
     };
     let report = Analysis {
@@ -330,5 +336,5 @@ fn run_dense(path: &std::path::Path, method: &str, common: &Common) -> Result<()
         layers: vec![layer],
         seconds: started.elapsed().as_secs_f64(),
     };
-    print_report(&report, common.json)
+    print_report(&report, common.json, true)
 }

@@ -26,8 +26,9 @@ pub(crate) fn peak_memory_bytes() -> Option<u64> {
     }
 }
 
-/// Renders the report (table or JSON) and writes it to stdout in one piece.
-pub(crate) fn print_report(report: &Analysis, json: bool) -> Result<(), String> {
+/// Renders the report (table or JSON) and writes it to stdout in one piece; `explain` adds
+/// each layer's route under its row.
+pub(crate) fn print_report(report: &Analysis, json: bool, explain: bool) -> Result<(), String> {
     if json {
         let mut value = serde_json::to_value(report).map_err(|e| e.to_string())?;
         if let (Some(object), Some(peak)) = (value.as_object_mut(), peak_memory_bytes()) {
@@ -78,6 +79,9 @@ pub(crate) fn print_report(report: &Analysis, json: bool) -> Result<(), String> 
         if !l.folded.is_empty() {
             println!("{:<width$}   folded in: {}", "", l.folded.join(", "));
         }
+        if explain {
+            println!("{:<width$}   route: {}", "", l.route);
+        }
     }
     if report.layers.iter().any(|l| l.circular) {
         println!("(° circular padding)");
@@ -127,10 +131,12 @@ fn network_summary(buf: &mut String, report: &Analysis) {
     );
     match (n.lower, &n.lower_search) {
         (Some(l), Some(s)) => println!(
-            "  lower bound      {:.8}  (attained by a pair of inputs; {} samples, {:.2}s)\n  gap upper/lower  {:.3}",
+            "  lower bound      {:.8}  (attained by a pair of inputs; {} of {} starts in {:.2}s, budget {}s)\n  gap upper/lower  {:.3}",
             l,
             s.samples,
+            s.samples_requested,
             s.seconds,
+            s.budget_seconds,
             n.gap.unwrap_or(f64::INFINITY)
         ),
         (Some(l), None) => println!("  lower bound      {l:.8}"),

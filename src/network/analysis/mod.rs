@@ -412,6 +412,7 @@ fn layer_result(
             .map(|&a| net.nodes[a].name.clone())
             .collect(),
         circular: b.circular,
+        route: b.route,
         bound,
     }
 }

@@ -39,6 +39,9 @@ pub struct LayerResult {
     pub folded: Vec<String>,
     /// Whether the layer uses circular padding (a wrap-Pad merged in).
     pub circular: bool,
+    /// In words, the route taken and why: which bound gave each end, which operator the
+    /// iterations used (`lipschitz analyze --explain` prints it).
+    pub route: String,
     /// The full interval.
     #[serde(skip)]
     pub bound: Bound,

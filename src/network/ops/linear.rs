@@ -31,6 +31,8 @@ pub struct LayerBound {
     pub method: LayerMethod,
     /// Whether the layer is a circular convolution.
     pub circular: bool,
+    /// In words, the route taken and why (see [`crate::conv::ConvBound::route`]).
+    pub route: String,
 }
 
 /// A linear layer bounded by a spectral computation.
@@ -170,6 +172,7 @@ impl Layer for Conv {
             bound: r.bound,
             method: LayerMethod::Conv(r.method),
             circular: self.conv.padding_mode == PaddingMode::Circular,
+            route: r.route,
         })
     }
     fn fits_output(&self, d: &[f64]) -> bool {
@@ -412,6 +415,7 @@ impl Layer for Dense {
         let b = dense_norm(weight, self.rows, self.cols, opts)?;
         Ok(LayerBound {
             method: LayerMethod::Dense(b.method),
+            route: crate::dense::describe_dense_route(&b, self.rows, self.cols),
             bound: b,
             circular: false,
         })
