@@ -305,7 +305,8 @@ typedef struct LipOptions {
   uint32_t lower_samples;
   /**
    * Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for
-   * (default 900, ~5 s; the cost grows as the cube); 0 turns it off.
+   * (default 2048: the interior-point method up to 900, ≤ ~5 s; the first-order method
+   * above, ~10 s at 2048); 0 turns it off.
    */
   uint64_t lipsdp_max_size;
   /**

@@ -190,6 +190,7 @@ impl NetworkArgs {
                 lipsdp_max_size: self.lipsdp_max_size,
                 eclipse_max_size: self.eclipse_max_size,
                 liplt_max_work: self.liplt_max_work as u128,
+                ..AnalysisOptions::default()
             },
         ))
     }

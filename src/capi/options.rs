@@ -38,7 +38,8 @@ pub struct LipOptions {
     /// Random inputs for the network lower-bound search; 0 skips the search (lower = 0).
     pub lower_samples: u32,
     /// Largest LMI dimension (inputs + activation units) LipSDP-Neuron is computed for
-    /// (default 900, ~5 s; the cost grows as the cube); 0 turns it off.
+    /// (default 2048: the interior-point method up to 900, ≤ ~5 s; the first-order method
+    /// above, ~10 s at 2048); 0 turns it off.
     pub lipsdp_max_size: u64,
     /// Largest LMI dimension ECLipsE-Fast is computed for (default 4096); 0 turns it off.
     pub eclipse_max_size: u64,
@@ -136,6 +137,7 @@ impl LipOptions {
             lipsdp_max_size: size(self.lipsdp_max_size),
             eclipse_max_size: size(self.eclipse_max_size),
             liplt_max_work: self.liplt_max_work as u128,
+            ..AnalysisOptions::default()
         })
     }
 }

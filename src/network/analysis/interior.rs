@@ -96,7 +96,7 @@ pub(super) fn smallest_rho(p: &Problem, gy: &Mat<f64>, t: &[f64]) -> Option<f64>
 /// couplings from later nodes: some `c` always works); for the smallest ratio that works,
 /// the overall scale is scanned over powers of 4 and the one with the smallest `ρ` kept,
 /// with `ρ` a little above the smallest feasible one.
-fn start(p: &Problem, gy: &Mat<f64>) -> Option<(f64, Vec<f64>)> {
+pub(super) fn start(p: &Problem, gy: &Mat<f64>) -> Option<(f64, Vec<f64>)> {
     let k = p.blocks.len() as i32;
     let mut c = 1.0f64;
     while c < 1e12 {
