@@ -171,6 +171,21 @@ impl<'a> DirectConv2d<'a> {
     }
 }
 
+/// The GEMMs run on one thread each when the bands and groups keep every thread busy, or
+/// when the caller is itself one of the pool's tasks (the analysis bounds layers
+/// concurrently: nesting would only contend). Otherwise a small image with many channels
+/// (ResNet's 512 channels on 7×7 or 2×2: one band) would leave all threads but one idle —
+/// a network evaluation in the lower-bound search, a single layer's Lanczos. Either way
+/// each output is one dot product computed in the same order (faer splits a product by
+/// output blocks), so results do not depend on it.
+fn gemm_parallelism(tasks: usize) -> Par {
+    if tasks < rayon::current_num_threads() && rayon::current_thread_index().is_none() {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
 impl LinearOperator for DirectConv2d<'_> {
     fn input_len(&self) -> usize {
         self.conv.input_len()
@@ -189,6 +204,7 @@ impl LinearOperator for DirectConv2d<'_> {
         let k = cg * kh * kw;
         let band = self.band_rows(k, wo, ho);
         let bands = ho.div_ceil(band);
+        let par = gemm_parallelism(c.groups * bands);
         let out = DisjointWrites::new(y);
         (0..c.groups * bands).into_par_iter().for_each(|task| {
             let (g, b) = (task / bands, task % bands);
@@ -229,7 +245,7 @@ impl LinearOperator for DirectConv2d<'_> {
                 ),
                 MatRef::from_row_major_slice(&cols, k, positions),
                 1.0,
-                Par::Seq,
+                par,
             );
             for o in 0..og {
                 let base = ((g * og + o) * ho + i0) * wo;
@@ -252,6 +268,7 @@ impl LinearOperator for DirectConv2d<'_> {
         let k = og * kh * kw;
         let band = self.band_rows(k, w, h);
         let bands = h.div_ceil(band);
+        let par = gemm_parallelism(c.groups * bands);
         let out = DisjointWrites::new(x);
         (0..c.groups * bands).into_par_iter().for_each(|task| {
             let (g, b) = (task / bands, task % bands);
@@ -292,7 +309,7 @@ impl LinearOperator for DirectConv2d<'_> {
                 ),
                 MatRef::from_row_major_slice(&gathered, k, positions),
                 1.0,
-                Par::Seq,
+                par,
             );
             for ci in 0..cg {
                 let base = ((g * cg + ci) * h + a0) * w;
@@ -308,5 +325,50 @@ impl LinearOperator for DirectConv2d<'_> {
 
     fn forward_error(&self) -> f64 {
         self.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A many-channel layer on a small image is one band: called from outside the pool its
+    /// GEMMs run on every thread, from inside on one. The results must be bit-identical
+    /// (results never depend on the thread count).
+    #[test]
+    fn parallel_gemms_give_the_same_bits() {
+        let conv = Conv2d::new(256, 192, [3, 3], [7, 7]).padding(1);
+        let w: Vec<f32> = (0..conv.weight_len())
+            .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
+            .collect();
+        let op = DirectConv2d::new(&conv, &w).unwrap();
+        let x: Vec<f64> = (0..op.input_len())
+            .map(|i| ((i * 31) % 97) as f64 - 48.0)
+            .collect();
+        let y: Vec<f64> = (0..op.output_len())
+            .map(|i| ((i * 17) % 89) as f64 - 44.0)
+            .collect();
+        let run = || {
+            let (mut fy, mut ax) = (vec![0.0; op.output_len()], vec![0.0; op.input_len()]);
+            op.forward(&x, &mut fy);
+            op.adjoint(&y, &mut ax);
+            (fy, ax)
+        };
+        let outside = run();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let inside = pool.install(run);
+        assert!(outside
+            .0
+            .iter()
+            .zip(&inside.0)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(outside
+            .1
+            .iter()
+            .zip(&inside.1)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
