@@ -742,7 +742,7 @@ fn lanczos_only(
         limited_by: None,
         route,
     };
-    Ok(finish(result, b, lower.max(b.lower.min(lower)), opts.rtol))
+    Ok(finish(result, b, lower, opts.rtol))
 }
 
 /// The interval after iterating: the iteration's bound with the certified lower end, and
