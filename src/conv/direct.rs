@@ -178,8 +178,13 @@ impl<'a> DirectConv2d<'a> {
 /// a network evaluation in the lower-bound search, a single layer's Lanczos. Either way
 /// each output is one dot product computed in the same order (faer splits a product by
 /// output blocks), so results do not depend on it.
-fn gemm_parallelism(tasks: usize) -> Par {
-    if tasks < rayon::current_num_threads() && rayon::current_thread_index().is_none() {
+fn gemm_parallelism(tasks: usize, multiply_adds: usize) -> Par {
+    // Below ~16M multiply-adds per GEMM the threads' start-up costs more than they save
+    // (the certify tests' small CNNs ran twice as long with them).
+    if tasks < rayon::current_num_threads()
+        && rayon::current_thread_index().is_none()
+        && multiply_adds >= 1 << 24
+    {
         Par::rayon(0)
     } else {
         Par::Seq
@@ -204,7 +209,7 @@ impl LinearOperator for DirectConv2d<'_> {
         let k = cg * kh * kw;
         let band = self.band_rows(k, wo, ho);
         let bands = ho.div_ceil(band);
-        let par = gemm_parallelism(c.groups * bands);
+        let par = gemm_parallelism(c.groups * bands, og * k * band.min(ho) * wo);
         let out = DisjointWrites::new(y);
         (0..c.groups * bands).into_par_iter().for_each(|task| {
             let (g, b) = (task / bands, task % bands);
@@ -268,7 +273,7 @@ impl LinearOperator for DirectConv2d<'_> {
         let k = og * kh * kw;
         let band = self.band_rows(k, w, h);
         let bands = h.div_ceil(band);
-        let par = gemm_parallelism(c.groups * bands);
+        let par = gemm_parallelism(c.groups * bands, cg * k * band.min(h) * w);
         let out = DisjointWrites::new(x);
         (0..c.groups * bands).into_par_iter().for_each(|task| {
             let (g, b) = (task / bands, task % bands);
