@@ -268,11 +268,9 @@ fn default_lower_bound_reaches_the_reference_ascents() {
     }
 }
 
-/// Every entry of a reference file (`{"model.onnx": {...}}`) with the analysis of its
-/// model from `tests/fixtures/onnx/`.
-fn analysed_references(
-    path: &str,
-) -> Vec<(String, serde_json::Value, lipschitz::network::Analysis)> {
+/// Every entry of a reference file (`{"model.onnx": {...}}`) with its model loaded from
+/// `tests/fixtures/onnx/`.
+fn reference_models(path: &str) -> Vec<(String, serde_json::Value, Network)> {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     reference
@@ -285,7 +283,20 @@ fn analysed_references(
                 &ImportOptions::default(),
             )
             .unwrap();
-            (file.clone(), r.clone(), analyse(&net))
+            (file.clone(), r.clone(), net)
+        })
+        .collect()
+}
+
+/// [`reference_models`] with each model's analysis.
+fn analysed_references(
+    path: &str,
+) -> Vec<(String, serde_json::Value, lipschitz::network::Analysis)> {
+    reference_models(path)
+        .into_iter()
+        .map(|(file, r, net)| {
+            let a = analyse(&net);
+            (file, r, a)
         })
         .collect()
 }
@@ -398,16 +409,7 @@ fn liplt_cuts_a_deep_chain_into_segments() {
 /// never below it, and says which solver ran.
 #[test]
 fn first_order_lipsdp_is_near_the_independent_optimum() {
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("tests/fixtures/lipsdp/reference.json").unwrap(),
-    )
-    .unwrap();
-    for (file, r) in reference.as_object().unwrap() {
-        let net = load_onnx(
-            format!("tests/fixtures/onnx/{file}").as_ref(),
-            &ImportOptions::default(),
-        )
-        .unwrap();
+    for (file, r, net) in reference_models("tests/fixtures/lipsdp/reference.json") {
         let opts = AnalysisOptions {
             lower: None,
             methods: vec![NetworkMethod::Product, NetworkMethod::LipSdp],
