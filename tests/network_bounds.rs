@@ -404,6 +404,81 @@ fn liplt_cuts_a_deep_chain_into_segments() {
     assert!(got.network.lower.unwrap() <= got.network.upper);
 }
 
+/// The LipLT recursion of a chain cut into segments of at most `k` activations, as the
+/// budget cuts it: the first segment from the input through the linear map after its
+/// `k`-th ReLU, each further one starting at a ReLU (identity first).
+fn liplt_chain_in_segments(a: &[Mat<f64>], k: usize) -> f64 {
+    let mut bound = liplt_chain(&a[..(k + 1).min(a.len())], 0.5, 0.5);
+    let mut next = k + 1;
+    while next < a.len() {
+        let mut segment = vec![Mat::<f64>::identity(a[next].ncols(), a[next].ncols())];
+        segment.extend(a[next..(next + k).min(a.len())].iter().cloned());
+        bound *= liplt_chain(&segment, 0.5, 0.5);
+        next += k;
+    }
+    bound
+}
+
+/// Under a smaller work budget LipLT cuts the chain into shorter segments (and says so)
+/// rather than giving up: every budget's bound is the explicit recursion over the segments
+/// its note names, below the product and above the attained lower bound; under the
+/// shortest segments' work it is skipped with a note.
+#[test]
+fn liplt_shortens_its_segments_to_fit_the_budget() {
+    let mut sizes = vec![6; 17];
+    sizes[0] = 5;
+    sizes[16] = 3;
+    let (net, w) = mlp(&sizes, Activation::Relu, 300);
+    let a: Vec<Mat<f64>> = w.iter().map(|(w, r, c)| mat(w, *r, *c)).collect();
+    let mut lengths = Vec::new();
+    for budget in [1e9, 3e3, 1e3, 400.0, 150.0, 1.0] {
+        let opts = AnalysisOptions {
+            layer: Options::with_rtol(1e-9),
+            liplt_max_work: budget as u128,
+            ..AnalysisOptions::default()
+        };
+        let got = analyze(&net, &opts).unwrap();
+        let notes = &got.network.notes;
+        let liplt = got
+            .network
+            .methods
+            .iter()
+            .find(|m| m.name == NetworkMethod::LipLT);
+        let Some(liplt) = liplt else {
+            assert!(
+                notes.iter().any(|n| n.starts_with("LipLT not computed")),
+                "budget {budget}: {notes:?}"
+            );
+            lengths.push(0);
+            continue;
+        };
+        // "LipLT: 8 segments of at most 2 nonlinear nodes, shortened …", or no note when the
+        // longest segments fit.
+        let k = notes
+            .iter()
+            .find_map(|n| n.strip_prefix("LipLT: "))
+            .map_or(12, |n| {
+                let at_most = n.split("at most ").nth(1).unwrap();
+                at_most.split(' ').next().unwrap().parse::<usize>().unwrap()
+            });
+        let want = liplt_chain_in_segments(&a, k);
+        assert!(
+            liplt.upper >= want * (1.0 - 1e-12) && liplt.upper <= want * (1.0 + 1e-8),
+            "budget {budget}: LipLT {} vs segments of {k} on explicit matrices {want}",
+            liplt.upper
+        );
+        assert!(liplt.upper < got.network.naive_product);
+        assert!(got.network.lower.unwrap() <= liplt.upper);
+        lengths.push(k);
+    }
+    assert_eq!(lengths.first(), Some(&12), "{lengths:?}");
+    assert_eq!(lengths.last(), Some(&0), "{lengths:?}");
+    assert!(
+        lengths.iter().any(|&k| (1..12).contains(&k)),
+        "no budget shortened the segments: {lengths:?}"
+    );
+}
+
 /// The first-order eigenvalue method (used above the interior point's size limit, forced
 /// here) proves bounds within 1 % of the independent solver's optimum on the same networks,
 /// never below it, and says which solver ran.

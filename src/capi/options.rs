@@ -43,8 +43,9 @@ pub struct LipOptions {
     pub lipsdp_max_size: u64,
     /// Largest LMI dimension ECLipsE-Fast is computed for (default 4096); 0 turns it off.
     pub eclipse_max_size: u64,
-    /// Budget of LipLT in operator norms × activation values (default 3e7, ~30 s on two
-    /// cores); 0 turns it off. Finite and ≥ 0.
+    /// Budget of LipLT in units of work (activation values along each norm's path; default
+    /// 3e7, ~30 s on two cores): over it, segments are shortened, then LipLT is skipped; 0
+    /// turns it off. Finite and ≥ 0.
     pub liplt_max_work: f64,
 }
 

@@ -28,16 +28,25 @@ use super::runs::capped_norm;
 use crate::bound::{Bound, Certificate, Method, Options, Stop};
 use crate::error::Result;
 use crate::LinearOperator;
+use rayon::prelude::*;
 
 /// Most nonlinear nodes of one segment: a segment needs `(K + 1)(K + 2)/2` operator norms,
 /// each a Lanczos run through the segment (ResNet-18's 18 as one segment at 64×64 took a
 /// minute).
 pub(super) const MAX_NONLINEAR: usize = 12;
 
-/// Default budget of the whole bound, in operator norms × activation values of their
-/// segment: ~1e6 units take ~1 s on two cores (the demo: 2.1e6, 1.9 s), so the default
-/// keeps LipLT within ~30 s (ResNet-18 at 64×64 fits; at 224×224 it needs raising).
+/// Default budget of the whole bound, in the units of [`Paths::work`]: ~1e6 units take
+/// ~1 s on two cores, so the default keeps LipLT within ~30 s (ResNet-18 at 64×64 as two
+/// segments; at 224×224 as 18, one per ReLU).
 pub(super) const DEFAULT_MAX_WORK: u128 = 30_000_000;
+
+/// Tensors of at most this many `f64` values (512 KB) stay in a core's cache during a
+/// Lanczos step; larger ones cost [`OUT_OF_CACHE`] times as much per value (ResNet-18's
+/// norms: 0.8–1.0e6 units per second with 64×28×28 tensors, 0.15–0.26e6 with 64×56×56).
+const CACHED_VALUES: usize = 1 << 16;
+
+/// The cost of a value of a tensor over [`CACHED_VALUES`], in units of a cached one.
+const OUT_OF_CACHE: u128 = 4;
 
 /// Most activation values (all tensors together) of one segment.
 pub(super) const MAX_ELEMENTS: u128 = 1 << 23;
@@ -79,8 +88,8 @@ pub(super) type Slopes = Vec<Option<f64>>;
 /// What the LipLT computation gave.
 #[derive(Clone)]
 pub(super) enum Outcome {
-    /// The bound.
-    Bound(Bound),
+    /// The bound, and a note on how it was obtained when the reader should know.
+    Bound(Bound, Option<String>),
     /// It does not apply (several outputs, a
     /// nonlinear node with several inputs, or no nonlinearity it can exploit).
     NotApplicable,
@@ -92,10 +101,14 @@ impl Outcome {
     /// The tighter of two bounds of the same network (a bound over anything else).
     pub(super) fn tighter(a: Outcome, b: Outcome) -> Outcome {
         match (a, b) {
-            (Outcome::Bound(x), Outcome::Bound(y)) => {
-                Outcome::Bound(if y.upper < x.upper { y } else { x })
+            (Outcome::Bound(x, m), Outcome::Bound(y, n)) => {
+                if y.upper < x.upper {
+                    Outcome::Bound(y, n)
+                } else {
+                    Outcome::Bound(x, m)
+                }
             }
-            (Outcome::Bound(x), _) | (_, Outcome::Bound(x)) => Outcome::Bound(x),
+            (x @ Outcome::Bound(..), _) | (_, x @ Outcome::Bound(..)) => x,
             (a, _) => a,
         }
     }
@@ -176,18 +189,38 @@ pub(super) fn liplt_bound(
     for &(k, m, _) in &nonlinear {
         slope[k] = Some(m);
     }
-    let segments = match segments(net, live, &nonlinear, max_work) {
+    let paths = Paths {
+        net,
+        live,
+        slope,
+        factor,
+    };
+    let (segments, note) = match segments(&paths, &nonlinear, max_work) {
         Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
-    let cx = Linearised::new(net, live, slope, factor, opts.memory_limit)?;
-    let mut certificates = Vec::new();
+    let cx = Linearised::with_paths(paths, opts.memory_limit)?;
+    // Every norm of every segment is independent of the others: computed concurrently, each
+    // with its share of the memory limit.
+    let pairs: Vec<_> = segments
+        .iter()
+        .flat_map(|segment| cx.paths.pairs(segment, &nonlinear))
+        .collect();
+    let share = Options {
+        memory_limit: opts.memory_limit / rayon::current_num_threads().clamp(1, pairs.len().max(1)),
+        ..opts.clone()
+    };
+    let norms = pairs
+        .par_iter()
+        .map(|&(source, target)| cx.norm(source, target, &share))
+        .collect::<Result<Vec<_>>>()?;
+    let certificates: Vec<Certificate> = norms.iter().filter_map(|&(_, c)| c).collect();
+    let mut norms = norms.iter().map(|&(n, _)| n);
     let mut upper = 1.0;
     for segment in &segments {
-        let l = cx.recursion(segment, &nonlinear, opts, &mut certificates)?;
-        upper = mul_up(upper, l);
+        upper = mul_up(upper, recursion(segment, &nonlinear, &mut norms));
     }
-    Ok(Outcome::Bound(Bound {
+    let bound = Bound {
         lower: 0.0,
         upper,
         certificate: Certificate::compose(&certificates),
@@ -196,7 +229,8 @@ pub(super) fn liplt_bound(
         matvecs: 0,
         stop: Stop::Direct,
         seconds: 0.0,
-    }))
+    };
+    Ok(Outcome::Bound(bound, note))
 }
 
 /// A piece of the network between two cut points: every path from the input to the output
@@ -245,23 +279,71 @@ fn cut_points(net: &Network, live: &[bool]) -> Vec<usize> {
     cuts
 }
 
-/// Cuts the network into as few segments as the budget allows (at most [`MAX_NONLINEAR`]
-/// nonlinear nodes and [`MAX_ELEMENTS`] activation values each): the longer a segment, the
-/// more cancellations its recursion keeps. A network that is one segment gets the whole
-/// graph's recursion.
+/// Cuts the network into segments: as few as the budget allows, since the longer a
+/// segment, the more cancellations its recursion keeps. Segments take at most
+/// [`MAX_NONLINEAR`] nonlinear nodes and [`MAX_ELEMENTS`] activation values; when their
+/// work is over `max_work`, shorter segments are tried (at most 8, 6, 4, 3, 2, 1 nonlinear
+/// nodes): a segment of `K` nodes needs `(K + 1)(K + 2)/2` norms, so halving `K` roughly
+/// halves the work, and every segment's recursion is still at most the product of its
+/// layers. A network that is one segment gets the whole graph's recursion.
 fn segments(
-    net: &Network,
-    live: &[bool],
+    paths: &Paths<'_>,
     nonlinear: &[(usize, f64, f64)],
     max_work: u128,
-) -> std::result::Result<Vec<Segment>, Outcome> {
-    let cuts = cut_points(net, live);
+) -> std::result::Result<(Vec<Segment>, Option<String>), Outcome> {
+    let net = paths.net;
+    let cuts = cut_points(net, paths.live);
     let Some(&last) = cuts.last() else {
         return Err(Outcome::NotApplicable);
     };
     if net.nodes[last].output != net.outputs[0] {
         return Err(Outcome::NotApplicable);
     }
+    let mut why = String::new();
+    for max_nonlinear in [MAX_NONLINEAR, 8, 6, 4, 3, 2, 1] {
+        match cut_into(paths, nonlinear, &cuts, max_nonlinear) {
+            // Shorter segments do not fit either; the last over-budget cut is the reason.
+            Err(reason) => {
+                if why.is_empty() {
+                    why = reason;
+                }
+                break;
+            }
+            Ok((segments, work)) if work <= max_work => {
+                let note = (max_nonlinear < MAX_NONLINEAR).then(|| {
+                    format!(
+                        "{} segments of at most {max_nonlinear} nonlinear nodes, shortened to \
+                         fit the work budget of {max_work:.1e} (longer segments give a tighter \
+                         bound: --liplt-max-work)",
+                        segments.len()
+                    )
+                });
+                return Ok((segments, note));
+            }
+            Ok((segments, work)) => {
+                why = format!(
+                    "its {} segments (the shortest its cut points allow) need about {work:.1e} \
+                     units of work (activation values along each norm's path), over the budget \
+                     of {max_work:.1e} (AnalysisOptions::liplt_max_work, CLI --liplt-max-work; \
+                     ~1e6 units take ~1 s on two cores)",
+                    segments.len()
+                );
+            }
+        }
+    }
+    Err(Outcome::OverBudget(why))
+}
+
+/// Cuts at the furthest cut point each segment can reach with at most `max_nonlinear`
+/// nonlinear nodes and [`MAX_ELEMENTS`] values; the segments and their estimated work, or
+/// why some part between two cut points does not fit.
+fn cut_into(
+    paths: &Paths<'_>,
+    nonlinear: &[(usize, f64, f64)],
+    cuts: &[usize],
+    max_nonlinear: usize,
+) -> std::result::Result<(Vec<Segment>, u128), String> {
+    let (net, live) = (paths.net, paths.live);
     // Nonlinear nodes and activation values up to and including node k.
     let count_to = |k: usize| nonlinear.iter().take_while(|&&(j, _, _)| j <= k).count();
     let mut values_to = vec![0u128; net.nodes.len() + 1];
@@ -276,7 +358,7 @@ fn segments(
     let fits = |from: Option<usize>, to: usize| {
         let (n0, v0) = from.map_or((0, 0), |f| (count_to(f), values_to[f + 1]));
         let source = from.map_or(net.len_of(0), |f| net.len_of(net.nodes[f].output)) as u128;
-        count_to(to) - n0 <= MAX_NONLINEAR && values_to[to + 1] - v0 + source <= MAX_ELEMENTS
+        count_to(to) - n0 <= max_nonlinear && values_to[to + 1] - v0 + source <= MAX_ELEMENTS
     };
     let mut out = Vec::new();
     let mut source = None;
@@ -291,42 +373,35 @@ fn segments(
         }
         let Some(end) = end else {
             let from = source.map_or("the input".to_string(), |k| net.nodes[k].name.clone());
-            return Err(Outcome::OverBudget(format!(
-                "the part after {from} up to the next cut point has over {MAX_NONLINEAR} \
+            return Err(format!(
+                "the part after {from} up to the next cut point has over {max_nonlinear} \
                  nonlinear nodes or {MAX_ELEMENTS} activation values"
-            )));
+            ));
         };
-        let first = source.map_or(0, count_to);
-        let k = (count_to(end) - first) as u128;
-        let (v0, source_len) = source.map_or((0, net.len_of(0)), |f| {
-            (values_to[f + 1], net.len_of(net.nodes[f].output))
-        });
-        work += (k + 1) * (k + 2) / 2 * (values_to[end + 1] - v0 + source_len as u128);
-        out.push(Segment {
+        let segment = Segment {
             source,
             end: net.nodes[end].output,
-            nonlinear: first..count_to(end),
-        });
+            nonlinear: source.map_or(0, count_to)..count_to(end),
+        };
+        work += paths.work(&segment, nonlinear);
+        out.push(segment);
         source = Some(end);
     }
-    if work > max_work {
-        return Err(Outcome::OverBudget(format!(
-            "its {} segments need about {work:.1e} operator-norm × activation-value units, \
-             over the budget of {max_work:.1e} (AnalysisOptions::liplt_max_work, CLI \
-             --liplt-max-work; ~1e6 units take ~1 s on two cores)",
-            out.len()
-        )));
-    }
-    Ok(out)
+    Ok((out, work))
+}
+
+/// The linearised network's graph: which nodes each map goes through and their caps.
+pub(super) struct Paths<'n> {
+    net: &'n Network,
+    live: &'n [bool],
+    slope: Slopes,
+    factor: &'n [f64],
 }
 
 /// The linearised network and what bounding its pieces needs.
 pub(super) struct Linearised<'n> {
-    net: &'n Network,
+    paths: Paths<'n>,
     eval: Evaluator<'n>,
-    live: &'n [bool],
-    slope: Slopes,
-    factor: &'n [f64],
 }
 
 impl<'n> Linearised<'n> {
@@ -339,15 +414,25 @@ impl<'n> Linearised<'n> {
         factor: &'n [f64],
         memory_limit: usize,
     ) -> Result<Self> {
-        Ok(Linearised {
+        let paths = Paths {
             net,
-            eval: Evaluator::new(net, true, memory_limit)?,
             live,
             slope,
             factor,
-        })
+        };
+        Self::with_paths(paths, memory_limit)
     }
 
+    /// [`Linearised::new`] from the graph's paths.
+    fn with_paths(paths: Paths<'n>, memory_limit: usize) -> Result<Self> {
+        Ok(Linearised {
+            eval: Evaluator::new(paths.net, true, memory_limit)?,
+            paths,
+        })
+    }
+}
+
+impl Paths<'_> {
     /// The value a source injects into: the input, or node `k`'s output.
     fn source_value(&self, source: Option<usize>) -> ValueId {
         source.map_or(0, |k| self.net.nodes[k].output)
@@ -392,6 +477,83 @@ impl<'n> Linearised<'n> {
         l[target]
     }
 
+    /// Whether the path is a chain through at most one operator with a nontrivial norm (a
+    /// layer, or a linear node whose constant is not 1), the rest being slopes times the
+    /// identity, reshapes, permutations and sums with one term on the path: its cap is then
+    /// that operator's certified bound times the slopes, as tight as Lanczos could make it
+    /// (ResNet's stem: 10 s saved per such norm at 224×224). Its certificate is the layer's,
+    /// already counted.
+    fn cap_is_tight(&self, from: ValueId, nodes: &[usize]) -> bool {
+        let net = self.net;
+        let mut on_path = vec![false; net.shapes.len()];
+        on_path[from] = true;
+        let mut nontrivial = 0;
+        for &k in nodes {
+            let node = &net.nodes[k];
+            let terms = node.inputs.iter().filter(|&&v| on_path[v]).count();
+            on_path[node.output] = terms > 0;
+            if self.slope[k].is_some() || terms == 0 {
+                continue;
+            }
+            match node.op.role() {
+                Role::Nonlinear => return false,
+                Role::Sum | Role::Stack if terms > 1 => return false,
+                // Constants of 1, rounded up to the next float or two.
+                _ if self.factor[k] <= 1.0 + 1e-12 => {}
+                _ => nontrivial += 1,
+            }
+        }
+        nontrivial <= 1
+    }
+
+    /// The norms the recursion over `segment` needs, in the order [`recursion`] reads them:
+    /// for each of its nonlinear nodes' inputs and then its end, the map from the segment's
+    /// source and from each earlier nonlinear node of the segment.
+    fn pairs(
+        &self,
+        segment: &Segment,
+        nonlinear: &[(usize, f64, f64)],
+    ) -> Vec<(Option<usize>, ValueId)> {
+        let inner = &nonlinear[segment.nonlinear.clone()];
+        let targets = inner
+            .iter()
+            .map(|&(k, _, _)| self.net.nodes[k].inputs[0])
+            .chain(std::iter::once(segment.end));
+        targets
+            .enumerate()
+            .flat_map(|(i, target)| {
+                std::iter::once(segment.source)
+                    .chain(inner[..i].iter().map(|&(k, _, _)| Some(k)))
+                    .map(move |source| (source, target))
+            })
+            .collect()
+    }
+
+    /// The estimated work of bounding a segment: for every norm its recursion needs a
+    /// Lanczos run for, the activation values along its path (a Lanczos step reads and
+    /// writes each of them twice, and the step counts vary little between maps), counted
+    /// [`OUT_OF_CACHE`] times over in tensors too large for a core's cache.
+    fn work(&self, segment: &Segment, nonlinear: &[(usize, f64, f64)]) -> u128 {
+        let weight = |len: usize| len as u128 * if len > CACHED_VALUES { OUT_OF_CACHE } else { 1 };
+        self.pairs(segment, nonlinear)
+            .into_iter()
+            .map(|(source, target)| {
+                let nodes = self.path(source, target);
+                let from = self.source_value(source);
+                if self.cap(source, &nodes, target) == 0.0 || self.cap_is_tight(from, &nodes) {
+                    return 0;
+                }
+                let values: u128 = nodes
+                    .iter()
+                    .map(|&k| weight(self.net.len_of(self.net.nodes[k].output)))
+                    .sum();
+                values + weight(self.net.len_of(from))
+            })
+            .sum()
+    }
+}
+
+impl<'n> Linearised<'n> {
     /// The linearised map from `source` (the input, or node `k`'s output) to `target` as a
     /// matrix-free operator with its AutoLip cap, or `None` when it is zero (unreachable).
     pub(super) fn operator(
@@ -399,12 +561,13 @@ impl<'n> Linearised<'n> {
         source: Option<usize>,
         target: ValueId,
     ) -> Option<(PathOperator<'_, 'n>, f64)> {
-        let nodes = self.path(source, target);
-        let cap = self.cap(source, &nodes, target);
+        let paths = &self.paths;
+        let nodes = paths.path(source, target);
+        let cap = paths.cap(source, &nodes, target);
         if cap == 0.0 {
             return None;
         }
-        let inner = self
+        let inner = paths
             .net
             .shapes
             .iter()
@@ -413,56 +576,55 @@ impl<'n> Linearised<'n> {
         let op = PathOperator {
             cx: self,
             nodes,
-            from: self.source_value(source),
+            from: paths.source_value(source),
             target,
             // f64 direct operators: rounding ~ (depth · inner size) · u relative to the cap.
-            error: cap * (self.net.nodes.len() as f64) * (inner.unwrap_or(1) as f64) * f64::EPSILON,
+            error: cap
+                * (paths.net.nodes.len() as f64)
+                * (inner.unwrap_or(1) as f64)
+                * f64::EPSILON,
         };
         Some((op, cap))
     }
 
-    /// The recursion over one segment (module docs): `L` of each of its nonlinear nodes'
-    /// inputs, then of its end, relative to its source.
-    fn recursion(
-        &self,
-        segment: &Segment,
-        nonlinear: &[(usize, f64, f64)],
-        opts: &Options,
-        certificates: &mut Vec<Certificate>,
-    ) -> Result<f64> {
-        let inner = &nonlinear[segment.nonlinear.clone()];
-        let mut targets: Vec<ValueId> = inner
-            .iter()
-            .map(|&(k, _, _)| self.net.nodes[k].inputs[0])
-            .collect();
-        targets.push(segment.end);
-        let mut lips: Vec<f64> = Vec::with_capacity(targets.len());
-        for (i, &target) in targets.iter().enumerate() {
-            let mut l = self.norm(segment.source, target, opts, certificates)?;
-            for (j, &(k, _, r)) in inner[..i].iter().enumerate() {
-                let n = self.norm(Some(k), target, opts, certificates)?;
-                l = add_up(l, mul_up(mul_up(r, n), lips[j]));
-            }
-            lips.push(l);
-        }
-        Ok(*lips.last().expect("the segment's end"))
-    }
-
-    /// A certified upper bound on `‖O_{target←source}‖`.
+    /// A certified upper bound on `‖O_{target←source}‖` and its certificate (`None` when the
+    /// map is zero, or the cap is the bound: [`Paths::cap_is_tight`]).
     fn norm(
         &self,
         source: Option<usize>,
         target: ValueId,
         opts: &Options,
-        certificates: &mut Vec<Certificate>,
-    ) -> Result<f64> {
+    ) -> Result<(f64, Option<Certificate>)> {
         let Some((op, cap)) = self.operator(source, target) else {
-            return Ok(0.0);
+            return Ok((0.0, None));
         };
+        if self.paths.cap_is_tight(op.from, &op.nodes) {
+            return Ok((cap, None));
+        }
         let b = capped_norm(&op, cap, opts)?;
-        certificates.push(b.certificate);
-        Ok(b.upper.min(cap))
+        Ok((b.upper.min(cap), Some(b.certificate)))
     }
+}
+
+/// The recursion over one segment (module docs): `L` of each of its nonlinear nodes'
+/// inputs, then of its end, relative to its source, from the norms of
+/// [`Paths::pairs`] in their order.
+fn recursion(
+    segment: &Segment,
+    nonlinear: &[(usize, f64, f64)],
+    norms: &mut impl Iterator<Item = f64>,
+) -> f64 {
+    let inner = &nonlinear[segment.nonlinear.clone()];
+    let mut lips: Vec<f64> = Vec::with_capacity(inner.len() + 1);
+    for i in 0..=inner.len() {
+        let mut l = norms.next().expect("one norm per pair");
+        for (j, &(_, _, r)) in inner[..i].iter().enumerate() {
+            let n = norms.next().expect("one norm per pair");
+            l = add_up(l, mul_up(mul_up(r, n), lips[j]));
+        }
+        lips.push(l);
+    }
+    *lips.last().expect("the segment's end")
 }
 
 /// The linearised network from one value to another, as a matrix-free operator.
@@ -476,13 +638,13 @@ pub(super) struct PathOperator<'a, 'n> {
 
 impl LinearOperator for PathOperator<'_, '_> {
     fn input_len(&self) -> usize {
-        self.cx.net.len_of(self.from)
+        self.cx.paths.net.len_of(self.from)
     }
     fn output_len(&self) -> usize {
-        self.cx.net.len_of(self.target)
+        self.cx.paths.net.len_of(self.target)
     }
     fn forward(&self, x: &[f64], y: &mut [f64]) {
-        let net = self.cx.net;
+        let net = self.cx.paths.net;
         let mut values: Vec<Vec<f64>> = vec![Vec::new(); net.shapes.len()];
         values[self.from] = x.to_vec();
         for &k in &self.nodes {
@@ -505,7 +667,7 @@ impl LinearOperator for PathOperator<'_, '_> {
                 })
                 .collect();
             let mut out = vec![0.0; net.len_of(node.output)];
-            match self.cx.slope[k] {
+            match self.cx.paths.slope[k] {
                 Some(m) if m != 0.0 => {
                     out.iter_mut().zip(ins[0]).for_each(|(o, &v)| *o = m * v);
                 }
@@ -521,7 +683,7 @@ impl LinearOperator for PathOperator<'_, '_> {
         }
     }
     fn adjoint(&self, g: &[f64], x: &mut [f64]) {
-        let net = self.cx.net;
+        let net = self.cx.paths.net;
         let mut cot: Vec<Vec<f64>> = vec![Vec::new(); net.shapes.len()];
         cot[self.target] = g.to_vec();
         for &k in self.nodes.iter().rev() {
@@ -535,7 +697,7 @@ impl LinearOperator for PathOperator<'_, '_> {
                 .iter()
                 .map(|&v| vec![0.0; net.len_of(v)])
                 .collect();
-            match self.cx.slope[k] {
+            match self.cx.paths.slope[k] {
                 Some(m) if m != 0.0 => {
                     outs[0].iter_mut().zip(&gk).for_each(|(o, &v)| *o = m * v);
                 }

@@ -139,7 +139,7 @@ pub(super) fn sdp_bounds(
         let t = Instant::now();
         let outcome = match &eclipse::multipliers(&problem, &gy) {
             Some((rho, t)) => match sdp::verify(&problem, &gy, *rho, t) {
-                Some(upper) => Outcome::Bound(bound(upper, 0)),
+                Some(upper) => Outcome::Bound(bound(upper, 0), None),
                 None => Outcome::OverBudget(
                     "its multipliers did not pass the Cholesky check; not used".into(),
                 ),
@@ -221,7 +221,7 @@ fn lipsdp_first_order(
         }
     );
     (
-        Outcome::Bound(bound(upper, solution.evaluations)),
+        Outcome::Bound(bound(upper, solution.evaluations), None),
         Some(note),
     )
 }
@@ -256,5 +256,5 @@ fn lipsdp(problem: &Problem, gy: &Mat<f64>) -> (Outcome, Option<String>) {
             BUDGET.as_secs()
         )
     });
-    (Outcome::Bound(bound(upper, solution.steps)), note)
+    (Outcome::Bound(bound(upper, solution.steps), None), note)
 }

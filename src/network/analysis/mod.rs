@@ -67,8 +67,9 @@ pub struct AnalysisOptions {
     /// Largest LMI dimension ECLipsE-Fast is computed for: a few dense factorisations, so
     /// the default 4096 takes a few seconds and about 1 GiB.
     pub eclipse_max_size: usize,
-    /// Budget of LipLT, in operator norms × activation values of their segment (~1e6 per
-    /// second on two cores); over it, LipLT is skipped with a note.
+    /// Budget of LipLT, in units of work (activation values along each norm's path, ~1e6
+    /// per second on two cores): over it the network is cut into shorter segments, and past
+    /// the shortest LipLT is skipped, with a note either way.
     pub liplt_max_work: u128,
 }
 
@@ -288,7 +289,8 @@ fn record(
             notes.push(format!("{} not computed: {why}", name.label()))
         }
         liplt::Outcome::NotApplicable => {}
-        liplt::Outcome::Bound(b) => {
+        liplt::Outcome::Bound(b, note) => {
+            notes.extend(note.map(|n| format!("{}: {n}", name.label())));
             let mut certs = factors.certificates.clone();
             certs.push(b.certificate);
             methods.push(MethodResult {
