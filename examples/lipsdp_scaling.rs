@@ -1,8 +1,10 @@
 //! LipSDP-Neuron on seeded random ReLU MLPs (weights uniform in `±√(3/fan_in)`, seed 7, as in
 //! `benches/network.rs`): `cargo run --release --example lipsdp_scaling -- 64,512,512,512,10
-//! [interior|first-order]` prints the verified bound, its time and the solver's note. The
-//! solver is the interior-point method up to `lipsdp_interior_max_size` (900 by default)
-//! and the first-order eigenvalue method above; the second argument forces one.
+//! [interior|first-order|auto] [all]` prints the verified bound, its time and the solver's
+//! note. The solver is the interior-point method up to `lipsdp_interior_max_size` (900 by
+//! default) and the first-order eigenvalue method above; the second argument forces one.
+//! With `all`, every network method runs (as `analyze` does by default), not only
+//! LipSDP-Neuron and the product.
 use lipschitz::network::{analyze, Activation, AnalysisOptions, NetworkBuilder, NetworkMethod};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -27,11 +29,16 @@ fn main() {
     let interior_max = match args.get(1).map(String::as_str) {
         Some("interior") => usize::MAX,
         Some("first-order") => 0,
+        // "all" alone: every method, as `analyze` runs by default.
         _ => AnalysisOptions::default().lipsdp_interior_max_size,
     };
     let opts = AnalysisOptions {
         lower: None,
-        methods: vec![NetworkMethod::Product, NetworkMethod::LipSdp],
+        methods: if args.iter().any(|a| a == "all") {
+            AnalysisOptions::default().methods
+        } else {
+            vec![NetworkMethod::Product, NetworkMethod::LipSdp]
+        },
         lipsdp_max_size: usize::MAX,
         lipsdp_interior_max_size: interior_max,
         ..AnalysisOptions::default()

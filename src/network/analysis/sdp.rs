@@ -93,14 +93,21 @@ impl Problem {
                 }
             }
         }
-        for (i, &(sum, _)) in self.coefficients().iter().enumerate() {
-            let col = n0 + i;
-            for j in 0..n {
-                let v = sum * t[i] * self.z[(i, j)];
-                s[(j, col)] -= v;
-                s[(col, j)] -= v;
-            }
-            s[(col, col)] += 2.0 * t[i];
+        // The couplings −(α+β)tᵢ(zᵢeᵢᵀ + eᵢzᵢᵀ) as K = −Zᵀ diag((α+β)t) (`N × units`), added
+        // to the unit columns and, transposed, to the unit rows: every pass contiguous.
+        let coef = self.coefficients();
+        let h = self.units();
+        let mut k = self.z.transpose().to_owned();
+        for (i, &(sum, _)) in coef.iter().enumerate() {
+            let scale = -sum * t[i];
+            k.col_mut(i).iter_mut().for_each(|v| *v *= scale);
+        }
+        let mut columns = s.submatrix_mut(0, n0, n, h);
+        columns += &k;
+        let mut rows = s.submatrix_mut(n0, 0, h, n);
+        rows += k.transpose();
+        for (i, &ti) in t.iter().enumerate() {
+            s[(n0 + i, n0 + i)] += 2.0 * ti;
         }
         s
     }
