@@ -314,8 +314,9 @@ typedef struct LipOptions {
    */
   uint64_t eclipse_max_size;
   /**
-   * Budget of LipLT in operator norms × activation values (default 3e7, ~30 s on two
-   * cores); 0 turns it off. Finite and ≥ 0.
+   * Budget of LipLT in units of work (activation values along each norm's path; default
+   * 3e7, ~30 s on two cores): over it, segments are shortened, then LipLT is skipped; 0
+   * turns it off. Finite and ≥ 0.
    */
   double liplt_max_work;
 } LipOptions;
