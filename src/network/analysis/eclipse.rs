@@ -39,10 +39,20 @@ pub(super) fn multipliers(p: &Problem, gy: &Mat<f64>) -> Option<(f64, Vec<f64>)>
     let mut previous = 1.0;
     for b in &p.blocks {
         let (c, d) = (n0 + b.rows.start, b.rows.len());
-        // Y = L_{<k}⁻¹ Z_kᵀ on the earlier columns, so K_k = YᵀY.
+        // Y = L_{<k}⁻¹ Z_kᵀ on the earlier columns, so K_k = YᵀY. Rows of Z_kᵀ before the
+        // first coordinate node k reads are zero, and so are Y's: the solve starts there
+        // (a chain's node reads only the node before it).
         let mut y = Mat::from_fn(c, d, |i, j| p.z[(b.rows.start + j, i)]);
-        solve_lower_triangular_in_place(factor.submatrix(0, 0, c, c), y.as_mut(), Par::rayon(0));
-        let k = y.transpose() * &y;
+        let first = (0..c)
+            .find(|&i| (0..d).any(|j| y[(i, j)] != 0.0))
+            .unwrap_or(c);
+        solve_lower_triangular_in_place(
+            factor.submatrix(first, first, c - first, c - first),
+            y.as_mut().subrows_mut(first, c - first),
+            Par::rayon(0),
+        );
+        let reached = y.subrows(first, c - first);
+        let k = reached.transpose() * reached;
         let kappa = k
             .self_adjoint_eigenvalues(Side::Lower)
             .ok()?
