@@ -12,11 +12,12 @@ start, until the estimate changes by less than 1e-6 relative — uncertified, it
 against `lipschitz analyze MODEL.onnx --input-shape 1,3,SIZE,SIZE --rtol 1e-3 --method
 product --no-lower --json` (every layer certified to width 1e-3, the network's product).
 Both on 2 threads. The table gives both times, and per layer whether the power estimate lies
-below the certified upper bound and how far below the certified lower bound it stops.
+below the certified upper bound (to 1e-5: it is computed in float32) and how far below the
+certified lower bound it stops.
 
-Layers are matched by module name (the dynamo exporter keeps them). The tool bounds each
-convolution with its BatchNorm folded in; with torchvision's random init (running mean 0,
-variance 1, unit scale) that is the convolution times 1/sqrt(1 + 1e-5), accounted for here.
+Layers are matched by module name (the report's `module`, from the dynamo export). The tool
+bounds each convolution with the BatchNorm after it folded in, so the power iteration here
+applies the same per-channel scale gamma/sqrt(var + eps) to the convolution's output.
 Not part of CI.
 """
 import json
@@ -51,10 +52,15 @@ def layer_inputs(model, size):
     """Input shape of every Conv2d and Linear, by module name (one forward pass)."""
     shapes = {}
     hooks = []
+
+    def record(name):
+        def hook(module, inputs, output):  # returns None: the output is left as it is
+            shapes.setdefault(name, tuple(inputs[0].shape))
+        return hook
+
     for name, m in model.named_modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: shapes.setdefault(name, tuple(inp[0].shape))))
+            hooks.append(m.register_forward_hook(record(name)))
     with torch.no_grad():
         model(torch.randn(1, 3, size, size))
     for h in hooks:
@@ -70,9 +76,11 @@ def bn_after(model):
     for name, m in model.named_modules():
         if len(list(m.children())) > 0:
             continue  # containers: only leaves are layers
-        if isinstance(m, torch.nn.BatchNorm2d) and pending is not None:
-            scales[pending] = (m.weight / torch.sqrt(m.running_var + m.eps)).detach()
-        pending = name if isinstance(m, torch.nn.Conv2d) else None
+        # DenseNet's next layer normalises the concatenation: more channels, not this conv's.
+        if isinstance(m, torch.nn.BatchNorm2d) and pending is not None \
+                and m.num_features == pending[1].out_channels:
+            scales[pending[0]] = (m.weight / torch.sqrt(m.running_var + m.eps)).detach()
+        pending = (name, m) if isinstance(m, torch.nn.Conv2d) else None
     return scales
 
 
@@ -134,9 +142,13 @@ def main():
                            capture_output=True, text=True, env=env, check=True)
         tool_seconds = time.time() - t
         report = json.loads(r.stdout)
-        certified = {l["name"]: (l["lower"], l["upper"]) for l in report["layers"]}
+        certified = {l.get("module") or l["name"]: (l["lower"], l["upper"]) for l in report["layers"]}
         matched = [k for k in power if k in certified]
-        above = [k for k in matched if power[k][0] > certified[k][1] * (1 + 1e-6)]
+        # Power iteration runs in float32: its estimate carries ~1e-6 relative rounding.
+        above = [k for k in matched if power[k][0] > certified[k][1] * (1 + 1e-5)]
+        for k in above:
+            print(f"{name} {k}: power {power[k][0]:.9g} above the certified "
+                  f"[{certified[k][0]:.9g}, {certified[k][1]:.9g}]", file=sys.stderr)
         shortfall = max((certified[k][0] - power[k][0]) / certified[k][0] for k in matched)
         steps = sum(s for _, s in power.values())
         rows.append((name, size, len(shapes), len(matched), steps, power_seconds, tool_seconds,
