@@ -85,8 +85,9 @@ fn methods(c: &mut Criterion) {
             (label, net, extra)
         })
         .collect();
-    // The 64-256×3-10 MLP shape (N = 832, within LipSDP-Neuron's default), and
-    // one too large for it (N = 3856): ECLipsE-Fast's territory.
+    // The 64-256×3-10 MLP shape (N = 832, within the interior point's limit), one
+    // for the first-order method, and one too large for LipSDP-Neuron by default
+    // (N = 3856): ECLipsE-Fast's territory.
     nets.push((
         "mlp_64_256x3",
         wide_mlp("mlp_64_256x3", &[64, 256, 256, 256, 10]),
@@ -95,6 +96,12 @@ fn methods(c: &mut Criterion) {
             NetworkMethod::Eclipse,
             NetworkMethod::LipSdp,
         ][..],
+    ));
+    // N = 2044: LipSDP-Neuron by the first-order method (over the interior point's 900).
+    nets.push((
+        "mlp_64_660x3",
+        wide_mlp("mlp_64_660x3", &[64, 660, 660, 660, 10]),
+        &[NetworkMethod::Eclipse, NetworkMethod::LipSdp][..],
     ));
     nets.push((
         "mlp_784_1024x3",
