@@ -373,21 +373,38 @@ fn liplt_chain(a: &[Mat<f64>], m: f64, r: f64) -> f64 {
     *l.last().unwrap()
 }
 
+/// The LipLT recursion of a chain cut into segments of at most `k` activations, as the
+/// budget cuts it: the first segment from the input through the linear map after its
+/// `k`-th ReLU, each further one starting at a ReLU (identity first).
+fn liplt_chain_in_segments(a: &[Mat<f64>], k: usize) -> f64 {
+    let mut bound = liplt_chain(&a[..(k + 1).min(a.len())], 0.5, 0.5);
+    let mut next = k + 1;
+    while next < a.len() {
+        let mut segment = vec![Mat::<f64>::identity(a[next].ncols(), a[next].ncols())];
+        segment.extend(a[next..(next + k).min(a.len())].iter().cloned());
+        bound *= liplt_chain(&segment, 0.5, 0.5);
+        next += k;
+    }
+    bound
+}
+
+/// A 5-6×15-3 ReLU chain (15 ReLUs, more than one segment's 12) and its matrices.
+fn deep_chain() -> (Network, Vec<Mat<f64>>) {
+    let mut sizes = vec![6; 17];
+    sizes[0] = 5;
+    sizes[16] = 3;
+    let (net, w) = mlp(&sizes, Activation::Relu, 300);
+    let a = w.iter().map(|(w, r, c)| mat(w, *r, *c)).collect();
+    (net, a)
+}
+
 /// A chain deeper than one segment's budget (15 ReLUs > 12) is cut where the budget ends:
 /// the first segment runs from the input to the 13th linear map, the second from there
 /// (identity first) to the output, and the bound is the product of the two recursions.
 #[test]
 fn liplt_cuts_a_deep_chain_into_segments() {
-    let mut sizes = vec![6; 17];
-    sizes[0] = 5;
-    sizes[16] = 3;
-    let (net, w) = mlp(&sizes, Activation::Relu, 300);
-    let a: Vec<Mat<f64>> = w.iter().map(|(w, r, c)| mat(w, *r, *c)).collect();
-    let first = liplt_chain(&a[..13], 0.5, 0.5);
-    let mut rest = vec![Mat::<f64>::identity(6, 6)];
-    rest.extend(a[13..].iter().cloned());
-    let second = liplt_chain(&rest, 0.5, 0.5);
-    let want = first * second;
+    let (net, a) = deep_chain();
+    let want = liplt_chain_in_segments(&a, 12);
     let got = analyse(&net);
     let liplt = got
         .network
@@ -404,32 +421,13 @@ fn liplt_cuts_a_deep_chain_into_segments() {
     assert!(got.network.lower.unwrap() <= got.network.upper);
 }
 
-/// The LipLT recursion of a chain cut into segments of at most `k` activations, as the
-/// budget cuts it: the first segment from the input through the linear map after its
-/// `k`-th ReLU, each further one starting at a ReLU (identity first).
-fn liplt_chain_in_segments(a: &[Mat<f64>], k: usize) -> f64 {
-    let mut bound = liplt_chain(&a[..(k + 1).min(a.len())], 0.5, 0.5);
-    let mut next = k + 1;
-    while next < a.len() {
-        let mut segment = vec![Mat::<f64>::identity(a[next].ncols(), a[next].ncols())];
-        segment.extend(a[next..(next + k).min(a.len())].iter().cloned());
-        bound *= liplt_chain(&segment, 0.5, 0.5);
-        next += k;
-    }
-    bound
-}
-
 /// Under a smaller work budget LipLT cuts the chain into shorter segments (and says so)
 /// rather than giving up: every budget's bound is the explicit recursion over the segments
 /// its note names, below the product and above the attained lower bound; under the
 /// shortest segments' work it is skipped with a note.
 #[test]
 fn liplt_shortens_its_segments_to_fit_the_budget() {
-    let mut sizes = vec![6; 17];
-    sizes[0] = 5;
-    sizes[16] = 3;
-    let (net, w) = mlp(&sizes, Activation::Relu, 300);
-    let a: Vec<Mat<f64>> = w.iter().map(|(w, r, c)| mat(w, *r, *c)).collect();
+    let (net, a) = deep_chain();
     let mut lengths = Vec::new();
     for budget in [1e9, 3e3, 1e3, 400.0, 150.0, 1.0] {
         let opts = AnalysisOptions {
